@@ -1,0 +1,97 @@
+//! Command-line definitions (clap derive) and nothing else.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+/// Resend, fetch, validate and import SoftLayer SSL fulfillment emails.
+#[derive(Debug, Parser)]
+#[command(name = "fulfill", version, about, propagate_version = true)]
+#[command(after_help = "Exit codes: 0 done or nothing to do, 1 failure, 2 usage or configuration error, \
+3 timed out waiting for mail, 4 certificate rejected or none in the mail, 75 another run holds the lock.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes, before or after its name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file [default: $XDG_CONFIG_HOME/fulfill/config.toml]
+    #[arg(long, global = true, env = "FULFILL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// SQLite database [default: $XDG_DATA_HOME/fulfill/fulfill.db]
+    #[arg(long, global = true, env = "FULFILL_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Print one JSON document on stdout instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr (-v, -vv, -vvv)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Extract, validate and record the certificates in saved fulfillment emails
+    Import(ImportArgs),
+    /// List recorded certificates, soonest expiry first
+    List(ListArgs),
+    /// Show one recorded certificate
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Email files (.eml, RFC 5322), or - for standard input
+    #[arg(required = true, value_name = "FILE.eml")]
+    pub files: Vec<PathBuf>,
+
+    /// The SoftLayer order the certificate belongs to
+    #[arg(long, value_name = "ID")]
+    pub order: Option<i64>,
+
+    /// Private key (or CSR) of the certificate, in addition to [keys] dirs
+    #[arg(long, value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+
+    /// DNS name the certificate must cover [default: the name in the key's CSR]
+    #[arg(long, value_name = "DNS")]
+    pub expect_name: Option<String>,
+
+    /// Record without uploading to the portal
+    #[arg(long)]
+    pub no_upload: bool,
+
+    /// Validate and report, but write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only certificates expiring within this time (e.g. 30d, 12h), expired ones included
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expiring_within: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Row id, or SHA-256 fingerprint (a unique prefix of 8 or more hex digits is enough)
+    #[arg(value_name = "ID|SHA256")]
+    pub certificate: String,
+
+    /// Print only the certificate and its chain, in PEM
+    #[arg(long)]
+    pub pem: bool,
+}

@@ -1,0 +1,133 @@
+//! Local files the validation needs: private keys and CSRs, trust anchors.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::UsageError;
+use crate::config::{Settings, TrustRoots};
+use crate::keys::{self, KeyMaterial, PublicKeyId};
+use crate::validate::KnownKey;
+
+/// Key files are small; anything bigger in a keys folder is not a key.
+const MAX_KEY_FILE: u64 = 1024 * 1024;
+
+/// Where the operating system keeps its CA bundle, by distribution family. `SSL_CERT_FILE`
+/// (OpenSSL's override) wins when set.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// Every private key and CSR we know: `--key` files (errors are fatal: the user named
+/// them) and the files of `[keys] dirs` (errors are warnings: a folder holds other files).
+/// A key whose CSR is also known carries the CSR's requested name.
+pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Result<Vec<KnownKey>> {
+    let mut found: Vec<(KeyMaterial, PathBuf)> = Vec::new();
+    for path in key_files {
+        let bytes = read_small(path).with_context(|| format!("--key {}", path.display()))?;
+        let materials = keys::read_key_material(&bytes)
+            .map_err(|e| UsageError(format!("--key {}: {e}", path.display())))?;
+        found.extend(materials.into_iter().map(|m| (m, path.clone())));
+    }
+    for dir in &settings.key_dirs {
+        let entries = fs::read_dir(dir).map_err(|e| {
+            UsageError(format!("[keys] dirs: cannot read the folder {}: {e}", dir.display()))
+        })?;
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths.into_iter().filter(|p| p.is_file()) {
+            match read_small(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                keys::read_key_material(&bytes).map_err(|e| e.to_string())
+            }) {
+                Ok(materials) => found.extend(materials.into_iter().map(|m| (m, path.clone()))),
+                Err(e) if e == keys::KeyError::NothingFound.to_string() => {
+                    log::debug!("{}: not a key or CSR, skipped", path.display());
+                }
+                Err(e) => log::warn!("{}: skipped: {e}", path.display()),
+            }
+        }
+    }
+
+    let requested: HashMap<PublicKeyId, String> = found
+        .iter()
+        .filter_map(|(m, _)| match m {
+            KeyMaterial::SigningRequest { key, name: Some(name) } => Some((key.clone(), name.clone())),
+            _ => None,
+        })
+        .collect();
+    Ok(found
+        .into_iter()
+        .map(|(material, path)| {
+            let source = match material {
+                KeyMaterial::PrivateKey(_) => format!("key file {}", path.display()),
+                KeyMaterial::SigningRequest { .. } => format!("CSR {}", path.display()),
+            };
+            KnownKey {
+                requested_name: requested.get(material.key()).cloned(),
+                key: material.key().clone(),
+                source,
+            }
+        })
+        .collect())
+}
+
+fn read_small(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if meta.len() > MAX_KEY_FILE {
+        anyhow::bail!("{} is {} bytes, too large for a key file", path.display(), meta.len());
+    }
+    fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// DER trust anchors from `[validation] trust_roots`.
+pub fn load_trust_anchors(settings: &Settings) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut anchors = Vec::new();
+    for roots in &settings.trust_roots {
+        let path = match roots {
+            TrustRoots::Bundle(path) => path.clone(),
+            TrustRoots::System => system_bundle().ok_or_else(|| {
+                UsageError(format!(
+                    "[validation] trust_roots: \"system\" but no CA bundle was found (looked at {}); \
+                     install ca-certificates or name a PEM bundle",
+                    SYSTEM_BUNDLES.join(", ")
+                ))
+            })?,
+        };
+        let text = fs::read(&path).map_err(|e| {
+            UsageError(format!(
+                "[validation] trust_roots: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let before = anchors.len();
+        for block in pem::parse_many(&text).map_err(|e| {
+            UsageError(format!("[validation] trust_roots: {} is not a PEM bundle: {e}", path.display()))
+        })? {
+            if block.tag() == "CERTIFICATE" {
+                anchors.push(block.into_contents());
+            }
+        }
+        if anchors.len() == before {
+            return Err(UsageError(format!(
+                "[validation] trust_roots: {} holds no certificate",
+                path.display()
+            ))
+            .into());
+        }
+    }
+    Ok(anchors)
+}
+
+fn system_bundle() -> Option<PathBuf> {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(SYSTEM_BUNDLES.iter().map(PathBuf::from))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,44 @@
+//! One file per subcommand, each a short script over the modules. This file holds what
+//! they share: the exit codes, and reading the local keys and trust anchors.
+
+pub mod import;
+pub mod list;
+pub mod show;
+
+mod output;
+mod local;
+
+pub use self::local::{load_known_keys, load_trust_anchors};
+pub use self::output::{Table, days_left, print_json};
+
+/// The exit codes of the design, the same for every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    Done = 0,
+    Failure = 1,
+    Usage = 2,
+    TimedOut = 3,
+    Rejected = 4,
+    Locked = 75,
+}
+
+impl Exit {
+    /// The exit of a run that did several things: a failure outranks a rejection, which
+    /// outranks success, so cron mail shows the worst thing that happened.
+    pub fn worst(self, other: Exit) -> Exit {
+        let rank = |e: Exit| match e {
+            Exit::Done => 0,
+            Exit::Rejected => 1,
+            Exit::TimedOut => 2,
+            Exit::Failure => 3,
+            Exit::Locked => 4,
+            Exit::Usage => 5,
+        };
+        if rank(other) > rank(self) { other } else { self }
+    }
+}
+
+/// A mistake in how the command was called or configured: exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,52 @@
+//! Numbered schema migrations. `PRAGMA user_version` holds how many have run; each runs in
+//! the transaction that bumps it, so a crash leaves the schema at one version or the next.
+//! Append only: never edit a migration that has shipped.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the schema of shared/design.md, plus `source` (the file or mailbox message a
+    // certificate came from) so a person reviewing the table can find the mail again.
+    "CREATE TABLE certificates (
+        id                     INTEGER PRIMARY KEY,
+        order_id               INTEGER,
+        common_name            TEXT NOT NULL,
+        subject_alt_names      TEXT NOT NULL,
+        serial                 TEXT NOT NULL,
+        sha256                 TEXT NOT NULL UNIQUE,
+        issuer                 TEXT NOT NULL,
+        not_before             TEXT NOT NULL,
+        not_after              TEXT NOT NULL,
+        certificate_pem        TEXT NOT NULL,
+        chain_pem              TEXT NOT NULL,
+        key_source             TEXT,
+        portal_certificate_id  INTEGER,
+        source_message_id      TEXT,
+        source                 TEXT,
+        imported_at            TEXT NOT NULL
+    );
+    CREATE INDEX certificates_not_after ON certificates (not_after);
+    CREATE INDEX certificates_order_id ON certificates (order_id);
+    CREATE TABLE orders (
+        order_id             INTEGER PRIMARY KEY,
+        common_name          TEXT,
+        state                TEXT NOT NULL,
+        resend_requested_at  TEXT,
+        last_error           TEXT,
+        updated_at           TEXT NOT NULL
+    );
+    CREATE TABLE mailbox_state (
+        account      TEXT NOT NULL,
+        folder       TEXT NOT NULL,
+        uidvalidity  INTEGER NOT NULL,
+        last_uid     INTEGER NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (account, folder)
+    );
+    CREATE TABLE events (
+        id        INTEGER PRIMARY KEY,
+        at        TEXT NOT NULL,
+        order_id  INTEGER,
+        kind      TEXT NOT NULL,
+        detail    TEXT NOT NULL
+    );
+    CREATE INDEX events_order_id ON events (order_id);",
+];

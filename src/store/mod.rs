@@ -1,0 +1,425 @@
+//! The SQLite record a person can review with the `sqlite3` shell.
+//!
+//! Timestamps are RFC 3339 UTC text and fingerprints lowercase hex (design, "SQLite").
+//! The file is created 0600 in a 0700 folder before SQLite opens it, so certificates'
+//! provenance is never readable by other users; it runs in WAL mode so a reader (`list`
+//! from a terminal) never blocks a cron run.
+
+mod migrations;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use self::migrations::MIGRATIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the database folder {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot create the database file {path}: {source}")]
+    CreateFile { path: PathBuf, source: io::Error },
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "the database {path} has schema version {found}, newer than this fulfill knows ({known}); \
+         use a newer fulfill"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("database {path}: {source}")]
+    Sql { path: PathBuf, source: rusqlite::Error },
+    #[error("'{0}' matches more than one certificate; give more of the SHA-256")]
+    Ambiguous(String),
+}
+
+/// A certificate about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewCertificate {
+    pub order_id: Option<i64>,
+    pub common_name: String,
+    pub subject_alt_names: Vec<String>,
+    pub serial: String,
+    pub sha256: String,
+    pub issuer: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+    pub key_source: Option<String>,
+    pub source_message_id: Option<String>,
+    pub source: Option<String>,
+}
+
+/// A row of `certificates`. Serialised with the column names, for `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateRow {
+    pub id: i64,
+    pub order_id: Option<i64>,
+    pub common_name: String,
+    pub subject_alt_names: Vec<String>,
+    pub serial: String,
+    pub sha256: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub certificate_pem: String,
+    pub chain_pem: String,
+    pub key_source: Option<String>,
+    pub portal_certificate_id: Option<i64>,
+    pub source_message_id: Option<String>,
+    pub source: Option<String>,
+    pub imported_at: String,
+}
+
+/// A row of `events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub at: String,
+    pub order_id: Option<i64>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What recording a certificate did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New(i64),
+    /// The same certificate (same SHA-256) was already there: nothing was written but the event.
+    AlreadyThere(i64),
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// RFC 3339, UTC, whole seconds: sorts as text, reads well in the sqlite3 shell.
+pub fn timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+const CERTIFICATE_COLUMNS: &str = "id, order_id, common_name, subject_alt_names, serial, sha256, issuer, \
+     not_before, not_after, certificate_pem, chain_pem, key_source, portal_certificate_id, \
+     source_message_id, source, imported_at";
+
+fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> {
+    let names: String = row.get(3)?;
+    Ok(CertificateRow {
+        id: row.get(0)?,
+        order_id: row.get(1)?,
+        common_name: row.get(2)?,
+        subject_alt_names: names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect(),
+        serial: row.get(4)?,
+        sha256: row.get(5)?,
+        issuer: row.get(6)?,
+        not_before: row.get(7)?,
+        not_after: row.get(8)?,
+        certificate_pem: row.get(9)?,
+        chain_pem: row.get(10)?,
+        key_source: row.get(11)?,
+        portal_certificate_id: row.get(12)?,
+        source_message_id: row.get(13)?,
+        source: row.get(14)?,
+        imported_at: row.get(15)?,
+    })
+}
+
+impl Store {
+    /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|source| StoreError::CreateDir {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+            }
+        }
+        if !path.exists() {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .or_else(|e| match e.kind() {
+                    // Another run created it between our check and our open: fine.
+                    io::ErrorKind::AlreadyExists => fs::File::open(path),
+                    _ => Err(e),
+                })
+                .map_err(|source| StoreError::CreateFile {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database without writing to it (for `--dry-run`); `None` if the
+    /// file does not exist, since a dry run must not create it.
+    pub fn open_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
+            StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let version = store.schema_version()?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: store.path.clone(),
+                found: version,
+                known: MIGRATIONS.len() as i64,
+            });
+        }
+        Ok(Some(store))
+    }
+
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        |source| StoreError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        // A cron run and a person's `list` may meet: wait for each other briefly
+        // rather than fail with "database is locked".
+        self.conn.busy_timeout(Duration::from_secs(10)).map_err(self.sql())?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(self.sql())?;
+        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(self.sql())?;
+        Ok(())
+    }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(self.sql())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version = self.schema_version()?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let path = self.path.clone();
+            let sql = |source| StoreError::Sql {
+                path: path.clone(),
+                source,
+            };
+            let tx = self.conn.transaction().map_err(sql)?;
+            tx.execute_batch(migration).map_err(sql)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a certificate and its event in one transaction. The same certificate
+    /// (by SHA-256) again is a no-op that says so.
+    pub fn record_certificate(&mut self, cert: &NewCertificate, now: OffsetDateTime) -> Result<Recorded, StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let existing: Option<i64> = tx
+            .query_row("SELECT id FROM certificates WHERE sha256 = ?1", [&cert.sha256], |r| r.get(0))
+            .optional()
+            .map_err(sql)?;
+        let at = timestamp(now);
+        let recorded = match existing {
+            Some(id) => {
+                tx.execute(
+                    "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_already_recorded', ?3)",
+                    params![at, cert.order_id, format!(
+                        "{} sha256 {} from {} is already certificate #{id}",
+                        cert.common_name,
+                        cert.sha256,
+                        cert.source.as_deref().unwrap_or("?")
+                    )],
+                )
+                .map_err(sql)?;
+                Recorded::AlreadyThere(id)
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO certificates (order_id, common_name, subject_alt_names, serial, sha256, issuer,
+                         not_before, not_after, certificate_pem, chain_pem, key_source, source_message_id,
+                         source, imported_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![
+                        cert.order_id,
+                        cert.common_name,
+                        cert.subject_alt_names.join(", "),
+                        cert.serial,
+                        cert.sha256,
+                        cert.issuer,
+                        timestamp(cert.not_before),
+                        timestamp(cert.not_after),
+                        cert.certificate_pem,
+                        cert.chain_pem,
+                        cert.key_source,
+                        cert.source_message_id,
+                        cert.source,
+                        at,
+                    ],
+                )
+                .map_err(sql)?;
+                let id = tx.last_insert_rowid();
+                tx.execute(
+                    "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_recorded', ?3)",
+                    params![at, cert.order_id, format!(
+                        "certificate #{id} {} sha256 {} from {}",
+                        cert.common_name,
+                        cert.sha256,
+                        cert.source.as_deref().unwrap_or("?")
+                    )],
+                )
+                .map_err(sql)?;
+                Recorded::New(id)
+            }
+        };
+        tx.commit().map_err(sql)?;
+        Ok(recorded)
+    }
+
+    /// Appends one step to the audit trail.
+    pub fn add_event(&self, order_id: Option<i64>, kind: &str, detail: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![timestamp(now), order_id, kind, detail],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    pub fn events(&self) -> Result<Vec<EventRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, at, order_id, kind, detail FROM events ORDER BY id")
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(EventRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    order_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    pub fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE sha256 = ?1"),
+                [sha256],
+                certificate_row,
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// A certificate by row id, or by SHA-256 or a unique prefix of it (at least 8 hex digits,
+    /// colons allowed as `openssl x509 -fingerprint` prints them).
+    pub fn find_certificate(&self, id_or_sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
+        if let Ok(id) = id_or_sha256.parse::<i64>() {
+            let by_id = self
+                .conn
+                .query_row(
+                    &format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE id = ?1"),
+                    [id],
+                    certificate_row,
+                )
+                .optional()
+                .map_err(self.sql())?;
+            if by_id.is_some() || id_or_sha256.len() < 8 {
+                return Ok(by_id);
+            }
+        }
+        let prefix = id_or_sha256.replace(':', "").to_ascii_lowercase();
+        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE substr(sha256, 1, ?2) = ?1 LIMIT 2"
+            ))
+            .map_err(self.sql())?;
+        let mut rows: Vec<CertificateRow> = stmt
+            .query_map(params![prefix, prefix.len() as i64], certificate_row)
+            .map_err(self.sql())?
+            .collect::<Result<_, _>>()
+            .map_err(self.sql())?;
+        match rows.len() {
+            0 | 1 => Ok(rows.pop()),
+            _ => Err(StoreError::Ambiguous(id_or_sha256.to_string())),
+        }
+    }
+
+    /// Certificates by expiry, soonest first; only those expiring before `until` if given.
+    pub fn list_certificates(&self, until: Option<OffsetDateTime>) -> Result<Vec<CertificateRow>, StoreError> {
+        let until = until.map(timestamp).unwrap_or_else(|| "9999".into());
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE not_after <= ?1 ORDER BY not_after, id"
+            ))
+            .map_err(self.sql())?;
+        let rows = stmt.query_map([until], certificate_row).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+}

@@ -1,0 +1,454 @@
+//! Certificates from a mail + what we expect + `now` → a verdict with every reason.
+//!
+//! The four rules of `shared/design.md` must all hold before anything is recorded as
+//! imported: (1) the leaf's key is one of ours, (2) it covers the expected name, (3) `now`
+//! is inside its validity window, (4) a path from it through the mail's intermediates to a
+//! configured trust anchor verifies for serverAuth (rustls-webpki builds the path, so the
+//! order in the mail does not matter). Self-signed roots in the mail are dropped: trust
+//! comes from the configured anchors, never from the mail.
+
+use std::fmt;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, UnixTime};
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+
+use crate::extract::{FoundCertificate, sha256_hex};
+use crate::keys::{self, PublicKeyId};
+
+/// The rules, numbered as in the design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    KeyMatch = 1,
+    Name = 2,
+    Validity = 3,
+    Chain = 4,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Rule::KeyMatch => "key",
+            Rule::Name => "name",
+            Rule::Validity => "validity",
+            Rule::Chain => "chain",
+        };
+        write!(f, "rule {} ({name})", *self as u8)
+    }
+}
+
+/// A key we own or asked a certificate for, and where it came from.
+#[derive(Debug, Clone)]
+pub struct KnownKey {
+    pub key: PublicKeyId,
+    /// "key file /etc/ssl/private/www.key", "CSR of order 1234": what a person recognises.
+    pub source: String,
+    /// The name the key's CSR asked for, when a CSR for it is known.
+    pub requested_name: Option<String>,
+}
+
+/// What the leaf must match.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// The name the leaf must cover (`--expect-name` or the order's common name). When
+    /// unset, the name requested by the matching key's CSR is used.
+    pub name: Option<String>,
+    pub keys: Vec<KnownKey>,
+}
+
+/// Readable facts of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub der: Vec<u8>,
+    pub sha256: String,
+    pub subject: String,
+    pub issuer: String,
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    /// Colon-separated hex, as `openssl x509 -serial` shows it (without the colons there).
+    pub serial: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub is_ca: bool,
+    pub self_signed: bool,
+}
+
+impl CertificateInfo {
+    pub fn parse(der: &[u8]) -> Result<CertificateInfo, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+        Ok(Self::from_parsed(der, &cert))
+    }
+
+    fn from_parsed(der: &[u8], cert: &X509Certificate<'_>) -> CertificateInfo {
+        let dns_names = match cert.subject_alternative_name() {
+            Ok(Some(san)) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(name.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let self_signed = cert.subject().as_raw() == cert.issuer().as_raw()
+            && cert.verify_signature(None).is_ok();
+        CertificateInfo {
+            der: der.to_vec(),
+            sha256: sha256_hex(der),
+            subject: cert.subject().to_string(),
+            issuer: cert.issuer().to_string(),
+            common_name: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string),
+            dns_names,
+            serial: cert.raw_serial_as_string().replace(':', ""),
+            not_before: cert.validity().not_before.to_datetime(),
+            not_after: cert.validity().not_after.to_datetime(),
+            is_ca: cert.is_ca(),
+            self_signed,
+        }
+    }
+
+    /// "CN=www.example.com (serial 0a1b…, sha256 3f2a…)": how rejections name a certificate.
+    pub fn label(&self) -> String {
+        format!(
+            "'{}' (serial {}, sha256 {})",
+            self.subject, self.serial, self.sha256
+        )
+    }
+}
+
+/// One reason a leaf was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub rule: Rule,
+    pub detail: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)
+    }
+}
+
+/// A leaf that passed every rule, with the chain to upload (intermediates, leaf's issuer
+/// first, no root).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub leaf: CertificateInfo,
+    pub chain: Vec<CertificateInfo>,
+    pub key_source: String,
+    pub expected_name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub leaf: CertificateInfo,
+    pub reasons: Vec<Rejection>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Accepted(Accepted),
+    Rejected(Rejected),
+}
+
+/// The outcome for all certificates of one mail.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// One verdict per end-entity certificate in the mail.
+    pub verdicts: Vec<Verdict>,
+    /// Self-signed roots that came with the mail and were left out of every chain.
+    pub dropped_roots: Vec<CertificateInfo>,
+    /// Certificates that could not be parsed at all.
+    pub unreadable: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn accepted(&self) -> impl Iterator<Item = &Accepted> {
+        self.verdicts.iter().filter_map(|v| match v {
+            Verdict::Accepted(a) => Some(a),
+            Verdict::Rejected(_) => None,
+        })
+    }
+
+    pub fn rejected(&self) -> impl Iterator<Item = &Rejected> {
+        self.verdicts.iter().filter_map(|v| match v {
+            Verdict::Rejected(r) => Some(r),
+            Verdict::Accepted(_) => None,
+        })
+    }
+}
+
+/// Judges every end-entity certificate among `found` against the expectations, the trust
+/// anchors (DER certificates) and `now`.
+pub fn validate(
+    found: &[FoundCertificate],
+    expectations: &Expectations,
+    trust_anchors: &[Vec<u8>],
+    now: OffsetDateTime,
+) -> Report {
+    let mut report = Report::default();
+    let mut parsed = Vec::new();
+    for cert in found {
+        match x509_parser::parse_x509_certificate(&cert.der) {
+            Ok((_, x509)) => parsed.push((CertificateInfo::from_parsed(&cert.der, &x509), x509)),
+            Err(e) => report.unreadable.push((cert.found_in.clone(), e.to_string())),
+        }
+    }
+    let (roots, others): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(info, _)| info.self_signed);
+    report.dropped_roots = roots.into_iter().map(|(info, _)| info).collect();
+
+    let intermediates: Vec<CertificateDer<'_>> = others
+        .iter()
+        .filter(|(info, _)| info.is_ca)
+        .map(|(info, _)| CertificateDer::from(info.der.as_slice()))
+        .collect();
+    let anchor_ders: Vec<CertificateDer<'_>> =
+        trust_anchors.iter().map(|der| CertificateDer::from(der.as_slice())).collect();
+    let anchors: Vec<_> = anchor_ders
+        .iter()
+        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+        .collect();
+    let ca_infos: Vec<&CertificateInfo> = others.iter().filter(|(i, _)| i.is_ca).map(|(i, _)| i).collect();
+
+    for (leaf, x509) in others.iter().filter(|(info, _)| !info.is_ca) {
+        let mut reasons = Vec::new();
+
+        // Rule 1: the key.
+        let matched = match keys::from_spki(x509.public_key()) {
+            Ok(leaf_key) => {
+                let matched = expectations.keys.iter().find(|k| k.key == leaf_key);
+                if matched.is_none() {
+                    reasons.push(Rejection {
+                        rule: Rule::KeyMatch,
+                        detail: if expectations.keys.is_empty() {
+                            "no private key or CSR to compare with: give --key, or put the keys in a [keys] dirs folder".into()
+                        } else {
+                            format!(
+                                "its {} key {} matches none of the {} known keys and CSRs; the mail may be forged or for another order",
+                                leaf_key.describe(),
+                                leaf_key.fingerprint(),
+                                expectations.keys.len()
+                            )
+                        },
+                    });
+                }
+                matched
+            }
+            Err(e) => {
+                reasons.push(Rejection {
+                    rule: Rule::KeyMatch,
+                    detail: format!("its public key cannot be used: {e}"),
+                });
+                None
+            }
+        };
+
+        // Rule 2: the name.
+        let expected_name = expectations
+            .name
+            .clone()
+            .or_else(|| matched.and_then(|k| k.requested_name.clone()));
+        match &expected_name {
+            Some(name) if covers(&leaf.dns_names, name) => {}
+            Some(name) => reasons.push(Rejection {
+                rule: Rule::Name,
+                detail: format!(
+                    "it does not cover {name}; it names {}",
+                    if leaf.dns_names.is_empty() {
+                        "no DNS name in subjectAltName".to_string()
+                    } else {
+                        leaf.dns_names.join(", ")
+                    }
+                ),
+            }),
+            None if matched.is_some() => reasons.push(Rejection {
+                rule: Rule::Name,
+                detail: "no expected name is known for its key: give --expect-name, or put the order's CSR next to the key".into(),
+            }),
+            // Without a key match there is nothing to say about the name.
+            None => {}
+        }
+
+        // Rule 3: the validity window.
+        let expired_or_early = if now < leaf.not_before {
+            reasons.push(Rejection {
+                rule: Rule::Validity,
+                detail: format!("not valid before {}", date(leaf.not_before)),
+            });
+            true
+        } else if now > leaf.not_after {
+            reasons.push(Rejection {
+                rule: Rule::Validity,
+                detail: format!("expired on {}", date(leaf.not_after)),
+            });
+            true
+        } else {
+            false
+        };
+
+        // Rule 4: the path to a trust anchor.
+        let chain = match verify_path(leaf, &intermediates, &anchors, now) {
+            Ok(chain) => chain,
+            Err(e) => {
+                let leaf_time_error = matches!(e, webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. });
+                if !(expired_or_early && leaf_time_error) {
+                    reasons.push(Rejection {
+                        rule: Rule::Chain,
+                        detail: explain_path_error(&e, leaf, &ca_infos, &report.dropped_roots, trust_anchors.is_empty(), now),
+                    });
+                }
+                Vec::new()
+            }
+        };
+
+        if reasons.is_empty() {
+            // Both are set when no reason was recorded: the key matched and a name was known.
+            if let (Some(key), Some(name)) = (matched, expected_name) {
+                let chain = chain
+                    .iter()
+                    .filter_map(|der| ca_infos.iter().find(|info| info.der == *der).map(|info| (*info).clone()))
+                    .collect();
+                report.verdicts.push(Verdict::Accepted(Accepted {
+                    leaf: leaf.clone(),
+                    chain,
+                    key_source: key.source.clone(),
+                    expected_name: name,
+                }));
+                continue;
+            }
+        }
+        report.verdicts.push(Verdict::Rejected(Rejected {
+            leaf: leaf.clone(),
+            reasons,
+        }));
+    }
+    report
+}
+
+/// Builds and verifies the path; returns the intermediates used, leaf's issuer first.
+fn verify_path(
+    leaf: &CertificateInfo,
+    intermediates: &[CertificateDer<'_>],
+    anchors: &[rustls_pki_types::TrustAnchor<'_>],
+    now: OffsetDateTime,
+) -> Result<Vec<Vec<u8>>, webpki::Error> {
+    let leaf_der = CertificateDer::from(leaf.der.as_slice());
+    let end_entity = webpki::EndEntityCert::try_from(&leaf_der)?;
+    let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    let time = UnixTime::since_unix_epoch(Duration::from_secs(seconds));
+    let path = end_entity.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        anchors,
+        intermediates,
+        time,
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )?;
+    Ok(path
+        .intermediate_certificates()
+        .map(|cert| cert.der().to_vec())
+        .collect())
+}
+
+/// Turns webpki's terse error into something a person can act on, telling apart a chain
+/// whose root is simply not trusted here (old GeoTrust chains, `fulfillment-emails.md`
+/// §1.3), an expired CA, and a broken signature.
+fn explain_path_error(
+    error: &webpki::Error,
+    leaf: &CertificateInfo,
+    cas: &[&CertificateInfo],
+    dropped_roots: &[CertificateInfo],
+    no_anchors: bool,
+    now: OffsetDateTime,
+) -> String {
+    // Walk up by issuer name as far as the mail's certificates go.
+    let mut top = leaf;
+    let mut steps = 0;
+    while let Some(issuer) = cas.iter().find(|ca| ca.subject == top.issuer && ca.sha256 != top.sha256) {
+        top = issuer;
+        steps += 1;
+        if steps > cas.len() {
+            break;
+        }
+    }
+    match error {
+        webpki::Error::UnknownIssuer if no_anchors => {
+            "no trust anchors are configured: set [validation] trust_roots (\"system\" or a PEM bundle)".into()
+        }
+        webpki::Error::UnknownIssuer => {
+            if let Some(root) = dropped_roots.iter().find(|r| r.subject == top.issuer) {
+                format!(
+                    "the chain ends at the root '{}' sent in the mail, which is not a configured trust anchor; add it to [validation] trust_roots only if you trust it",
+                    root.subject
+                )
+            } else if steps == 0 {
+                format!(
+                    "its issuer '{}' is neither in the mail nor a configured trust anchor (missing intermediate?)",
+                    top.issuer
+                )
+            } else {
+                format!(
+                    "the chain ends at '{}', whose issuer '{}' is not a configured trust anchor",
+                    top.subject, top.issuer
+                )
+            }
+        }
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            match cas.iter().find(|ca| now > ca.not_after || now < ca.not_before) {
+                Some(ca) => format!(
+                    "the CA certificate {} is valid only from {} to {}",
+                    ca.label(),
+                    date(ca.not_before),
+                    date(ca.not_after)
+                ),
+                None => "a certificate in the chain is outside its validity period".into(),
+            }
+        }
+        webpki::Error::InvalidSignatureForPublicKey => {
+            "a signature in the chain does not verify with its issuer's key (tampered or mismatched intermediate)".into()
+        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "it is not a TLS server certificate (no serverAuth extended key usage)".into()
+        }
+        other => format!("path validation failed: {other:?}"),
+    }
+}
+
+/// Whether `dns_names` (the leaf's subjectAltName) cover `name`, per RFC 6125 §6.4: exact
+/// match ignoring case, or a wildcard that is the whole left-most label and stands for
+/// exactly one label, never for a public suffix-like two-label name ("*.com").
+pub fn covers(dns_names: &[String], name: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    dns_names.iter().any(|presented| {
+        let presented = presented.trim_end_matches('.').to_ascii_lowercase();
+        if presented == name {
+            return true;
+        }
+        let Some(suffix) = presented.strip_prefix("*.") else {
+            return false;
+        };
+        if suffix.split('.').count() < 2 || suffix.contains('*') {
+            return false;
+        }
+        match name.split_once('.') {
+            Some((first, rest)) => !first.is_empty() && first != "*" && rest == suffix,
+            None => false,
+        }
+    })
+}
+
+/// YYYY-MM-DD.
+pub fn date(t: OffsetDateTime) -> String {
+    let d = t.date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
