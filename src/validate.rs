@@ -233,10 +233,10 @@ pub fn validate(
                             "no private key or CSR to compare with: give --key, or put the keys in a [keys] dirs folder".into()
                         } else {
                             format!(
-                                "its {} key {} matches none of the {} known keys and CSRs; the mail may be forged or for another order",
+                                "its {} key {} matches none of the {} known keys (private keys and CSRs); the mail may be forged or for another order",
                                 leaf_key.describe(),
                                 leaf_key.fingerprint(),
-                                expectations.keys.len()
+                                distinct_keys(&expectations.keys)
                             )
                         },
                     });
@@ -332,6 +332,13 @@ pub fn validate(
         }));
     }
     report
+}
+
+fn distinct_keys(keys: &[KnownKey]) -> usize {
+    let mut seen: Vec<&PublicKeyId> = keys.iter().map(|k| &k.key).collect();
+    seen.sort_by_key(|k| k.fingerprint());
+    seen.dedup();
+    seen.len()
 }
 
 /// Builds and verifies the path; returns the intermediates used, leaf's issuer first.

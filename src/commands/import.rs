@@ -53,6 +53,8 @@ impl Outcome {
 #[derive(Debug, Serialize)]
 struct Reason {
     rule: u8,
+    /// "rule 3 (validity)"
+    rule_name: String,
     detail: String,
 }
 
@@ -214,7 +216,7 @@ impl ImportResult {
             detail.push_str(&format!(" sha256 {sha256}"));
         }
         for reason in &self.reasons {
-            detail.push_str(&format!("; rule {}: {}", reason.rule, reason.detail));
+            detail.push_str(&format!("; {}: {}", reason.rule_name, reason.detail));
         }
         for link in &self.links {
             detail.push_str(&format!("; link {link}"));
@@ -324,6 +326,7 @@ fn rejection(rejected: &Rejected, source: &str, extraction: &Extraction) -> Impo
         .iter()
         .map(|r| Reason {
             rule: r.rule as u8,
+            rule_name: r.rule.to_string(),
             detail: r.detail.clone(),
         })
         .collect();
@@ -361,7 +364,7 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
             Outcome::Rejected => {
                 writeln!(out, "{}: rejected {}", r.source, r.subject.as_deref().unwrap_or("certificate"))?;
                 for reason in &r.reasons {
-                    writeln!(out, "  rule {}: {}", reason.rule, reason.detail)?;
+                    writeln!(out, "  {}: {}", reason.rule_name, reason.detail)?;
                 }
             }
             Outcome::LinkOnly => {

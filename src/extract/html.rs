@@ -33,7 +33,7 @@ pub fn html_to_text(html: &str) -> String {
 
 /// Words that mark a link as the way to the certificate in CA mails ("getcert",
 /// "download", Sectigo's "collect" page).
-const CERTIFICATE_LINK_WORDS: &[&str] = &["cert", "download", "collect", "retrieve", "pickup", "ssl"];
+const CERTIFICATE_LINK_WORDS: &[&str] = &["cert", "download", "collect", "retrieve", "pickup"];
 /// A mail is not a link directory: keep the first few.
 const MAX_LINKS: usize = 10;
 

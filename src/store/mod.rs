@@ -141,17 +141,15 @@ fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> 
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|source| StoreError::CreateDir {
-                        path: dir.to_path_buf(),
-                        source,
-                    })?;
-            }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
         }
         if !path.exists() {
             fs::OpenOptions::new()
