@@ -54,6 +54,8 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
         }
     }
 
+    // A private key is the better match to report: upload needs the key, not the CSR.
+    found.sort_by_key(|(material, _)| matches!(material, KeyMaterial::SigningRequest { .. }));
     let requested: HashMap<PublicKeyId, String> = found
         .iter()
         .filter_map(|(m, _)| match m {

@@ -1,0 +1,88 @@
+//! Shared by the integration tests: the real `fulfill` binary, run as a user runs it, in
+//! a private HOME so no test touches the developer's config or database.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use tempfile::TempDir;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn samples() -> PathBuf {
+    repo().join("samples")
+}
+
+/// The sample mails, sorted by name.
+pub fn sample_mails() -> Vec<PathBuf> {
+    let mut mails: Vec<PathBuf> = std::fs::read_dir(samples())
+        .expect("samples/ is in the repository")
+        .map(|e| e.expect("readable samples/").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    mails.sort();
+    mails
+}
+
+/// A private home: HOME and the XDG folders point into it.
+pub struct Home {
+    pub dir: TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where fulfill puts its database when neither --db nor FULFILL_DB is given.
+    pub fn default_db(&self) -> PathBuf {
+        self.path().join(".local/share/fulfill/fulfill.db")
+    }
+
+    /// `fulfill` with this home and nothing inherited that could change its behaviour.
+    pub fn fulfill(&self) -> Command {
+        let mut cmd = Command::cargo_bin("fulfill").expect("the fulfill binary is built");
+        cmd.env("HOME", self.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("FULFILL_CONFIG")
+            .env_remove("FULFILL_DB")
+            .env_remove("SL_USERNAME")
+            .env_remove("SL_API_KEY")
+            .env_remove("FULFILL_IMAP_PASSWORD")
+            .current_dir(repo());
+        cmd
+    }
+
+    /// `fulfill --config samples/config.toml`.
+    pub fn with_samples(&self) -> Command {
+        let mut cmd = self.fulfill();
+        cmd.arg("--config").arg(samples().join("config.toml"));
+        cmd
+    }
+}
+
+/// Opens a database the way a reviewer would, read-only.
+pub fn open_db(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("database exists")
+}
+
+pub fn stdout_json(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
