@@ -53,5 +53,12 @@ fn bench_all(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_extract, bench_all);
+criterion_group! {
+    name = benches;
+    // Messages take microseconds: short windows give stable figures and a quick run.
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = bench_extract, bench_all
+}
 criterion_main!(benches);
