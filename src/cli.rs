@@ -49,6 +49,23 @@ pub enum Command {
     List(ListArgs),
     /// Show one recorded certificate
     Show(ShowArgs),
+    /// The account's SSL orders in the portal, with status and whether fulfill has their certificate
+    Orders,
+    /// Ask the CA, through the portal, to send an order's fulfillment email again
+    Resend(ResendArgs),
+    /// Check the configuration, keys, trust roots and portal authentication
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// The SoftLayer order (see `fulfill orders`)
+    #[arg(long, value_name = "ID")]
+    pub order: i64,
+
+    /// Do not ask for confirmation (it is never asked when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

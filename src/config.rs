@@ -6,12 +6,24 @@
 
 use std::path::{Path, PathBuf};
 
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
+use crate::portal::{DEFAULT_ENDPOINT, PortalSettings};
+use crate::secret::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "{path} holds a literal api_key but is readable by other users (mode {mode:o}); \
+         run `chmod 600 {path}`, or use api_key_cmd"
+    )]
+    SecretFileReadable { path: PathBuf, mode: u32 },
+    #[error("{what}: the command failed: {why}")]
+    SecretCommand { what: String, why: String },
     #[error("cannot read the config file {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}: {message}")]
@@ -42,6 +54,10 @@ pub struct PortalSection {
     pub api_key_cmd: Option<String>,
     pub api_key: Option<String>,
     pub timeout: Option<String>,
+    /// Further attempts after a transient fault (default 3).
+    pub retries: Option<u32>,
+    /// Wait before the first retry, doubled each time (default "1s").
+    pub retry_wait: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +174,212 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, ConfigError> {
         max_message_size,
         file,
     })
+}
+
+impl Settings {
+    fn invalid(&self, message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.config_file.clone().unwrap_or_default(),
+            message,
+        }
+    }
+
+    /// The portal connection, or `None` when no credentials are configured anywhere.
+    /// Resolved only when a command needs it, so `list` never runs `api_key_cmd`.
+    /// Precedence (design): environment > config file > `~/.softlayer`. There is no flag for
+    /// the API key: a secret on a command line is visible in `ps`.
+    pub fn portal(&self) -> Result<Option<PortalSettings>, ConfigError> {
+        let section = &self.file.portal;
+        let softlayer = read_softlayer_file()?;
+        let from_softlayer = |key: &str| softlayer.as_ref().and_then(|s| s.get(key).cloned()).filter(|v| !v.is_empty());
+
+        let username = env_value("SL_USERNAME")
+            .or_else(|| section.username.clone())
+            .or_else(|| from_softlayer("username"));
+        let api_key = if let Some(key) = env_value("SL_API_KEY") {
+            Some(Secret::new(key))
+        } else if let Some(command) = &section.api_key_cmd {
+            Some(run_secret_command(command, "[portal] api_key_cmd")?)
+        } else if let Some(key) = &section.api_key {
+            if let Some(path) = &self.config_file {
+                refuse_readable_secret_file(path)?;
+            }
+            Some(Secret::new(key.clone()))
+        } else if let Some(key) = from_softlayer("api_key") {
+            refuse_readable_secret_file(&softlayer_file()?)?;
+            Some(Secret::new(key))
+        } else {
+            None
+        };
+        let (username, api_key) = match (username, api_key) {
+            (None, None) => return Ok(None),
+            (Some(username), Some(api_key)) if !api_key.is_empty() => (username, api_key),
+            (None, Some(_)) => {
+                return Err(self.invalid(
+                    "an API key is configured but no username: set [portal] username or SL_USERNAME \
+                     (\"apikey\" for an IBM Cloud API key)"
+                        .into(),
+                ));
+            }
+            (Some(_), _) => {
+                return Err(self.invalid(
+                    "a portal username is configured but no API key: set [portal] api_key_cmd or SL_API_KEY".into(),
+                ));
+            }
+        };
+
+        let endpoint = env_value("SL_ENDPOINT_URL")
+            .or_else(|| section.endpoint.clone())
+            .or_else(|| from_softlayer("endpoint_url"))
+            .map(|e| rest_endpoint(&e))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        let timeout = match (&section.timeout, from_softlayer("timeout")) {
+            (Some(text), _) => parse_duration(text).map_err(|e| self.invalid(format!("[portal] timeout: {e}")))?,
+            // ~/.softlayer gives seconds, 0 meaning none (softlayer-python); fulfill always has one.
+            (None, Some(seconds)) => match seconds.parse::<f64>() {
+                Ok(s) if s > 0.0 => Duration::from_secs_f64(s),
+                _ => DEFAULT_PORTAL_TIMEOUT,
+            },
+            (None, None) => DEFAULT_PORTAL_TIMEOUT,
+        };
+        let retry_wait = match &section.retry_wait {
+            Some(text) => parse_duration(text).map_err(|e| self.invalid(format!("[portal] retry_wait: {e}")))?,
+            None => Duration::from_secs(1),
+        };
+        Ok(Some(PortalSettings {
+            endpoint,
+            username,
+            api_key,
+            timeout,
+            connect_timeout: timeout.min(Duration::from_secs(10)),
+            retries: section.retries.unwrap_or(3),
+            retry_wait,
+        }))
+    }
+}
+
+/// A call to the portal that gets no complete answer in this time is abandoned.
+const DEFAULT_PORTAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// "30s", "15m", "1h": humantime's format.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))
+}
+
+/// slcli's default endpoint is XML-RPC, and REST is chosen only when the URL contains
+/// `/rest` (softlayer-api.md §4.2): map an XML-RPC URL to its REST twin.
+fn rest_endpoint(endpoint: &str) -> String {
+    endpoint.replace("/xmlrpc/", "/rest/")
+}
+
+fn softlayer_file() -> Result<PathBuf, ConfigError> {
+    Ok(home()?.join(".softlayer"))
+}
+
+/// The `[softlayer]` section of `~/.softlayer`, as slcli and softlayer-go read it.
+fn read_softlayer_file() -> Result<Option<std::collections::HashMap<String, String>>, ConfigError> {
+    let Ok(path) = softlayer_file() else { return Ok(None) };
+    if !path.exists() {
+        return Ok(None);
+    }
+    let ini = ini::Ini::load_from_file(&path).map_err(|e| ConfigError::Invalid {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(ini.section(Some("softlayer")).map(|section| {
+        section
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+            .collect()
+    }))
+}
+
+/// A file holding a literal secret must be readable by its owner only.
+fn refuse_readable_secret_file(path: &Path) -> Result<(), ConfigError> {
+    let mode = std::fs::metadata(path)
+        .map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::SecretFileReadable {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// How long a `*_cmd` may take (a password manager may ask for a PIN on a terminal).
+const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `command` with `sh -c` and returns its first line of output as a secret. The
+/// secret comes back through a pipe, never through arguments or the environment.
+pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigError> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    let fail = |why: String| ConfigError::SecretCommand {
+        what: what.to_string(),
+        why,
+    };
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(format!("cannot start sh: {e}")))?;
+    let mut stdout = child.stdout.take().ok_or_else(|| fail("no output pipe".into()))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| fail("no error pipe".into()))?;
+    // Read in threads so a chatty command cannot fill a pipe and stall.
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stdout).take(64 * 1024).read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = (&mut stderr).take(4096).read_to_end(&mut buf);
+        buf
+    });
+    let deadline = std::time::Instant::now() + SECRET_COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(format!("no answer within {} s; it was stopped", SECRET_COMMAND_TIMEOUT.as_secs())));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    };
+    let output = out.join().unwrap_or_default();
+    let errors = err.join().unwrap_or_default();
+    if !status.success() {
+        // Its error output is shown (it says what went wrong); its standard output,
+        // which may hold part of a secret, is not.
+        return Err(fail(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&errors).trim()
+        )));
+    }
+    let text = String::from_utf8(output).map_err(|_| fail("its output is not text".into()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    if secret.is_empty() {
+        return Err(fail("it printed nothing".into()));
+    }
+    Ok(Secret::new(secret))
 }
 
 fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {

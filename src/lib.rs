@@ -9,5 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod extract;
 pub mod keys;
+pub mod portal;
+pub mod secret;
 pub mod store;
 pub mod validate;

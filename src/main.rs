@@ -36,6 +36,9 @@ fn try_main(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Import(args) => commands::import::run(args, &settings, json, now),
         Command::List(args) => commands::list::run(args, &settings, json, now),
         Command::Show(args) => commands::show::run(args, &settings, json, now),
+        Command::Orders => commands::orders::run(&settings, json, now),
+        Command::Resend(args) => commands::resend::run(args, &settings, json, now),
+        Command::Check => commands::check::run(&settings, json, now),
     }
 }
 

@@ -47,6 +47,10 @@ pub struct KnownKey {
     pub source: String,
     /// The name the key's CSR asked for, when a CSR for it is known.
     pub requested_name: Option<String>,
+    /// The private key file with this public key, if we have one (upload needs it).
+    pub private_key_file: Option<std::path::PathBuf>,
+    /// A CSR file with this public key, if we have one (uploaded for the record).
+    pub csr_file: Option<std::path::PathBuf>,
 }
 
 /// What the leaf must match.
@@ -145,6 +149,8 @@ pub struct Accepted {
     pub leaf: CertificateInfo,
     pub chain: Vec<CertificateInfo>,
     pub key_source: String,
+    /// The key the leaf matched, with the files known for it.
+    pub key: KnownKey,
     pub expected_name: String,
 }
 
@@ -321,6 +327,7 @@ pub fn validate(
                     leaf: leaf.clone(),
                     chain,
                     key_source: key.source.clone(),
+                    key: key.clone(),
                     expected_name: name,
                 }));
                 continue;

@@ -13,8 +13,11 @@ use super::{Exit, Table, days_left, load_known_keys, load_trust_anchors, print_j
 use crate::cli::ImportArgs;
 use crate::config::Settings;
 use crate::extract::{self, Extraction, Limits};
+use crate::keys::{self, KeyMaterial};
+use crate::portal::types::{CertificateTemplate, SslOrder};
+use crate::portal::{Portal, Uploaded};
 use crate::store::{NewCertificate, Recorded, Store, timestamp};
-use crate::validate::{self, Accepted, Expectations, Rejected};
+use crate::validate::{self, Accepted, Expectations, KnownKey, Rejected};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +72,11 @@ struct ImportResult {
     serial: Option<String>,
     not_after: Option<String>,
     key_source: Option<String>,
+    /// The certificate's id in the portal's certificate store, once uploaded or found there.
+    portal_certificate_id: Option<i64>,
+    /// "uploaded", "already_in_portal", "would_upload", "not_uploaded" or "failed".
+    upload: Option<&'static str>,
+    upload_error: Option<String>,
     reasons: Vec<Reason>,
     message_id: Option<String>,
     links: Vec<String>,
@@ -91,6 +99,9 @@ impl ImportResult {
             serial: None,
             not_after: None,
             key_source: None,
+            portal_certificate_id: None,
+            upload: None,
+            upload_error: None,
             reasons: Vec::new(),
             message_id: extraction.and_then(|e| e.message_id.clone()),
             links: extraction.map(|e| e.links.clone()).unwrap_or_default(),
@@ -105,24 +116,51 @@ impl ImportResult {
 }
 
 pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
-    let known_keys = load_known_keys(settings, &args.key)?;
+    let mut known_keys = load_known_keys(settings, &args.key)?;
     let trust_anchors = load_trust_anchors(settings)?;
+    let portal = if args.no_upload {
+        None
+    } else {
+        match settings.portal()? {
+            Some(portal) => Some(Portal::new(portal)?),
+            None => {
+                log::warn!(
+                    "no portal credentials ([portal] username and api_key_cmd, or SL_USERNAME and SL_API_KEY): \
+                     certificates are recorded locally, not uploaded; --no-upload says that is intended"
+                );
+                None
+            }
+        }
+    };
+    // With --order and a portal, the order's CSR ties the certificate to it and its common
+    // name is the name to cover.
+    let order = match (args.order, &portal) {
+        (Some(id), Some(portal)) => Some(portal.ssl_order(id).with_context(|| format!("reading order {id} from the portal"))?),
+        _ => None,
+    };
+    if let Some(order) = &order {
+        known_keys.extend(order_csr_keys(order, &known_keys));
+    }
     let expectations = Expectations {
-        name: args.expect_name.clone(),
+        name: args
+            .expect_name
+            .clone()
+            .or_else(|| order.as_ref().and_then(|o| o.common_name.clone())),
         keys: known_keys,
     };
     let limits = Limits {
         max_message_size: settings.max_message_size,
         ..Limits::default()
     };
-    if !args.no_upload {
-        // The portal client is not part of fulfill yet: say so instead of pretending.
-        log::info!("portal upload is not available in this version; certificates are recorded locally only");
-    }
     let mut store = if args.dry_run {
         Store::open_read_only(&settings.database)?
     } else {
         Some(Store::open(&settings.database)?)
+    };
+    let upload = Upload {
+        portal: portal.as_ref(),
+        order: order.as_ref(),
+        dry_run: args.dry_run,
     };
 
     let mut results = Vec::new();
@@ -162,7 +200,9 @@ pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTi
             log::info!("{source}: self-signed root {} left out of the chain", root.label());
         }
         for accepted in report.accepted() {
-            results.push(record(accepted, args, &source, &extraction, store.as_mut(), args.dry_run, now)?);
+            let mut result = record(accepted, args, &source, &extraction, store.as_mut(), args.dry_run, now)?;
+            upload.run(accepted, &extraction, store.as_ref(), &mut result, now)?;
+            results.push(result);
         }
         for rejected in report.rejected() {
             results.push(rejection(rejected, &source, &extraction));
@@ -190,7 +230,10 @@ pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTi
         }
     }
 
-    let exit = results.iter().fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
+    let exit = results.iter().fold(Exit::Done, |exit, r| {
+        let upload_failed = if r.upload == Some("failed") { Exit::Failure } else { Exit::Done };
+        exit.worst(r.outcome.exit()).worst(upload_failed)
+    });
     if json {
         print_json(&results)?;
     } else {
@@ -225,6 +268,154 @@ impl ImportResult {
             detail.push_str(&format!("; {problem}"));
         }
         detail
+    }
+}
+
+/// The keys of an order's CSR, named as the order's, with the private key file that has the
+/// same public key when `[keys] dirs` holds one.
+fn order_csr_keys(order: &SslOrder, known: &[KnownKey]) -> Vec<KnownKey> {
+    let Some(csr) = &order.certificate_signing_request else {
+        log::warn!("order {} has no CSR in the portal; only local keys can match", order.id);
+        return Vec::new();
+    };
+    match keys::read_key_material(csr.as_bytes()) {
+        Ok(materials) => materials
+            .into_iter()
+            .filter_map(|m| match m {
+                KeyMaterial::SigningRequest { key, .. } => Some(key),
+                KeyMaterial::PrivateKey(_) => None,
+            })
+            .map(|key| {
+                let local = known.iter().find(|k| k.key == key);
+                KnownKey {
+                    source: format!("CSR of order {}", order.id),
+                    requested_name: order.common_name.clone(),
+                    private_key_file: local.and_then(|k| k.private_key_file.clone()),
+                    csr_file: None,
+                    key,
+                }
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("order {}: its CSR cannot be read: {e}", order.id);
+            Vec::new()
+        }
+    }
+}
+
+/// Uploading accepted certificates to the portal's certificate store.
+struct Upload<'a> {
+    portal: Option<&'a Portal>,
+    order: Option<&'a SslOrder>,
+    dry_run: bool,
+}
+
+impl Upload<'_> {
+    /// Uploads a recorded certificate unless the portal already has it. A failure is
+    /// reported on the result (exit 1) but keeps the local record: the next import of the
+    /// same mail finds it without a portal id and tries again.
+    fn run(
+        &self,
+        accepted: &Accepted,
+        extraction: &Extraction,
+        store: Option<&Store>,
+        result: &mut ImportResult,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let Some(portal) = self.portal else {
+            result.upload = Some("not_uploaded");
+            return Ok(());
+        };
+        let leaf = &accepted.leaf;
+        let row = match store {
+            Some(store) => store.certificate_by_sha256(&leaf.sha256)?,
+            None => None,
+        };
+        if let Some(portal_id) = row.as_ref().and_then(|r| r.portal_certificate_id) {
+            result.portal_certificate_id = Some(portal_id);
+            result.upload = Some("already_in_portal");
+            return Ok(());
+        }
+        let common_name = result.common_name.clone().unwrap_or_default();
+        if self.dry_run {
+            // A dry run still reads: it says whether the upload would create anything.
+            result.upload = Some(match portal.find_certificate(&common_name, &leaf.sha256)? {
+                Some(found) => {
+                    result.portal_certificate_id = Some(found.id);
+                    "already_in_portal"
+                }
+                None => "would_upload",
+            });
+            return Ok(());
+        }
+        let outcome = self.template(accepted, extraction).and_then(|template| {
+            portal
+                .upload_certificate(&template, &common_name, &leaf.sha256)
+                .map_err(anyhow::Error::new)
+        });
+        match (outcome, store, row) {
+            (Ok(uploaded), Some(store), Some(row)) => {
+                store.set_portal_certificate_id(row.id, uploaded.id(), now)?;
+                result.portal_certificate_id = Some(uploaded.id());
+                result.upload = Some(match uploaded {
+                    Uploaded::Created(_) => "uploaded",
+                    Uploaded::AlreadyInStore(_) => "already_in_portal",
+                });
+            }
+            (Ok(_), _, _) => anyhow::bail!("internal: certificate {} uploaded but not recorded", leaf.sha256),
+            (Err(error), store, _) => {
+                let message = format!("{error:#}");
+                log::error!("{}: upload of {} failed: {message}", result.source, leaf.sha256);
+                if let Some(store) = store {
+                    store.add_event(
+                        self.order.map(|o| o.id),
+                        "upload_failed",
+                        &format!("{} sha256 {}: {message}", result.source, leaf.sha256),
+                        now,
+                    )?;
+                }
+                result.upload = Some("failed");
+                result.upload_error = Some(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// What createObject receives: the certificate, its chain in order, the private key
+    /// (the portal requires it, softlayer-api.md §2.3), the CSR and a note of provenance.
+    fn template(&self, accepted: &Accepted, extraction: &Extraction) -> anyhow::Result<CertificateTemplate> {
+        let key_file = accepted.key.private_key_file.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the portal needs the private key of {} and none was found: put it in a [keys] dirs folder or pass --key",
+                accepted.leaf.label()
+            )
+        })?;
+        let private_key = std::fs::read_to_string(key_file)
+            .with_context(|| format!("cannot read the private key {}", key_file.display()))?;
+        let order_csr = self
+            .order
+            .filter(|_| accepted.key.source.starts_with("CSR of order"))
+            .and_then(|o| o.certificate_signing_request.clone());
+        let csr = match (order_csr, &accepted.key.csr_file) {
+            (Some(csr), _) => Some(csr),
+            (None, Some(path)) => std::fs::read_to_string(path).ok(),
+            (None, None) => None,
+        };
+        let chain: String = accepted.chain.iter().map(|c| to_pem(&c.der)).collect();
+        let mut notes = String::from("imported by fulfill");
+        if let Some(order) = self.order {
+            notes.push_str(&format!("; order {}", order.id));
+        }
+        if let Some(message_id) = &extraction.message_id {
+            notes.push_str(&format!("; mail <{message_id}>"));
+        }
+        Ok(CertificateTemplate {
+            certificate: to_pem(&accepted.leaf.der),
+            intermediate_certificate: (!chain.is_empty()).then_some(chain),
+            private_key,
+            certificate_signing_request: csr,
+            notes: Some(notes),
+        })
     }
 }
 
@@ -335,7 +526,7 @@ fn rejection(rejected: &Rejected, source: &str, extraction: &Extraction) -> Impo
 
 fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    let mut table = Table::new(&["RESULT", "NAME", "ID", "EXPIRES", "FILE"]);
+    let mut table = Table::new(&["RESULT", "NAME", "ID", "PORTAL", "EXPIRES", "FILE"]);
     for r in results {
         let name = match (&r.common_name, r.order_numbers.first()) {
             (Some(name), _) => name.clone(),
@@ -346,6 +537,12 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
             r.outcome.words().into(),
             name,
             r.id.map(|id| id.to_string()).unwrap_or_else(|| "-".into()),
+            match (r.portal_certificate_id, r.upload) {
+                (Some(id), _) => id.to_string(),
+                (None, Some("failed")) => "failed".into(),
+                (None, Some("would_upload")) => "would upload".into(),
+                _ => "-".into(),
+            },
             r.not_after_time.map(|t| days_left(t, now)).unwrap_or_else(|| "-".into()),
             r.source.clone(),
         ]);
@@ -354,7 +551,10 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
 
     let explained: Vec<&ImportResult> = results
         .iter()
-        .filter(|r| !matches!(r.outcome, Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport))
+        .filter(|r| {
+            !matches!(r.outcome, Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport)
+                || r.upload_error.is_some()
+        })
         .collect();
     if !explained.is_empty() {
         writeln!(out)?;
@@ -384,6 +584,15 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
                     out,
                     "  The link is a bearer URL: download the certificate yourself, then `fulfill import` the file."
                 )?;
+            }
+            _ if r.upload_error.is_some() => {
+                writeln!(
+                    out,
+                    "{}: recorded locally but not uploaded: {}",
+                    r.source,
+                    r.upload_error.as_deref().unwrap_or_default()
+                )?;
+                writeln!(out, "  Run the same import again to retry the upload.")?;
             }
             _ => {
                 writeln!(out, "{}: {}", r.source, r.outcome.words())?;

@@ -63,8 +63,14 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
             _ => None,
         })
         .collect();
+    let file_of = |want_csr: bool, key: &PublicKeyId| {
+        found
+            .iter()
+            .find(|(m, _)| m.key() == key && matches!(m, KeyMaterial::SigningRequest { .. }) == want_csr)
+            .map(|(_, path)| path.clone())
+    };
     Ok(found
-        .into_iter()
+        .iter()
         .map(|(material, path)| {
             let source = match material {
                 KeyMaterial::PrivateKey(_) => format!("key file {}", path.display()),
@@ -74,6 +80,8 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
                 requested_name: requested.get(material.key()).cloned(),
                 key: material.key().clone(),
                 source,
+                private_key_file: file_of(false, material.key()),
+                csr_file: file_of(true, material.key()),
             }
         })
         .collect())

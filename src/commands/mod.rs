@@ -1,8 +1,11 @@
 //! One file per subcommand, each a short script over the modules. This file holds what
 //! they share: the exit codes, and reading the local keys and trust anchors.
 
+pub mod check;
 pub mod import;
 pub mod list;
+pub mod orders;
+pub mod resend;
 pub mod show;
 
 mod output;
@@ -42,3 +45,15 @@ impl Exit {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The portal client, or a usage error saying how to configure it.
+pub fn connect_portal(settings: &crate::config::Settings) -> anyhow::Result<crate::portal::Portal> {
+    let portal = settings.portal()?.ok_or_else(|| {
+        UsageError(
+            "no portal credentials: set [portal] username and api_key_cmd in the config file, \
+             or SL_USERNAME and SL_API_KEY, or ~/.softlayer"
+                .into(),
+        )
+    })?;
+    Ok(crate::portal::Portal::new(portal)?)
+}

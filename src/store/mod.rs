@@ -88,6 +88,17 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// A row of `orders`: fulfill's own view of a portal order's progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderRow {
+    pub order_id: i64,
+    pub common_name: Option<String>,
+    pub state: String,
+    pub resend_requested_at: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
 /// What recording a certificate did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -327,6 +338,97 @@ impl Store {
         };
         tx.commit().map_err(sql)?;
         Ok(recorded)
+    }
+
+    /// Notes that the portal store holds certificate `id` as `portal_id`.
+    pub fn set_portal_certificate_id(&self, id: i64, portal_id: i64, now: OffsetDateTime) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.unchecked_transaction().map_err(sql)?;
+        tx.execute(
+            "UPDATE certificates SET portal_certificate_id = ?2 WHERE id = ?1",
+            params![id, portal_id],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO events (at, order_id, kind, detail)
+             SELECT ?1, order_id, 'certificate_uploaded', 'certificate #' || id || ' ' || common_name || ' is portal certificate ' || ?2
+             FROM certificates WHERE id = ?3",
+            params![timestamp(now), portal_id, id],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Records an order's state (and when a resend was asked for, if it was), with an event.
+    pub fn update_order(
+        &self,
+        order_id: i64,
+        common_name: Option<&str>,
+        state: &str,
+        resend_requested_at: Option<OffsetDateTime>,
+        last_error: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.unchecked_transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT INTO orders (order_id, common_name, state, resend_requested_at, last_error, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (order_id) DO UPDATE SET
+                 common_name = coalesce(excluded.common_name, common_name),
+                 state = excluded.state,
+                 resend_requested_at = coalesce(excluded.resend_requested_at, resend_requested_at),
+                 last_error = excluded.last_error,
+                 updated_at = excluded.updated_at",
+            params![
+                order_id,
+                common_name,
+                state,
+                resend_requested_at.map(timestamp),
+                last_error,
+                timestamp(now)
+            ],
+        )
+        .map_err(sql)?;
+        let detail = match last_error {
+            Some(error) => format!("order {order_id} is {state}: {error}"),
+            None => format!("order {order_id} is {state}"),
+        };
+        tx.execute(
+            "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'order_state', ?3)",
+            params![timestamp(now), order_id, detail],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT order_id, common_name, state, resend_requested_at, last_error, updated_at
+                 FROM orders WHERE order_id = ?1",
+                [order_id],
+                |r| {
+                    Ok(OrderRow {
+                        order_id: r.get(0)?,
+                        common_name: r.get(1)?,
+                        state: r.get(2)?,
+                        resend_requested_at: r.get(3)?,
+                        last_error: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
     }
 
     /// Appends one step to the audit trail.

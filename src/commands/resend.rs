@@ -1,0 +1,77 @@
+//! `fulfill resend --order ID`: ask the CA, through the portal, to send the fulfillment
+//! email again. Like the portal's confirmation window it first says where the mail will go.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+
+use anyhow::Context;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{Exit, connect_portal, print_json};
+use crate::cli::ResendArgs;
+use crate::config::Settings;
+use crate::store::{Store, timestamp};
+
+#[derive(Serialize)]
+struct ResendResult {
+    order_id: i64,
+    common_name: Option<String>,
+    sent_to: Option<String>,
+    requested: bool,
+    requested_at: Option<String>,
+}
+
+pub fn run(args: &ResendArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+    let portal = connect_portal(settings)?;
+    let order = portal
+        .ssl_order(args.order)
+        .with_context(|| format!("reading order {}", args.order))?;
+    let name = order.common_name.clone().unwrap_or_else(|| "(no common name)".into());
+    // The CA mails the domain administrator given at order time (softlayer-api.md §1.2).
+    let sent_to = order
+        .approver_email_address
+        .clone()
+        .or_else(|| order.technical_contact_email_address.clone());
+    let recipient = sent_to.clone().unwrap_or_else(|| "the order's domain administrator".into());
+
+    if !json {
+        eprintln!("The CA will send the fulfillment email for {name} (order {}) to {recipient}.", order.id);
+    }
+    // Ask only a person at a terminal; cron and scripts (stdin not a terminal) go on.
+    if !args.yes && io::stdin().is_terminal() && !confirm("Send it? [y/N] ")? {
+        eprintln!("Not sent.");
+        return Ok(Exit::Done);
+    }
+
+    let store = Store::open(&settings.database)?;
+    if let Err(error) = portal.resend_fulfillment_email(order.id) {
+        store.update_order(order.id, order.common_name.as_deref(), "resend_failed", None, Some(&error.to_string()), now)?;
+        return Err(anyhow::Error::new(error).context(format!(
+            "the portal refused to resend the fulfillment email of order {} ({name})",
+            order.id
+        )));
+    }
+    store.update_order(order.id, order.common_name.as_deref(), "resend_requested", Some(now), None, now)?;
+
+    if json {
+        print_json(&ResendResult {
+            order_id: order.id,
+            common_name: order.common_name,
+            sent_to,
+            requested: true,
+            requested_at: Some(timestamp(now)),
+        })?;
+    } else {
+        println!("Fulfillment email requested for order {} ({name}); the CA mails {recipient}.", order.id);
+    }
+    Ok(Exit::Done)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let mut stderr = io::stderr().lock();
+    write!(stderr, "{question}")?;
+    stderr.flush()?;
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}

@@ -1,0 +1,532 @@
+//! The SoftLayer REST client (softlayer-api.md is the spec; section numbers below refer to it).
+//!
+//! `Service/{id}/method.json` URLs, GET for calls without parameters and POST with
+//! `{"parameters":[...]}` for calls with them (§3.2), HTTP Basic auth with the username and
+//! API key (§3.4), errors keeping the API's `code` (§3.5). Read calls and `resendEmail` are
+//! retried with exponential backoff and jitter on transient faults; `createObject` never
+//! is blindly: before another attempt the store is searched for the certificate, so a
+//! response lost after a successful create cannot make a duplicate.
+
+pub mod types;
+
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::blocking::{Client, Response};
+use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use self::types::{
+    ApiErrorBody, CertificateTemplate, RequestStatus, SSL_ORDER_MASK, STORED_CERTIFICATE_MASK, SslOrder,
+    StoredCertificate,
+};
+use crate::secret::Secret;
+
+/// softlayer-python's `API_PUBLIC_ENDPOINT_REST` with the v3.1 path (§3.1).
+pub const DEFAULT_ENDPOINT: &str = "https://api.softlayer.com/rest/v3.1/";
+
+/// How to reach the portal. Built by `config`, which resolves where each value comes from.
+#[derive(Debug, Clone)]
+pub struct PortalSettings {
+    pub endpoint: String,
+    pub username: String,
+    pub api_key: Secret,
+    /// Limit on one whole call, body included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Further attempts after the first, for calls that may be retried.
+    pub retries: u32,
+    /// Wait before the first retry; doubled each time, with jitter.
+    pub retry_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error(
+        "the portal refused the credentials of '{username}' ({code}: {message}); check [portal] username \
+         and the API key (the username is literally \"apikey\" with an IBM Cloud API key)"
+    )]
+    Unauthorized {
+        username: String,
+        code: String,
+        message: String,
+    },
+    #[error("{call}: {code}: {message} (HTTP {status})")]
+    Api {
+        call: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{call}: the portal answered HTTP {status} with an empty body")]
+    Empty { call: String, status: u16 },
+    #[error("{call}: no complete answer within {seconds} s; the portal is slow or unreachable, try again later")]
+    Timeout { call: String, seconds: u64 },
+    #[error("{call}: cannot reach the portal at {endpoint}: {cause}")]
+    Connection {
+        call: String,
+        endpoint: String,
+        cause: String,
+    },
+    #[error("{call}: unexpected answer from the portal: {why}")]
+    Unexpected { call: String, why: String },
+    #[error("portal endpoint '{endpoint}': {why}")]
+    Endpoint { endpoint: String, why: String },
+}
+
+impl PortalError {
+    /// A fault worth another try: rate limits, gateway errors, the API's generic
+    /// "Internal Error", empty answers, timeouts and dropped connections. A specific
+    /// `SoftLayer_Exception_*` is the API's answer and is not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PortalError::Api {
+                status, code, message, ..
+            } => {
+                *status == 429
+                    || code == "SoftLayer_Exception_WebService_RateLimitExceeded"
+                    || (*status >= 500 && (code.is_empty() || (code == "SoftLayer_Exception_Public" && message == "Internal Error")))
+            }
+            PortalError::Empty { .. } | PortalError::Timeout { .. } | PortalError::Connection { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The API's exception class, when it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            PortalError::Api { code, .. } | PortalError::Unauthorized { code, .. } if !code.is_empty() => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a call may be sent again after a transient fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads, and `resendEmail` (a second mail is harmless; a missing one is not).
+    Safe,
+    /// `createObject`: the caller decides, after looking for what may have been created.
+    Never,
+}
+
+/// One API call.
+struct Call<'a> {
+    service: &'static str,
+    id: Option<i64>,
+    method: &'static str,
+    parameters: Option<Value>,
+    mask: Option<&'a str>,
+    filter: Option<Value>,
+    /// (offset, limit)
+    result_limit: Option<(usize, usize)>,
+    retry: Retry,
+}
+
+impl<'a> Call<'a> {
+    fn new(service: &'static str, method: &'static str) -> Call<'a> {
+        Call {
+            service,
+            id: None,
+            method,
+            parameters: None,
+            mask: None,
+            filter: None,
+            result_limit: None,
+            retry: Retry::Safe,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self.id {
+            Some(id) => format!("{}/{id}::{}", self.service, self.method),
+            None => format!("{}::{}", self.service, self.method),
+        }
+    }
+}
+
+/// What uploading a certificate did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploaded {
+    Created(i64),
+    /// The store already held this certificate (uploaded before, by hand or by a run whose
+    /// answer was lost).
+    AlreadyInStore(i64),
+}
+
+impl Uploaded {
+    pub fn id(self) -> i64 {
+        match self {
+            Uploaded::Created(id) | Uploaded::AlreadyInStore(id) => id,
+        }
+    }
+}
+
+pub struct Portal {
+    http: Client,
+    base: Url,
+    settings: PortalSettings,
+}
+
+impl Portal {
+    pub fn new(settings: PortalSettings) -> Result<Portal, PortalError> {
+        let base = endpoint_url(&settings.endpoint)?;
+        let http = Client::builder()
+            .user_agent(concat!("fulfill/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| PortalError::Endpoint {
+                endpoint: settings.endpoint.clone(),
+                why: format!("cannot set up the HTTP client: {e}"),
+            })?;
+        Ok(Portal { http, base, settings })
+    }
+
+    pub fn username(&self) -> &str {
+        &self.settings.username
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The account id (`SoftLayer_Account/getObject` with mask `id`, §1.3). Also the
+    /// cheapest way to check the credentials.
+    pub fn account_id(&self) -> Result<i64, PortalError> {
+        let mut call = Call::new("SoftLayer_Account", "getObject");
+        call.mask = Some("mask[id]");
+        let account: Value = self.call(&call)?;
+        account["id"].as_i64().ok_or_else(|| PortalError::Unexpected {
+            call: call.name(),
+            why: "no account id in the answer".into(),
+        })
+    }
+
+    /// Every SSL order of the account (§1.3: there is no Account method for them).
+    pub fn ssl_orders(&self, account_id: i64) -> Result<Vec<SslOrder>, PortalError> {
+        let mut call = Call::new("SoftLayer_Security_Certificate_Request", "getSslCertificateRequests");
+        call.parameters = Some(json!([account_id]));
+        call.mask = Some(SSL_ORDER_MASK);
+        let orders: ListOf<SslOrder> = self.call(&call)?;
+        Ok(orders.0)
+    }
+
+    pub fn ssl_order(&self, order_id: i64) -> Result<SslOrder, PortalError> {
+        let mut call = Call::new("SoftLayer_Security_Certificate_Request", "getObject");
+        call.id = Some(order_id);
+        call.mask = Some(SSL_ORDER_MASK);
+        self.call(&call)
+    }
+
+    /// The status names, from the API (§1.5: ids and names are not documented).
+    pub fn request_statuses(&self) -> Result<Vec<RequestStatus>, PortalError> {
+        let call = Call::new("SoftLayer_Security_Certificate_Request_Status", "getSslRequestStatuses");
+        let statuses: ListOf<RequestStatus> = self.call(&call)?;
+        Ok(statuses.0)
+    }
+
+    /// Asks the CA to send the fulfillment email again (§1.2: the email type is exactly
+    /// `FulfillmentEmail`; the answer is `true`).
+    pub fn resend_fulfillment_email(&self, order_id: i64) -> Result<(), PortalError> {
+        let mut call = Call::new("SoftLayer_Security_Certificate_Request", "resendEmail");
+        call.id = Some(order_id);
+        call.parameters = Some(json!(["FulfillmentEmail"]));
+        match self.call::<Value>(&call)? {
+            Value::Bool(true) => Ok(()),
+            other => Err(PortalError::Unexpected {
+                call: call.name(),
+                why: format!("expected true, got {other}"),
+            }),
+        }
+    }
+
+    /// The store's certificates named `common_name` whose certificate is the one with this
+    /// SHA-256. The filter narrows the answer; the fingerprint decides (§2.4: a filter the
+    /// API does not understand is silently ignored).
+    pub fn find_certificate(&self, common_name: &str, sha256: &str) -> Result<Option<StoredCertificate>, PortalError> {
+        const PAGE: usize = 100;
+        let mut offset = 0;
+        loop {
+            let mut call = Call::new("SoftLayer_Account", "getSecurityCertificates");
+            call.mask = Some(STORED_CERTIFICATE_MASK);
+            call.filter = Some(json!({
+                "securityCertificates": {
+                    "commonName": {"operation": common_name},
+                    "id": {"operationOrderBy": "ASC"}
+                }
+            }));
+            call.result_limit = Some((offset, PAGE));
+            let page: ListOf<StoredCertificate> = self.call(&call)?;
+            let count = page.0.len();
+            if let Some(found) = page
+                .0
+                .into_iter()
+                .find(|c| c.certificate.as_deref().is_some_and(|pem| pem_sha256(pem).as_deref() == Some(sha256)))
+            {
+                return Ok(Some(found));
+            }
+            if count < PAGE {
+                return Ok(None);
+            }
+            offset += PAGE;
+        }
+    }
+
+    /// Uploads a certificate unless the store already has it. After a fault that may have
+    /// hidden a successful create (timeout, dropped connection, 5xx, empty answer), the
+    /// store is searched before any new attempt.
+    pub fn upload_certificate(
+        &self,
+        template: &CertificateTemplate,
+        common_name: &str,
+        sha256: &str,
+    ) -> Result<Uploaded, PortalError> {
+        if let Some(existing) = self.find_certificate(common_name, sha256)? {
+            return Ok(Uploaded::AlreadyInStore(existing.id));
+        }
+        let mut call = Call::new("SoftLayer_Security_Certificate", "createObject");
+        call.parameters = Some(json!([template]));
+        call.retry = Retry::Never;
+        let mut attempt = 0;
+        loop {
+            let error = match self.call::<StoredCertificate>(&call) {
+                Ok(created) => return Ok(Uploaded::Created(created.id)),
+                Err(e) if !e.is_transient() || attempt >= self.settings.retries => return Err(e),
+                Err(e) => e,
+            };
+            attempt += 1;
+            log::warn!("{error}; looking for the certificate in the store before trying again");
+            self.pause(attempt);
+            if let Some(existing) = self.find_certificate(common_name, sha256)? {
+                // The earlier attempt went through; only its answer was lost.
+                return Ok(Uploaded::Created(existing.id));
+            }
+        }
+    }
+
+    /// Sends a call, retrying transient faults when the call allows it.
+    fn call<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, PortalError> {
+        let mut attempt = 0;
+        loop {
+            match self.attempt(call) {
+                Ok(value) => return Ok(value),
+                Err(e) if call.retry == Retry::Safe && e.is_transient() && attempt < self.settings.retries => {
+                    attempt += 1;
+                    log::info!("{e}; retrying ({attempt} of {})", self.settings.retries);
+                    self.pause(attempt);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: retry_wait × 2^(attempt-1), ±25 %.
+    fn pause(&self, attempt: u32) {
+        let base = self.settings.retry_wait.saturating_mul(1 << (attempt - 1).min(10));
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        thread::sleep(base.mul_f64(jitter));
+    }
+
+    fn url(&self, call: &Call<'_>) -> Result<Url, PortalError> {
+        let path = match call.id {
+            Some(id) => format!("{}/{id}/{}.json", call.service, call.method),
+            None => format!("{}/{}.json", call.service, call.method),
+        };
+        let mut url = self.base.join(&path).map_err(|e| PortalError::Endpoint {
+            endpoint: self.base.to_string(),
+            why: e.to_string(),
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(mask) = call.mask {
+                query.append_pair("objectMask", mask);
+            }
+            if let Some(filter) = &call.filter {
+                query.append_pair("objectFilter", &filter.to_string());
+            }
+            if let Some((offset, limit)) = call.result_limit {
+                query.append_pair("resultLimit", &format!("{offset},{limit}"));
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(url)
+    }
+
+    /// One HTTP exchange.
+    fn attempt<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, PortalError> {
+        let url = self.url(call)?;
+        // §3.2: the API ignores a body sent with GET, so calls with parameters are POSTs.
+        let method = if call.parameters.is_some() { Method::POST } else { Method::GET };
+        log::debug!("portal: {method} {url}");
+        let mut request = self
+            .http
+            .request(method, url)
+            .basic_auth(&self.settings.username, Some(self.settings.api_key.expose()))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(parameters) = &call.parameters {
+            request = request.json(&json!({ "parameters": parameters }));
+        }
+        let response = request.send().map_err(|e| self.transport_error(call, e))?;
+        self.read_response(call, response)
+    }
+
+    fn transport_error(&self, call: &Call<'_>, error: reqwest::Error) -> PortalError {
+        if error.is_timeout() {
+            return PortalError::Timeout {
+                call: call.name(),
+                seconds: self.settings.timeout.as_secs().max(1),
+            };
+        }
+        // reqwest's message names the URL, never the credentials.
+        let mut cause = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(inner) = source {
+            cause.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        PortalError::Connection {
+            call: call.name(),
+            endpoint: self.base.to_string(),
+            cause,
+        }
+    }
+
+    fn read_response<T: DeserializeOwned>(&self, call: &Call<'_>, response: Response) -> Result<T, PortalError> {
+        let status = response.status();
+        let body = response.text().map_err(|e| self.transport_error(call, e))?;
+        log::trace!("portal: HTTP {status}, {} bytes", body.len());
+        // softlayer-go `findResponseError`: an empty body is an error even with 2xx.
+        if body.trim().is_empty() {
+            return Err(PortalError::Empty {
+                call: call.name(),
+                status: status.as_u16(),
+            });
+        }
+        let error_body = serde_json::from_str::<ApiErrorBody>(&body).ok();
+        if status == StatusCode::UNAUTHORIZED {
+            let (code, message) = error_body
+                .map(|e| (e.code.unwrap_or_default(), e.error))
+                .unwrap_or_else(|| (String::new(), "HTTP 401".into()));
+            return Err(PortalError::Unauthorized {
+                username: self.settings.username.clone(),
+                code,
+                message,
+            });
+        }
+        // An error body is an error whatever the status: softlayer-go treats a 200 carrying
+        // {"error":"Internal Error","code":"SoftLayer_Exception_Public"} as one (§3.5).
+        if let Some(error) = error_body.filter(|e| !status.is_success() || e.code.is_some()) {
+            return Err(PortalError::Api {
+                call: call.name(),
+                status: status.as_u16(),
+                code: error.code.unwrap_or_default(),
+                message: error.error,
+            });
+        }
+        if !status.is_success() {
+            return Err(PortalError::Api {
+                call: call.name(),
+                status: status.as_u16(),
+                code: String::new(),
+                message: body.chars().take(200).collect(),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| PortalError::Unexpected {
+            call: call.name(),
+            why: e.to_string(),
+        })
+    }
+}
+
+/// A list in the API's answer. softlayer-go wraps a lone object in a list, since "some APIs
+/// that normally return a collection omit the []'s" (§3.5).
+struct ListOf<T>(Vec<T>);
+
+impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for ListOf<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match Value::deserialize(deserializer)? {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| serde_json::from_value(item).map_err(serde::de::Error::custom))
+                .collect::<Result<_, _>>()
+                .map(ListOf),
+            object @ Value::Object(_) => serde_json::from_value(object)
+                .map(|item| ListOf(vec![item]))
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!("expected a list, got {other}"))),
+        }
+    }
+}
+
+/// The SHA-256 of the first certificate in a PEM text as the portal returns it (its
+/// fixtures show spaces before line breaks; the tolerant scanner reads it).
+pub fn pem_sha256(pem: &str) -> Option<String> {
+    crate::extract::scan_pem(pem, usize::MAX)
+        .blocks
+        .into_iter()
+        .find_map(|block| block.der.ok())
+        .map(|der| crate::extract::sha256_hex(&der))
+}
+
+/// Parses and checks the endpoint: https, or http only to this machine (tests, tunnels),
+/// since the API key travels in every request.
+fn endpoint_url(endpoint: &str) -> Result<Url, PortalError> {
+    let fail = |why: &str| PortalError::Endpoint {
+        endpoint: endpoint.to_string(),
+        why: why.to_string(),
+    };
+    let with_slash = if endpoint.ends_with('/') {
+        endpoint.to_string()
+    } else {
+        format!("{endpoint}/")
+    };
+    let url = Url::parse(&with_slash).map_err(|e| fail(&format!("not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(fail("credentials do not belong in the URL; use [portal] username and api_key_cmd"));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(url),
+        "http" => Err(fail("plain http would send the API key in clear; use https")),
+        _ => Err(fail("only https endpoints are supported (the REST API, e.g. https://api.softlayer.com/rest/v3.1/)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_must_be_https_except_on_loopback() {
+        assert!(endpoint_url("https://api.softlayer.com/rest/v3.1").is_ok());
+        assert!(endpoint_url("http://127.0.0.1:8080/rest/v3.1/").is_ok());
+        assert!(endpoint_url("http://api.softlayer.com/rest/v3.1/").unwrap_err().to_string().contains("in clear"));
+        assert!(endpoint_url("https://user:key@api.softlayer.com/rest/v3.1/").is_err());
+        assert!(endpoint_url("ftp://x/").is_err());
+        assert_eq!(endpoint_url("https://api.softlayer.com/rest/v3.1").unwrap().path(), "/rest/v3.1/");
+    }
+
+    #[test]
+    fn transient_faults_are_told_from_answers() {
+        let api = |status, code: &str, message: &str| PortalError::Api {
+            call: "x".into(),
+            status,
+            code: code.into(),
+            message: message.into(),
+        };
+        assert!(api(500, "SoftLayer_Exception_Public", "Internal Error").is_transient());
+        assert!(api(429, "", "").is_transient());
+        assert!(api(500, "SoftLayer_Exception_WebService_RateLimitExceeded", "Rate limit").is_transient());
+        assert!(api(502, "", "Bad Gateway").is_transient());
+        assert!(!api(500, "SoftLayer_Exception_Public", "SSL orders are retired").is_transient());
+        assert!(!api(404, "SoftLayer_Exception_ObjectNotFound", "Unable to find object").is_transient());
+    }
+}
