@@ -9,6 +9,8 @@ pub mod commands;
 pub mod config;
 pub mod extract;
 pub mod keys;
+pub mod mailbox;
+pub mod pipeline;
 pub mod portal;
 pub mod secret;
 pub mod store;

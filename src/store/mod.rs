@@ -99,6 +99,47 @@ pub struct OrderRow {
     pub updated_at: String,
 }
 
+/// A message's place in a mailbox folder: recording what was learnt from it moves the
+/// folder's `last_uid` to it in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxPosition {
+    /// "user@host:port", so two accounts on one server keep apart.
+    pub account: String,
+    pub folder: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// A row of `mailbox_state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxState {
+    pub uidvalidity: u32,
+    pub last_uid: u32,
+}
+
+/// Moves a folder's position forward (never back, within one UIDVALIDITY); a new
+/// UIDVALIDITY replaces the old state.
+const ADVANCE_MAILBOX: &str = "INSERT INTO mailbox_state (account, folder, uidvalidity, last_uid, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (account, folder) DO UPDATE SET
+         last_uid = CASE WHEN uidvalidity = excluded.uidvalidity
+                         THEN max(last_uid, excluded.last_uid) ELSE excluded.last_uid END,
+         uidvalidity = excluded.uidvalidity,
+         updated_at = excluded.updated_at";
+
+fn advance(tx: &rusqlite::Connection, position: &MailboxPosition, now: OffsetDateTime) -> rusqlite::Result<usize> {
+    tx.execute(
+        ADVANCE_MAILBOX,
+        params![
+            position.account,
+            position.folder,
+            position.uidvalidity,
+            position.uid,
+            timestamp(now)
+        ],
+    )
+}
+
 /// What recording a certificate did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -272,7 +313,12 @@ impl Store {
 
     /// Records a certificate and its event in one transaction. The same certificate
     /// (by SHA-256) again is a no-op that says so.
-    pub fn record_certificate(&mut self, cert: &NewCertificate, now: OffsetDateTime) -> Result<Recorded, StoreError> {
+    pub fn record_certificate(
+        &mut self,
+        cert: &NewCertificate,
+        position: Option<&MailboxPosition>,
+        now: OffsetDateTime,
+    ) -> Result<Recorded, StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sql {
             path: path.clone(),
@@ -336,6 +382,9 @@ impl Store {
                 Recorded::New(id)
             }
         };
+        if let Some(position) = position {
+            advance(&tx, position, now).map_err(sql)?;
+        }
         tx.commit().map_err(sql)?;
         Ok(recorded)
     }
@@ -440,6 +489,53 @@ impl Store {
             )
             .map_err(self.sql())?;
         Ok(())
+    }
+
+    /// An event, and the mailbox position moved past the message it is about, together.
+    pub fn add_event_at(
+        &self,
+        order_id: Option<i64>,
+        kind: &str,
+        detail: &str,
+        position: Option<&MailboxPosition>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.unchecked_transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![timestamp(now), order_id, kind, detail],
+        )
+        .map_err(sql)?;
+        if let Some(position) = position {
+            advance(&tx, position, now).map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Moves the mailbox position past a message that taught nothing worth an event.
+    pub fn advance_mailbox(&self, position: &MailboxPosition, now: OffsetDateTime) -> Result<(), StoreError> {
+        advance(&self.conn, position, now).map(|_| ()).map_err(self.sql())
+    }
+
+    pub fn mailbox_state(&self, account: &str, folder: &str) -> Result<Option<MailboxState>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT uidvalidity, last_uid FROM mailbox_state WHERE account = ?1 AND folder = ?2",
+                [account, folder],
+                |r| {
+                    Ok(MailboxState {
+                        uidvalidity: r.get(0)?,
+                        last_uid: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.sql())
     }
 
     pub fn events(&self) -> Result<Vec<EventRow>, StoreError> {

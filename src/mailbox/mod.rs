@@ -1,0 +1,598 @@
+//! The IMAP session (imap + native-tls): connect, find new mail cheaply, fetch without
+//! marking anything read, mark what was imported, and wait for new mail with IDLE.
+//!
+//! Facts it relies on (`shared/fulfillment-emails.md` §4): UIDVALIDITY changes must be
+//! noticed; servers drop IDLE before 29 minutes (re-issue well before); hangs are the worst
+//! failure of a cron poller, so every connect, read and write has a timeout; server
+//! certificates are always verified (system roots, an extra `ca_file`, or a SHA-256 pin),
+//! and there is no switch to turn that off.
+
+mod stream;
+
+use std::collections::BTreeSet;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imap::extensions::idle::WaitOutcome;
+use sha2::{Digest, Sha256};
+
+pub use self::stream::Traffic;
+use self::stream::{Counted, ImapStream};
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Implicit TLS (port 993).
+    Tls,
+    /// Plain connect, then STARTTLS before anything else (port 143).
+    StartTls,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Password(Secret),
+    /// An OAuth 2 access token for XOAUTH2 (Gmail and Office 365 refuse passwords).
+    OAuth2Token(Secret),
+}
+
+/// What to do with a mail whose certificate was imported. Nothing is ever deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterImport {
+    /// Set the keyword `$FulfillImported`.
+    Flag,
+    Seen,
+    Move(String),
+    Nothing,
+}
+
+/// The keyword set on imported mails by `after_import = "flag"`.
+pub const IMPORTED_KEYWORD: &str = "$FulfillImported";
+
+#[derive(Debug, Clone)]
+pub struct MailboxSettings {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// Extra trust anchors (PEM) for the server's certificate, besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name to verify the certificate against when connecting through a tunnel.
+    pub tls_server_name: Option<String>,
+    /// SHA-256 of the server certificate (DER), hex: accepted exactly that certificate.
+    pub pin_sha256: Option<String>,
+    pub username: String,
+    pub credential: Credential,
+    pub folder: String,
+    pub after_import: AfterImport,
+    pub max_message_size: u64,
+    pub connect_timeout: Duration,
+    /// Limit on any one read or write on the socket.
+    pub io_timeout: Duration,
+    /// Only mail from these addresses is considered (server-side `FROM`); empty: all.
+    pub senders: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("cannot connect to {host}:{port}: {cause}")]
+    Connect { host: String, port: u16, cause: String },
+    #[error(
+        "TLS with {host} failed: {cause}. If the server uses a private CA, set [mailbox] ca_file; \
+         through a tunnel, set tls_server_name; or pin its certificate with pin_sha256"
+    )]
+    Tls { host: String, cause: String },
+    #[error("the server certificate of {host} has SHA-256 {found}, not the pinned {expected}; refused")]
+    PinMismatch {
+        host: String,
+        found: String,
+        expected: String,
+    },
+    #[error("{host} refused the login of '{username}': {server_says}")]
+    LoginRefused {
+        host: String,
+        username: String,
+        server_says: String,
+    },
+    #[error("{host} has no STARTTLS; refusing to send the password in clear (use security = \"tls\")")]
+    NoStartTls { host: String },
+    #[error("IMAP {what} timed out after {seconds} s; the server is slow or the connection was lost")]
+    Timeout { what: String, seconds: u64 },
+    #[error("IMAP {what} failed: {cause}")]
+    Protocol { what: String, cause: String },
+    #[error("cannot read ca_file {path}: {cause}")]
+    CaFile { path: PathBuf, cause: String },
+}
+
+/// What SELECT tells about a folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FolderStatus {
+    pub uidvalidity: u32,
+    pub uid_next: Option<u32>,
+    pub exists: u32,
+}
+
+pub struct Session {
+    imap: imap::Session<ImapStream>,
+    traffic: Arc<Traffic>,
+    host: String,
+    io_timeout: Duration,
+    has_idle: bool,
+    has_move: bool,
+}
+
+struct XOAuth2<'a> {
+    user: &'a str,
+    token: &'a Secret,
+}
+
+impl imap::Authenticator for XOAuth2<'_> {
+    type Response = String;
+
+    /// RFC 7628-style initial response used by Gmail and Office 365 for XOAUTH2.
+    fn process(&self, _challenge: &[u8]) -> String {
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token.expose())
+    }
+}
+
+fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> MailboxError + '_ {
+    move |error| match &error {
+        imap::Error::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            MailboxError::Timeout {
+                what: what.to_string(),
+                seconds: io_timeout.as_secs().max(1),
+            }
+        }
+        _ => MailboxError::Protocol {
+            what: what.to_string(),
+            cause: error.to_string(),
+        },
+    }
+}
+
+impl Session {
+    /// Connects, secures and logs in.
+    pub fn connect(settings: &MailboxSettings) -> Result<Session, MailboxError> {
+        let connect_error = |cause: String| MailboxError::Connect {
+            host: settings.host.clone(),
+            port: settings.port,
+            cause,
+        };
+        let address = (settings.host.as_str(), settings.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_error(e.to_string()))?
+            .next()
+            .ok_or_else(|| connect_error("the name has no address".into()))?;
+        let tcp = TcpStream::connect_timeout(&address, settings.connect_timeout).map_err(|e| connect_error(e.to_string()))?;
+        tcp.set_read_timeout(Some(settings.io_timeout))
+            .and_then(|_| tcp.set_write_timeout(Some(settings.io_timeout)))
+            .map_err(|e| connect_error(e.to_string()))?;
+        let traffic = Arc::new(Traffic::default());
+        let counted = Counted {
+            tcp,
+            traffic: traffic.clone(),
+        };
+        let timeout = settings.io_timeout;
+
+        let counted = match settings.security {
+            Security::Tls => counted,
+            Security::StartTls => starttls(counted, &settings.host, timeout)?,
+        };
+        let tls = handshake(settings, counted)?;
+        let mut client = imap::Client::new(ImapStream {
+            tls,
+            read_timeout: settings.io_timeout,
+        });
+        if settings.security == Security::Tls {
+            client.read_greeting().map_err(protocol("greeting", timeout))?;
+        }
+        let refused = |(error, _client): (imap::Error, _)| MailboxError::LoginRefused {
+            host: settings.host.clone(),
+            username: settings.username.clone(),
+            server_says: server_text(&error),
+        };
+        let mut imap = match &settings.credential {
+            Credential::Password(password) => client.login(&settings.username, password.expose()).map_err(refused)?,
+            Credential::OAuth2Token(token) => client
+                .authenticate(
+                    "XOAUTH2",
+                    &XOAuth2 {
+                        user: &settings.username,
+                        token,
+                    },
+                )
+                .map_err(refused)?,
+        };
+        let capabilities = imap.capabilities().map_err(protocol("CAPABILITY", timeout))?;
+        let has_idle = capabilities.has_str("IDLE");
+        let has_move = capabilities.has_str("MOVE");
+        drop(capabilities);
+        Ok(Session {
+            imap,
+            traffic,
+            host: settings.host.clone(),
+            io_timeout: timeout,
+            has_idle,
+            has_move,
+        })
+    }
+
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    pub fn has_idle(&self) -> bool {
+        self.has_idle
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn select(&mut self, folder: &str) -> Result<FolderStatus, MailboxError> {
+        let mailbox = self
+            .imap
+            .select(folder)
+            .map_err(protocol(&format!("SELECT {folder}"), self.io_timeout))?;
+        Ok(FolderStatus {
+            uidvalidity: mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
+                what: format!("SELECT {folder}"),
+                cause: "the server sent no UIDVALIDITY".into(),
+            })?,
+            uid_next: mailbox.uid_next,
+            exists: mailbox.exists,
+        })
+    }
+
+    /// UIDs above `after_uid`, received on or after `since`, from one of `senders` if any:
+    /// all narrowed by the server, so a run with nothing new costs the same whatever the
+    /// size of the mailbox.
+    pub fn search_new(
+        &mut self,
+        after_uid: u32,
+        since: Option<time::Date>,
+        senders: &[String],
+    ) -> Result<Vec<u32>, MailboxError> {
+        let mut query = format!("UID {}:*", after_uid.saturating_add(1));
+        if let Some(date) = since {
+            query.push_str(&format!(" SINCE {}", imap_date(date)));
+        }
+        if let Some(from) = sender_query(senders) {
+            query.push(' ');
+            query.push_str(&from);
+        }
+        let found = self
+            .imap
+            .uid_search(&query)
+            .map_err(protocol("UID SEARCH", self.io_timeout))?;
+        // "n:*" always matches the last message, even when its UID is not above n (RFC 3501 §6.4.8).
+        Ok(found
+            .into_iter()
+            .filter(|&uid| uid > after_uid)
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect())
+    }
+
+    /// RFC822.SIZE of each UID, so oversized mail is skipped before it is downloaded.
+    pub fn sizes(&mut self, uids: &[u32]) -> Result<Vec<(u32, u32)>, MailboxError> {
+        let mut sizes = Vec::with_capacity(uids.len());
+        for chunk in uids.chunks(500) {
+            let set = uid_set(chunk);
+            let fetches = self
+                .imap
+                .uid_fetch(&set, "RFC822.SIZE")
+                .map_err(protocol("UID FETCH RFC822.SIZE", self.io_timeout))?;
+            for fetch in fetches.iter() {
+                if let (Some(uid), Some(size)) = (fetch.uid, fetch.size) {
+                    sizes.push((uid, size));
+                }
+            }
+        }
+        sizes.sort_unstable();
+        // A FETCH can answer twice for one message (jstedfast/MailKit#1401).
+        sizes.dedup_by_key(|(uid, _)| *uid);
+        Ok(sizes)
+    }
+
+    /// The raw message, fetched with BODY.PEEK[] so it is not marked \Seen by reading.
+    pub fn fetch(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+        let fetches = self
+            .imap
+            .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+            .map_err(protocol(&format!("UID FETCH {uid}"), self.io_timeout))?;
+        Ok(fetches
+            .iter()
+            .find(|f| f.uid == Some(uid))
+            .and_then(|f| f.body())
+            .map(<[u8]>::to_vec))
+    }
+
+    /// Applies `after_import` to one mail. Nothing is deleted or expunged: MOVE is used
+    /// only where the server has it (it removes the original atomically); elsewhere the
+    /// mail is copied and keeps the keyword in place.
+    pub fn after_import(&mut self, uid: u32, action: &AfterImport) -> Result<(), MailboxError> {
+        let set = uid.to_string();
+        let timeout = self.io_timeout;
+        match action {
+            AfterImport::Nothing => Ok(()),
+            AfterImport::Flag => self
+                .imap
+                .uid_store(&set, format!("+FLAGS ({IMPORTED_KEYWORD})"))
+                .map(|_| ())
+                .map_err(protocol("UID STORE", timeout)),
+            AfterImport::Seen => self
+                .imap
+                .uid_store(&set, "+FLAGS (\\Seen)")
+                .map(|_| ())
+                .map_err(protocol("UID STORE", timeout)),
+            AfterImport::Move(folder) if self.has_move => {
+                self.imap.uid_mv(&set, folder).map_err(protocol(&format!("UID MOVE {folder}"), timeout))
+            }
+            AfterImport::Move(folder) => {
+                self.imap
+                    .uid_copy(&set, folder)
+                    .map_err(protocol(&format!("UID COPY {folder}"), timeout))?;
+                self.imap
+                    .uid_store(&set, format!("+FLAGS ({IMPORTED_KEYWORD})"))
+                    .map(|_| ())
+                    .map_err(protocol("UID STORE", timeout))
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for the folder to change: IDLE where the server has it,
+    /// otherwise NOOP every `poll_interval`. Returns whether something changed.
+    pub fn wait_for_change(&mut self, timeout: Duration, poll_interval: Duration) -> Result<bool, MailboxError> {
+        let io_timeout = self.io_timeout;
+        if self.has_idle {
+            // keepalive off: the caller re-issues IDLE at least every IDLE_REFRESH.
+            let outcome = {
+                let mut idle = self.imap.idle();
+                idle.timeout(timeout.max(Duration::from_secs(1))).keepalive(false);
+                idle.wait_while(imap::extensions::idle::stop_on_any)
+            };
+            return match outcome {
+                Ok(WaitOutcome::MailboxChanged) => Ok(true),
+                Ok(WaitOutcome::TimedOut) => Ok(false),
+                Err(e) => Err(protocol("IDLE", io_timeout)(e)),
+            };
+        }
+        let deadline = Instant::now() + timeout;
+        let before = self.imap.select_counts();
+        while Instant::now() < deadline {
+            std::thread::sleep(poll_interval.min(deadline.saturating_duration_since(Instant::now())));
+            self.imap.noop().map_err(protocol("NOOP", io_timeout))?;
+            if self.imap.select_counts() != before {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn logout(mut self) {
+        let _ = self.imap.logout();
+    }
+}
+
+/// How long one IDLE may last before it is re-issued: well under the 29 minutes of
+/// RFC 2177, since servers drop IDLE earlier (imapfilter #104, #153).
+pub const IDLE_REFRESH: Duration = Duration::from_secs(20 * 60);
+
+trait SelectCounts {
+    fn select_counts(&mut self) -> usize;
+}
+
+impl SelectCounts for imap::Session<ImapStream> {
+    /// Unsolicited EXISTS/RECENT responses gathered so far: without IDLE, a changed count
+    /// after NOOP is the sign of new mail.
+    fn select_counts(&mut self) -> usize {
+        self.take_all_unsolicited()
+            .filter(|r| {
+                matches!(
+                    r,
+                    imap::types::UnsolicitedResponse::Exists(_) | imap::types::UnsolicitedResponse::Recent(_)
+                )
+            })
+            .count()
+    }
+}
+
+fn handshake(settings: &MailboxSettings, counted: Counted) -> Result<native_tls::TlsStream<Counted>, MailboxError> {
+    let tls_error = |cause: String| MailboxError::Tls {
+        host: settings.host.clone(),
+        cause,
+    };
+    let mut builder = native_tls::TlsConnector::builder();
+    builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+    if let Some(path) = &settings.ca_file {
+        let pem = std::fs::read(path).map_err(|e| MailboxError::CaFile {
+            path: path.clone(),
+            cause: e.to_string(),
+        })?;
+        for block in pem::parse_many(&pem).map_err(|e| MailboxError::CaFile {
+            path: path.clone(),
+            cause: e.to_string(),
+        })? {
+            let cert = native_tls::Certificate::from_der(block.contents()).map_err(|e| MailboxError::CaFile {
+                path: path.clone(),
+                cause: e.to_string(),
+            })?;
+            builder.add_root_certificate(cert);
+        }
+    }
+    if settings.pin_sha256.is_some() {
+        // The pin replaces CA validation: exactly that certificate is accepted, checked
+        // below before a single IMAP byte is sent.
+        builder.danger_accept_invalid_certs(true);
+        builder.danger_accept_invalid_hostnames(true);
+    }
+    let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
+    let name = settings.tls_server_name.as_deref().unwrap_or(&settings.host);
+    let tls = connector.connect(name, counted).map_err(|e| match e {
+        native_tls::HandshakeError::Failure(e) => tls_error(e.to_string()),
+        native_tls::HandshakeError::WouldBlock(_) => MailboxError::Timeout {
+            what: "TLS handshake".into(),
+            seconds: settings.io_timeout.as_secs().max(1),
+        },
+    })?;
+    if let Some(expected) = &settings.pin_sha256 {
+        let found = tls
+            .peer_certificate()
+            .map_err(|e| tls_error(e.to_string()))?
+            .ok_or_else(|| tls_error("the server sent no certificate".into()))?
+            .to_der()
+            .map_err(|e| tls_error(e.to_string()))?;
+        let found = hex::encode(Sha256::digest(&found));
+        let expected_normal = expected.replace(':', "").to_ascii_lowercase();
+        if found != expected_normal {
+            return Err(MailboxError::PinMismatch {
+                host: settings.host.clone(),
+                found,
+                expected: expected.clone(),
+            });
+        }
+    }
+    Ok(tls)
+}
+
+/// The plain-text part of STARTTLS (RFC 3501 §6.2.1), spoken by hand: the imap crate keeps
+/// its command runner private on a not-yet-logged-in client. Lines are read a byte at a
+/// time so no byte of the TLS handshake that follows is consumed here.
+fn starttls(mut plain: Counted, host: &str, timeout: Duration) -> Result<Counted, MailboxError> {
+    use std::io::{Read, Write};
+    let io = |what: &str, e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => MailboxError::Timeout {
+            what: what.to_string(),
+            seconds: timeout.as_secs().max(1),
+        },
+        _ => MailboxError::Protocol {
+            what: what.to_string(),
+            cause: e.to_string(),
+        },
+    };
+    let read_line = |plain: &mut Counted, what: &str| -> Result<String, MailboxError> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 8192 {
+            match plain.read(&mut byte) {
+                Ok(0) => break,
+                Ok(_) if byte[0] == b'\n' => break,
+                Ok(_) => line.push(byte[0]),
+                Err(e) => return Err(io(what, e)),
+            }
+        }
+        Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+    };
+    let greeting = read_line(&mut plain, "greeting")?;
+    if !greeting.starts_with("* OK") {
+        return Err(MailboxError::Protocol {
+            what: "greeting".into(),
+            cause: greeting,
+        });
+    }
+    let command = |plain: &mut Counted, tag: &str, text: &str| -> Result<Vec<String>, MailboxError> {
+        plain
+            .write_all(format!("{tag} {text}\r\n").as_bytes())
+            .map_err(|e| io(text, e))?;
+        let mut lines = Vec::new();
+        for _ in 0..32 {
+            let line = read_line(plain, text)?;
+            if let Some(status) = line.strip_prefix(&format!("{tag} ")) {
+                if status.starts_with("OK") {
+                    return Ok(lines);
+                }
+                return Err(MailboxError::Protocol {
+                    what: text.to_string(),
+                    cause: status.to_string(),
+                });
+            }
+            if line.is_empty() && lines.last().is_some_and(String::is_empty) {
+                break;
+            }
+            lines.push(line);
+        }
+        Err(MailboxError::Protocol {
+            what: text.to_string(),
+            cause: "no tagged answer".into(),
+        })
+    };
+    let capabilities = command(&mut plain, "f1", "CAPABILITY")?;
+    if !capabilities
+        .iter()
+        .any(|l| l.to_ascii_uppercase().split_whitespace().any(|w| w == "STARTTLS"))
+    {
+        return Err(MailboxError::NoStartTls { host: host.to_string() });
+    }
+    command(&mut plain, "f2", "STARTTLS")?;
+    Ok(plain)
+}
+
+/// The server's own words from a refusal ("NO [AUTHENTICATIONFAILED] Authentication failed.").
+fn server_text(error: &imap::Error) -> String {
+    match error {
+        imap::Error::No(no) => no.information.clone(),
+        imap::Error::Bad(bad) => bad.information.clone(),
+        imap::Error::Bye(bye) => bye.information.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// IMAP date (RFC 3501 `date`): 1-Feb-2026.
+fn imap_date(date: time::Date) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{}-{}-{}",
+        date.day(),
+        MONTHS[usize::from(u8::from(date.month())) - 1],
+        date.year()
+    )
+}
+
+/// `FROM a`, or `OR FROM a FROM b`, … as a search key. Addresses were checked by the config
+/// to hold no quote, backslash or line break.
+fn sender_query(senders: &[String]) -> Option<String> {
+    let mut keys = senders.iter().map(|s| format!("FROM \"{s}\""));
+    let first = keys.next()?;
+    Some(keys.fold(first, |acc, key| format!("OR {acc} {key}")))
+}
+
+/// "1:3,7,9:10" from sorted UIDs.
+fn uid_set(uids: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        parts.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact() {
+        assert_eq!(uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
+        assert_eq!(uid_set(&[5]), "5");
+        assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn search_keys() {
+        assert_eq!(imap_date(time::macros::date!(2026 - 02 - 01)), "1-Feb-2026");
+        assert_eq!(sender_query(&[]), None);
+        assert_eq!(sender_query(&["a@x".into()]).as_deref(), Some("FROM \"a@x\""));
+        assert_eq!(
+            sender_query(&["a@x".into(), "b@y".into(), "c@z".into()]).as_deref(),
+            Some("OR OR FROM \"a@x\" FROM \"b@y\" FROM \"c@z\"")
+        );
+    }
+}
