@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::GlobalArgs;
+use crate::mailbox::{AfterImport, Credential, MailboxSettings, Security};
 use crate::portal::{DEFAULT_ENDPOINT, PortalSettings};
 use crate::secret::Secret;
 
@@ -67,11 +68,26 @@ pub struct MailboxSection {
     pub port: Option<u16>,
     pub security: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// The name to check the server certificate against (SSH tunnels, aliases).
+    pub tls_server_name: Option<String>,
+    /// SHA-256 of the server certificate: the safe alternative to turning checks off.
+    pub pin_sha256: Option<String>,
     pub username: Option<String>,
     pub password_cmd: Option<String>,
+    pub oauth2_token_cmd: Option<String>,
     pub folder: Option<String>,
     pub after_import: Option<String>,
     pub max_message_size: Option<String>,
+    /// Only mail from these addresses is looked at.
+    pub senders: Option<Vec<String>>,
+    /// Only mail received within this time is looked at (default 30d).
+    pub since: Option<String>,
+    /// Limit on connecting and on every read or write (default 30s).
+    pub timeout: Option<String>,
+    /// How often to look for new mail on servers without IDLE (default 60s).
+    pub poll_interval: Option<String>,
+    /// Limit on a whole run without --wait (default 10m): a cron slot is never hung.
+    pub run_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +272,109 @@ impl Settings {
             retry_wait,
         }))
     }
+}
+
+impl Settings {
+    /// The mailbox connection, or `None` when `[mailbox]` names no host. Secrets are
+    /// fetched here, when a command needs them.
+    pub fn mailbox(&self) -> Result<Option<MailboxConfig>, ConfigError> {
+        let section = &self.file.mailbox;
+        let Some(host) = section.host.clone() else {
+            return Ok(None);
+        };
+        let security = match section.security.as_deref().unwrap_or("tls") {
+            "tls" => Security::Tls,
+            "starttls" => Security::StartTls,
+            other => {
+                return Err(self.invalid(format!(
+                    "[mailbox] security = \"{other}\": use \"tls\" (port 993) or \"starttls\" (port 143)"
+                )));
+            }
+        };
+        let port = section.port.unwrap_or(match security {
+            Security::Tls => 993,
+            Security::StartTls => 143,
+        });
+        let username = section
+            .username
+            .clone()
+            .ok_or_else(|| self.invalid("[mailbox] username is missing".into()))?;
+        let credential = if let Some(password) = env_value("FULFILL_IMAP_PASSWORD") {
+            Credential::Password(Secret::new(password))
+        } else if let Some(command) = &section.oauth2_token_cmd {
+            // Tokens expire: run the command on every connect (getmail6 #60).
+            Credential::OAuth2Token(run_secret_command(command, "[mailbox] oauth2_token_cmd")?)
+        } else if let Some(command) = &section.password_cmd {
+            Credential::Password(run_secret_command(command, "[mailbox] password_cmd")?)
+        } else {
+            return Err(self.invalid(
+                "[mailbox] needs password_cmd or oauth2_token_cmd (or FULFILL_IMAP_PASSWORD in the environment)".into(),
+            ));
+        };
+        let after_import = match section.after_import.as_deref().unwrap_or("flag") {
+            "flag" => AfterImport::Flag,
+            "seen" => AfterImport::Seen,
+            "none" => AfterImport::Nothing,
+            other => match other.strip_prefix("move:") {
+                Some(folder) if !folder.is_empty() => AfterImport::Move(folder.to_string()),
+                _ => {
+                    return Err(self.invalid(format!(
+                        "[mailbox] after_import = \"{other}\": use \"flag\", \"seen\", \"move:FOLDER\" or \"none\""
+                    )));
+                }
+            },
+        };
+        let senders = section.senders.clone().unwrap_or_default();
+        if let Some(bad) = senders
+            .iter()
+            .find(|s| s.is_empty() || s.contains(['"', '\\', '\r', '\n']))
+        {
+            return Err(self.invalid(format!("[mailbox] senders: '{bad}' is not an address")));
+        }
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            Some(text) => parse_duration(text).map_err(|e| self.invalid(format!("[mailbox] {key}: {e}"))),
+            None => Ok(default),
+        };
+        let timeout = duration("timeout", &section.timeout, Duration::from_secs(30))?;
+        let since = duration("since", &section.since, Duration::from_secs(30 * 86400))?;
+        let poll_interval = duration("poll_interval", &section.poll_interval, Duration::from_secs(60))?;
+        let run_timeout = duration("run_timeout", &section.run_timeout, Duration::from_secs(600))?;
+        let relative = |p: &Path| match &self.config_file {
+            Some(file) if p.is_relative() => file.parent().unwrap_or(Path::new("")).join(p),
+            _ => p.to_path_buf(),
+        };
+        Ok(Some(MailboxConfig {
+            session: MailboxSettings {
+                host,
+                port,
+                security,
+                ca_file: section.ca_file.as_deref().map(relative),
+                tls_server_name: section.tls_server_name.clone(),
+                pin_sha256: section.pin_sha256.clone(),
+                username,
+                credential,
+                folder: section.folder.clone().unwrap_or_else(|| "INBOX".into()),
+                after_import,
+                max_message_size: self.max_message_size as u64,
+                connect_timeout: timeout,
+                io_timeout: timeout,
+                senders,
+            },
+            since,
+            poll_interval,
+            run_timeout,
+        }))
+    }
+}
+
+/// The mailbox settings and how a run uses them.
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    pub session: MailboxSettings,
+    /// Only mail received within this time is looked at.
+    pub since: Duration,
+    pub poll_interval: Duration,
+    pub run_timeout: Duration,
 }
 
 /// A call to the portal that gets no complete answer in this time is abandoned.

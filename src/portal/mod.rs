@@ -86,7 +86,9 @@ impl PortalError {
             } => {
                 *status == 429
                     || code == "SoftLayer_Exception_WebService_RateLimitExceeded"
-                    || (*status >= 500 && (code.is_empty() || (code == "SoftLayer_Exception_Public" && message == "Internal Error")))
+                    // The generic "Internal Error" is a fault even with status 200 (§3.5).
+                    || (code == "SoftLayer_Exception_Public" && message == "Internal Error")
+                    || (*status >= 500 && code.is_empty())
             }
             PortalError::Empty { .. } | PortalError::Timeout { .. } | PortalError::Connection { .. } => true,
             _ => false,
@@ -254,7 +256,8 @@ impl Portal {
             call.filter = Some(json!({
                 "securityCertificates": {
                     "commonName": {"operation": common_name},
-                    "id": {"operationOrderBy": "ASC"}
+                    // Stable pages need an order (SLDN using-result-limits-softlayer-api.md).
+                    "id": {"operation": "orderBy", "options": [{"name": "sort", "value": ["ASC"]}]}
                 }
             }));
             call.result_limit = Some((offset, PAGE));

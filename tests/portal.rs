@@ -1,0 +1,470 @@
+//! The portal half against the local portal of tests/support/portal.rs: `orders`,
+//! `resend`, `check`, upload on `import`, every injected fault, the no-duplicate rule,
+//! credential precedence and secret hygiene. The real binary, a real SQLite file.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use predicates::prelude::*;
+use support::portal::{Account, Auth, Fault, LocalPortal, NewCertificate, OrderSpec};
+use support::{Home, open_db, samples, stdout_json};
+
+const ALPHA: &str = "www.alpha.example.com";
+
+struct Setup {
+    home: Home,
+    portal: LocalPortal,
+    config: PathBuf,
+    order: i64,
+}
+
+fn api_key() -> String {
+    Account::default().api_key
+}
+
+/// A portal with one approved order for sample 01's name and CSR, and a config that reaches
+/// it with short timeouts and retry waits, reading the key through api_key_cmd.
+fn setup() -> Setup {
+    setup_with(|_| {})
+}
+
+fn setup_with(change: impl FnOnce(&mut OrderSpec)) -> Setup {
+    let home = Home::new();
+    let portal = LocalPortal::start(Account::default());
+    let csr = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.csr")).unwrap();
+    let mut spec = OrderSpec {
+        approver_email: "admin@alpha.example.com".into(),
+        ..OrderSpec::new(ALPHA, &csr)
+    };
+    change(&mut spec);
+    let order = portal.add_order(spec);
+    let key_file = home.path().join("sl-key");
+    std::fs::write(&key_file, format!("{}\n", api_key())).unwrap();
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[portal]\nendpoint = \"{}\"\nusername = \"{}\"\napi_key_cmd = \"cat {}\"\ntimeout = \"1s\"\nretry_wait = \"10ms\"\n\
+             [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+            portal.endpoint(),
+            Account::default().username,
+            key_file.display(),
+            samples().join("keys").display(),
+            samples().join("ca/root.pem").display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        home,
+        portal,
+        config,
+        order,
+    }
+}
+
+impl Setup {
+    fn fulfill(&self) -> assert_cmd::Command {
+        let mut cmd = self.home.fulfill();
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    fn import_alpha(&self) -> assert_cmd::Command {
+        let mut cmd = self.fulfill();
+        cmd.args(["import", "--order", &self.order.to_string()])
+            .arg(samples().join("01-geotrust-inline-pem.eml"));
+        cmd
+    }
+}
+
+#[test]
+fn orders_lists_the_account_orders_and_what_was_imported() {
+    let s = setup();
+    let output = s.fulfill().arg("orders").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("ORDER    COMMON NAME"), "{text}");
+    assert!(text.contains(ALPHA) && text.contains("Approved") && text.contains("admin@alpha.example.com"));
+    assert!(text.lines().nth(1).unwrap().trim_end().ends_with("no"), "{text}");
+
+    s.import_alpha().assert().success();
+    let json = stdout_json(&s.fulfill().args(["orders", "--json"]).output().unwrap());
+    assert_eq!(json[0]["id"], s.order);
+    assert_eq!(json[0]["status"], "Approved");
+    assert_eq!(json[0]["approver_email"], "admin@alpha.example.com");
+    assert_eq!(json[0]["imported_certificate_id"], 1);
+    // The account id came from SoftLayer_Account/getObject with mask id.
+    let account_call = s
+        .portal
+        .requests()
+        .into_iter()
+        .find(|r| r.method.as_deref() == Some("getObject") && r.service.as_deref() == Some("SoftLayer_Account"))
+        .unwrap();
+    assert_eq!(account_call.query_param("objectMask"), Some("mask[id]"));
+}
+
+#[test]
+fn resend_asks_the_ca_and_records_it() {
+    let s = setup();
+    s.fulfill()
+        .args(["resend", "--order", &s.order.to_string()])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("to admin@alpha.example.com"))
+        .stdout(predicate::str::contains("Fulfillment email requested"));
+    // Standard input is not a terminal here: no question, no wait.
+    assert_eq!(s.portal.resends(), vec![(s.order, "FulfillmentEmail".to_string())]);
+    let db = open_db(&s.home.default_db());
+    let (state, requested): (String, Option<String>) = db
+        .query_row("SELECT state, resend_requested_at FROM orders WHERE order_id = ?1", [s.order], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(state, "resend_requested");
+    assert!(requested.unwrap().ends_with('Z'));
+    let events: i64 = db
+        .query_row("SELECT count(*) FROM events WHERE order_id = ?1 AND kind = 'order_state'", [s.order], |r| r.get(0))
+        .unwrap();
+    assert_eq!(events, 1);
+}
+
+#[test]
+fn a_refused_resend_shows_the_api_message_and_code() {
+    let s = setup_with(|spec| spec.refuses_resend = true);
+    s.fulfill()
+        .args(["resend", "--yes", "--order", &s.order.to_string()])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("SoftLayer_Exception_Public")
+                .and(predicate::str::contains("no longer supported"))
+                .and(predicate::str::contains(format!("order {}", s.order))),
+        );
+    let db = open_db(&s.home.default_db());
+    let state: String = db
+        .query_row("SELECT state FROM orders WHERE order_id = ?1", [s.order], |r| r.get(0))
+        .unwrap();
+    assert_eq!(state, "resend_failed");
+    // A refusal is an answer, not a fault: it is not retried.
+    assert_eq!(s.portal.calls("resendEmail"), 1);
+}
+
+#[test]
+fn resend_of_an_unknown_order_names_it() {
+    let s = setup();
+    s.fulfill()
+        .args(["resend", "--order", "999999"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("999999").and(predicate::str::contains("SoftLayer_Exception_ObjectNotFound")));
+    assert!(s.portal.resends().is_empty());
+}
+
+#[test]
+fn import_uploads_certificate_chain_key_and_csr() {
+    let s = setup();
+    let output = s.import_alpha().arg("--json").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let results = stdout_json(&output);
+    assert_eq!(results[0]["upload"], "uploaded");
+    let stored = s.portal.certificates();
+    assert_eq!(stored.len(), 1);
+    let stored = &stored[0];
+    assert_eq!(results[0]["portal_certificate_id"], stored.id);
+    assert_eq!(results[0]["sha256"], stored.sha256.as_str());
+    assert_eq!(stored.common_name, ALPHA);
+    let key = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key")).unwrap();
+    assert_eq!(stored.private_key, key);
+    let csr = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.csr")).unwrap();
+    assert_eq!(stored.certificate_signing_request.as_deref(), Some(csr.as_str()));
+    assert_eq!(stored.intermediate_certificate.as_deref().unwrap().matches("BEGIN CERTIFICATE").count(), 1);
+    assert!(stored.notes.as_deref().unwrap().contains(&format!("order {}", s.order)));
+
+    let db = open_db(&s.home.default_db());
+    let (portal_id, order_id): (i64, i64) = db
+        .query_row("SELECT portal_certificate_id, order_id FROM certificates", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((portal_id, order_id), (stored.id, s.order));
+    let uploaded: i64 = db
+        .query_row("SELECT count(*) FROM events WHERE kind = 'certificate_uploaded'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(uploaded, 1);
+
+    // The order's name is the name to cover: with --order, a wrong name is rejected.
+    s.fulfill()
+        .args(["import", "--order", &s.order.to_string()])
+        .arg(samples().join("22-reject-key-mismatch.eml"))
+        .assert()
+        .code(4);
+}
+
+#[test]
+fn importing_again_uploads_nothing() {
+    let s = setup();
+    s.import_alpha().assert().success();
+    s.import_alpha().assert().success().stdout(predicate::str::contains("already imported"));
+    assert_eq!(s.portal.calls("createObject"), 1);
+    assert_eq!(s.portal.certificates().len(), 1);
+}
+
+#[test]
+fn a_certificate_already_in_the_portal_is_not_uploaded_again() {
+    let s = setup();
+    let mail = std::fs::read_to_string(samples().join("01-geotrust-inline-pem.eml")).unwrap();
+    let blocks = pem::parse_many(mail.replace("\r\n", "\n")).unwrap();
+    let existing = s
+        .portal
+        .add_certificate(NewCertificate {
+            certificate: pem::encode(&blocks[0]),
+            private_key: std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key")).unwrap(),
+            intermediate_certificate: Some(pem::encode(&blocks[1])),
+            ..NewCertificate::default()
+        })
+        .unwrap();
+    let results = stdout_json(&s.import_alpha().arg("--json").output().unwrap());
+    assert_eq!(results[0]["upload"], "already_in_portal");
+    assert_eq!(results[0]["portal_certificate_id"], existing);
+    assert_eq!(s.portal.calls("createObject"), 0);
+    assert_eq!(s.portal.certificates().len(), 1);
+}
+
+#[test]
+fn a_lost_answer_after_create_makes_no_duplicate() {
+    for fault in [Fault::LostResponse, Fault::Delay(Duration::from_millis(1500))] {
+        let s = setup();
+        s.portal.inject("createObject", fault.clone(), 1);
+        let results = stdout_json(&s.import_alpha().arg("--json").output().unwrap());
+        assert_eq!(s.portal.certificates().len(), 1, "{fault:?}: exactly one certificate in the portal");
+        assert_eq!(s.portal.calls("createObject"), 1, "{fault:?}: not created twice");
+        assert_eq!(results[0]["portal_certificate_id"], s.portal.certificates()[0].id, "{fault:?}");
+        assert_eq!(results[0]["upload"], "uploaded", "{fault:?}");
+    }
+}
+
+#[test]
+fn transient_faults_on_create_are_retried_after_a_search() {
+    for fault in [Fault::InternalError, Fault::RateLimited, Fault::Drop, Fault::Empty200, Fault::ErrorBody200] {
+        let s = setup();
+        s.portal.inject("createObject", fault.clone(), 1);
+        s.import_alpha().assert().success();
+        assert_eq!(s.portal.certificates().len(), 1, "{fault:?}");
+        assert_eq!(s.portal.calls("createObject"), 2, "{fault:?}: one failed attempt, one good");
+        // Before the second attempt the store was searched again.
+        assert!(s.portal.calls("getSecurityCertificates") >= 2, "{fault:?}");
+    }
+}
+
+#[test]
+fn transient_faults_on_reads_are_retried() {
+    for fault in [
+        Fault::InternalError,
+        Fault::RateLimited,
+        Fault::RateLimitedAs500,
+        Fault::Drop,
+        Fault::Empty200,
+        Fault::ErrorBody200,
+        Fault::Delay(Duration::from_millis(1500)),
+    ] {
+        let s = setup();
+        s.portal.inject("getSslCertificateRequests", fault.clone(), 2);
+        s.fulfill()
+            .arg("orders")
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(ALPHA));
+        assert_eq!(s.portal.calls("getSslCertificateRequests"), 3, "{fault:?}: two faults, then success");
+    }
+    // resendEmail is retried too: a second mail is harmless, a missing one is not.
+    let s = setup();
+    s.portal.inject("resendEmail", Fault::InternalError, 1);
+    s.fulfill().args(["resend", "--order", &s.order.to_string()]).assert().success();
+    assert_eq!(s.portal.resends().len(), 1);
+}
+
+#[test]
+fn faults_that_outlast_the_retries_fail_with_the_reason() {
+    let s = setup();
+    s.portal.inject("getSslCertificateRequests", Fault::InternalError, 10);
+    s.fulfill()
+        .arg("orders")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("Internal Error").and(predicate::str::contains("SoftLayer_Exception_Public")));
+    assert_eq!(s.portal.calls("getSslCertificateRequests"), 4, "first try and 3 retries");
+
+    let s = setup();
+    s.portal.inject("getSslCertificateRequests", Fault::Delay(Duration::from_secs(3)), 10);
+    s.fulfill().arg("orders").assert().code(1).stderr(predicate::str::contains("no complete answer within"));
+}
+
+#[test]
+fn a_failed_upload_keeps_the_record_and_the_next_run_uploads() {
+    let s = setup();
+    s.portal.inject(
+        "createObject",
+        Fault::Raw {
+            status: 500,
+            body: r#"{"error":"Unable to validate the certificate.","code":"SoftLayer_Exception_Public"}"#.into(),
+        },
+        1,
+    );
+    s.import_alpha()
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("recorded locally but not uploaded").and(predicate::str::contains("Unable to validate")));
+    assert_eq!(s.portal.calls("createObject"), 1, "an answer from the API is not retried");
+    let db = open_db(&s.home.default_db());
+    let portal_id: Option<i64> = db.query_row("SELECT portal_certificate_id FROM certificates", [], |r| r.get(0)).unwrap();
+    assert_eq!(portal_id, None);
+    drop(db);
+
+    s.import_alpha().assert().success();
+    assert_eq!(s.portal.certificates().len(), 1);
+    let db = open_db(&s.home.default_db());
+    let portal_id: Option<i64> = db.query_row("SELECT portal_certificate_id FROM certificates", [], |r| r.get(0)).unwrap();
+    assert_eq!(portal_id, Some(s.portal.certificates()[0].id));
+}
+
+#[test]
+fn no_upload_and_dry_run_write_nothing_to_the_portal() {
+    let s = setup();
+    s.import_alpha().arg("--no-upload").assert().success();
+    s.import_alpha()
+        .arg("--dry-run")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("would upload"));
+    assert_eq!(s.portal.calls("createObject"), 0);
+    assert!(s.portal.certificates().is_empty());
+}
+
+#[test]
+fn check_reports_portal_authentication() {
+    let s = setup();
+    s.fulfill()
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("portal       ok").and(predicate::str::contains(format!(
+            "account {}",
+            Account::default().id
+        ))));
+
+    std::fs::write(s.home.path().join("sl-key"), "not-the-key\n").unwrap();
+    s.fulfill()
+        .arg("check")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("FAILED").and(predicate::str::contains("refused the credentials")));
+}
+
+#[test]
+fn credentials_follow_env_then_config_then_softlayer_file() {
+    let s = setup();
+    s.portal.add_user("apikey", "ibm-cloud-key");
+    s.portal.add_user("env-user", "env-key");
+    let last_user = |portal: &LocalPortal| match portal.requests().last().map(|r| r.auth.clone()) {
+        Some(Auth::Valid { username }) => username,
+        other => panic!("last request not authenticated: {other:?}"),
+    };
+
+    // ~/.softlayer alone, with slcli's XML-RPC endpoint mapped to REST.
+    let softlayer = s.home.path().join(".softlayer");
+    let xmlrpc = s.portal.endpoint().replace("/rest/", "/xmlrpc/");
+    std::fs::write(&softlayer, format!("[softlayer]\nusername = apikey\napi_key = ibm-cloud-key\nendpoint_url = {xmlrpc}\ntimeout = 5\n")).unwrap();
+    std::fs::set_permissions(&softlayer, std::fs::Permissions::from_mode(0o600)).unwrap();
+    s.home.fulfill().arg("check").assert().success();
+    assert_eq!(last_user(&s.portal), "apikey");
+
+    // The config file wins over ~/.softlayer.
+    s.fulfill().arg("check").assert().success();
+    assert_eq!(last_user(&s.portal), Account::default().username);
+
+    // The environment wins over the config file.
+    s.fulfill()
+        .env("SL_USERNAME", "env-user")
+        .env("SL_API_KEY", "env-key")
+        .arg("check")
+        .assert()
+        .success();
+    assert_eq!(last_user(&s.portal), "env-user");
+
+    // A ~/.softlayer holding a key, readable by others, is refused.
+    std::fs::set_permissions(&softlayer, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.home
+        .fulfill()
+        .arg("check")
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(format!("chmod 600 {}", softlayer.display())));
+}
+
+#[test]
+fn a_literal_api_key_needs_a_private_config_file() {
+    let s = setup();
+    let config = s.home.path().join("literal.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[portal]\nendpoint = \"{}\"\nusername = \"{}\"\napi_key = \"{}\"\nretry_wait = \"10ms\"\n",
+            s.portal.endpoint(),
+            Account::default().username,
+            api_key()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.home
+        .fulfill()
+        .arg("--config")
+        .arg(&config)
+        .arg("orders")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(format!("chmod 600 {}", config.display())));
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    s.home.fulfill().arg("--config").arg(&config).arg("orders").assert().success();
+}
+
+#[test]
+fn the_api_key_appears_nowhere() {
+    let s = setup();
+    let key = api_key();
+    let mut seen = Vec::new();
+    s.portal.inject("getSslCertificateRequests", Fault::InternalError, 1);
+    s.portal.inject("createObject", Fault::Drop, 1);
+    for args in [
+        vec!["-vvv", "orders"],
+        vec!["-vvv", "--json", "orders"],
+        vec!["-vvv", "check"],
+        vec!["-vvv", "--json", "check"],
+    ] {
+        let output = s.fulfill().args(&args).output().unwrap();
+        seen.push(output.stdout);
+        seen.push(output.stderr);
+    }
+    let output = s.import_alpha().arg("-vvv").output().unwrap();
+    assert!(output.status.success());
+    seen.push(output.stdout);
+    seen.push(output.stderr);
+    // A failing call shows its error, not the key.
+    std::fs::write(s.home.path().join("sl-key"), format!("{key}-wrong\n")).unwrap();
+    let output = s.fulfill().args(["-vvv", "orders"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    seen.push(output.stdout);
+    seen.push(output.stderr);
+    for text in &seen {
+        assert!(!String::from_utf8_lossy(text).contains(&key), "API key leaked: {}", String::from_utf8_lossy(text));
+    }
+    // Never in a URL: only in the Authorization header.
+    for request in s.portal.requests() {
+        assert!(!request.target.contains(&key), "API key in URL {}", request.target);
+        assert!(!request.body.contains(&key), "API key in a request body");
+    }
+    // Never in the database.
+    let db = std::fs::read(s.home.default_db()).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains(&key));
+}
