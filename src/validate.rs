@@ -206,10 +206,17 @@ pub fn validate(
     for cert in found {
         match x509_parser::parse_x509_certificate(&cert.der) {
             Ok((_, x509)) => parsed.push((CertificateInfo::from_parsed(&cert.der, &x509), x509)),
-            Err(e) => report.unreadable.push((cert.found_in.clone(), e.to_string())),
+            Err(e) => report
+                .unreadable
+                .push((cert.found_in.clone(), e.to_string())),
         }
     }
-    let (roots, others): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(info, _)| info.self_signed);
+    // A root is a self-signed CA. A self-signed v3 certificate without CA:TRUE can sign
+    // nothing (RFC 5280 §4.2.1.9): it is a leaf, and is judged like one rather than
+    // silently dropped. v1 certificates have no extensions, so old v1 roots count as roots.
+    let (roots, others): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(info, x509)| {
+        info.self_signed && (info.is_ca || x509.version() != x509_parser::x509::X509Version::V3)
+    });
     report.dropped_roots = roots.into_iter().map(|(info, _)| info).collect();
 
     let intermediates: Vec<CertificateDer<'_>> = others
@@ -217,13 +224,19 @@ pub fn validate(
         .filter(|(info, _)| info.is_ca)
         .map(|(info, _)| CertificateDer::from(info.der.as_slice()))
         .collect();
-    let anchor_ders: Vec<CertificateDer<'_>> =
-        trust_anchors.iter().map(|der| CertificateDer::from(der.as_slice())).collect();
+    let anchor_ders: Vec<CertificateDer<'_>> = trust_anchors
+        .iter()
+        .map(|der| CertificateDer::from(der.as_slice()))
+        .collect();
     let anchors: Vec<_> = anchor_ders
         .iter()
         .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
         .collect();
-    let ca_infos: Vec<&CertificateInfo> = others.iter().filter(|(i, _)| i.is_ca).map(|(i, _)| i).collect();
+    let ca_infos: Vec<&CertificateInfo> = others
+        .iter()
+        .filter(|(i, _)| i.is_ca)
+        .map(|(i, _)| i)
+        .collect();
 
     for (leaf, x509) in others.iter().filter(|(info, _)| !info.is_ca) {
         let mut reasons = Vec::new();
@@ -259,10 +272,17 @@ pub fn validate(
         };
 
         // Rule 2: the name.
-        let expected_name = expectations
-            .name
-            .clone()
-            .or_else(|| matched.and_then(|k| k.requested_name.clone()));
+        // The same key can be known twice (its key file and its CSR): the name comes from
+        // whichever of them knows one, not only from the first match.
+        let expected_name = expectations.name.clone().or_else(|| {
+            matched.and_then(|m| {
+                expectations
+                    .keys
+                    .iter()
+                    .filter(|k| k.key == m.key)
+                    .find_map(|k| k.requested_name.clone())
+            })
+        });
         match &expected_name {
             Some(name) if covers(&leaf.dns_names, name) => {}
             Some(name) => reasons.push(Rejection {
@@ -305,12 +325,34 @@ pub fn validate(
         let chain = match verify_path(leaf, &intermediates, &anchors, now) {
             Ok(chain) => chain,
             Err(e) => {
-                let leaf_time_error = matches!(e, webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. });
-                if !(expired_or_early && leaf_time_error) {
-                    reasons.push(Rejection {
-                        rule: Rule::Chain,
-                        detail: explain_path_error(&e, leaf, &ca_infos, &report.dropped_roots, trust_anchors.is_empty(), now),
-                    });
+                let explain = |e: &webpki::Error, at| Rejection {
+                    rule: Rule::Chain,
+                    detail: explain_path_error(
+                        e,
+                        leaf,
+                        &ca_infos,
+                        &report.dropped_roots,
+                        trust_anchors.is_empty(),
+                        at,
+                    ),
+                };
+                if !(expired_or_early && is_time_error(&e)) {
+                    reasons.push(explain(&e, now));
+                } else {
+                    // webpki checks the leaf's own dates before anything else, so with rule 3
+                    // broken the chain's faults would go unsaid. Judge the path again on the
+                    // leaf's valid day nearest `now`: a date error then is a CA's, unless the
+                    // leaf's dates are inverted, which rule 3 has said already.
+                    let at = if now < leaf.not_before {
+                        leaf.not_before
+                    } else {
+                        leaf.not_after
+                    };
+                    let inverted = leaf.not_before > leaf.not_after;
+                    match verify_path(leaf, &intermediates, &anchors, at) {
+                        Err(e) if !(inverted && is_time_error(&e)) => reasons.push(explain(&e, at)),
+                        _ => {}
+                    }
                 }
                 Vec::new()
             }
@@ -321,7 +363,12 @@ pub fn validate(
             if let (Some(key), Some(name)) = (matched, expected_name) {
                 let chain = chain
                     .iter()
-                    .filter_map(|der| ca_infos.iter().find(|info| info.der == *der).map(|info| (*info).clone()))
+                    .filter_map(|der| {
+                        ca_infos
+                            .iter()
+                            .find(|info| info.der == *der)
+                            .map(|info| (*info).clone())
+                    })
                     .collect();
                 report.verdicts.push(Verdict::Accepted(Accepted {
                     leaf: leaf.clone(),
@@ -346,6 +393,13 @@ fn distinct_keys(keys: &[KnownKey]) -> usize {
     seen.sort_by_key(|k| k.fingerprint());
     seen.dedup();
     seen.len()
+}
+
+fn is_time_error(error: &webpki::Error) -> bool {
+    matches!(
+        error,
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }
+    )
 }
 
 /// Builds and verifies the path; returns the intermediates used, leaf's issuer first.
@@ -388,7 +442,10 @@ fn explain_path_error(
     // Walk up by issuer name as far as the mail's certificates go.
     let mut top = leaf;
     let mut steps = 0;
-    while let Some(issuer) = cas.iter().find(|ca| ca.subject == top.issuer && ca.sha256 != top.sha256) {
+    while let Some(issuer) = cas
+        .iter()
+        .find(|ca| ca.subject == top.issuer && ca.sha256 != top.sha256)
+    {
         top = issuer;
         steps += 1;
         if steps > cas.len() {
@@ -398,6 +455,9 @@ fn explain_path_error(
     match error {
         webpki::Error::UnknownIssuer if no_anchors => {
             "no trust anchors are configured: set [validation] trust_roots (\"system\" or a PEM bundle)".into()
+        }
+        webpki::Error::UnknownIssuer if leaf.self_signed => {
+            "it is self-signed: no CA issued it, so it cannot chain to a trust anchor".into()
         }
         webpki::Error::UnknownIssuer => {
             if let Some(root) = dropped_roots.iter().find(|r| r.subject == top.issuer) {

@@ -16,7 +16,10 @@ pub fn html_to_text(html: &str) -> String {
             break;
         };
         let tag = after[..close].trim_start_matches('/').to_ascii_lowercase();
-        let name: String = tag.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
         if matches!(
             name.as_str(),
             "br" | "p" | "div" | "tr" | "li" | "pre" | "table" | "h1" | "h2" | "h3" | "td"
@@ -48,7 +51,9 @@ pub fn certificate_links(text: &str) -> Vec<String> {
             .unwrap_or(candidate.len());
         let link = candidate[..end].trim_end_matches(['.', ',', ';']);
         let lower = link.to_ascii_lowercase();
-        if CERTIFICATE_LINK_WORDS.iter().any(|w| lower.contains(w)) && !links.iter().any(|l| l == link) {
+        if CERTIFICATE_LINK_WORDS.iter().any(|w| lower.contains(w))
+            && !links.iter().any(|l| l == link)
+        {
             links.push(link.to_string());
             if links.len() == MAX_LINKS {
                 break;

@@ -1,9 +1,9 @@
 //! Walks every MIME part, forwarded messages included, with an explicit stack so hostile
 //! nesting costs a bounded loop instead of recursion.
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::{Collector, ExtractError, html};
+use super::{Collector, ExtractError, html, pem, zip};
 
 pub struct Headers {
     pub message_id: Option<String>,
@@ -73,9 +73,23 @@ pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, Extrac
                 }
                 stack.push((inner, 0, depth + 1, format!("{here} > ")));
             }
-            PartType::Text(text) => collector.scan_text(text, &here),
+            PartType::Text(text) => {
+                collector.scan_text(text, &here);
+                // A `.txt` or `.cer` sent as text/* can hold DER or a zip: the charset
+                // decoding has mangled those bytes, so read them again from the raw body.
+                // DER is told by its header (a SEQUENCE of hundreds of bytes), which no
+                // prose starts with.
+                if !text.contains("-----BEGIN ")
+                    && let Some(raw) = decoded_body(msg, part)
+                    && (zip::is_zip(&raw)
+                        || (raw.first() == Some(&0x30) && matches!(raw.get(1), Some(0x81..=0x84))))
+                {
+                    collector.scan_bytes(&raw, &here, 0);
+                }
+            }
             PartType::Html(html_body) => {
-                collector.note_links(html_body);
+                // Links sit in href attributes, entity-encoded (`&amp;` between parameters).
+                collector.note_links(&html_escape::decode_html_entities(html_body));
                 collector.scan_text(&html::html_to_text(html_body), &here);
             }
             PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
@@ -83,10 +97,43 @@ pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, Extrac
             }
         }
         if part.is_encoding_problem {
-            collector.problem(&here, "the part's transfer encoding is broken; read as far as possible");
+            collector.problem(
+                &here,
+                "the part's transfer encoding is broken; read as far as possible",
+            );
         }
     }
+    drop_flat(message);
     Ok(headers)
+}
+
+/// Drops a parsed message without recursion. mail-parser nests a forwarded message inside
+/// its part, so the default drop recurses once per level, and 10 000 nested forwards
+/// overflow the stack after the walk itself stopped at max_mime_depth.
+fn drop_flat(message: Message<'_>) {
+    let mut pending = vec![message];
+    while let Some(mut message) = pending.pop() {
+        for part in &mut message.parts {
+            if let PartType::Message(inner) = std::mem::take(&mut part.body) {
+                pending.push(inner);
+            }
+        }
+    }
+}
+
+/// The body of a part with only its transfer encoding undone: the bytes as sent, before
+/// any charset conversion.
+fn decoded_body(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
+    let raw = msg
+        .raw_message
+        .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    match part.encoding {
+        Encoding::Base64 => pem::decode_base64(raw),
+        Encoding::QuotedPrintable => {
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(raw)
+        }
+        Encoding::None => Some(raw.to_vec()),
+    }
 }
 
 /// "part 3 (application/zip 'cert.zip')", prefixed by the forwarded message it sits in.

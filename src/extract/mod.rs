@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_parts: usize,
     pub max_zip_entries: usize,
     pub max_zip_entry_size: u64,
+    /// Bytes unpacked from all zip archives of one message, nested ones and refused
+    /// entries included: the work a zip of zip bombs can cause.
     pub max_zip_total_size: u64,
     /// Uncompressed size over compressed size, the usual zip-bomb signature.
     pub max_zip_ratio: u64,
@@ -167,7 +169,10 @@ struct Collector<'l> {
     limits: &'l Limits,
     out: Extraction,
     pem_blocks: usize,
+    pem_limit_reported: bool,
     certificate_limit_reported: bool,
+    /// Bytes that zip archives may still unpack, shared by every archive in the message.
+    zip_budget: u64,
 }
 
 impl<'l> Collector<'l> {
@@ -176,7 +181,9 @@ impl<'l> Collector<'l> {
             limits,
             out: Extraction::default(),
             pem_blocks: 0,
+            pem_limit_reported: false,
             certificate_limit_reported: false,
+            zip_budget: limits.max_zip_total_size,
         }
     }
 
@@ -215,13 +222,17 @@ impl<'l> Collector<'l> {
         for (index, block) in scan.blocks.into_iter().enumerate() {
             self.pem_blocks += 1;
             if self.pem_blocks > self.limits.max_pem_blocks {
-                self.problem(
-                    found_in,
-                    format!(
-                        "more than {} PEM blocks in the message (max_pem_blocks); the rest were not read",
-                        self.limits.max_pem_blocks
-                    ),
-                );
+                // The count runs over the whole message: say so once, where it was hit.
+                if !self.pem_limit_reported {
+                    self.pem_limit_reported = true;
+                    self.problem(
+                        found_in,
+                        format!(
+                            "more than {} PEM blocks in the message (max_pem_blocks); the rest were not read",
+                            self.limits.max_pem_blocks
+                        ),
+                    );
+                }
                 return;
             }
             let place = format!("{found_in}, PEM block {} ({})", index + 1, block.label);
@@ -304,7 +315,10 @@ impl<'l> Collector<'l> {
             self.take_der(bytes, found_in);
         } else if let Some(der) = pem::bare_base64(bytes) {
             // Some servers save a certificate as base64 without the BEGIN/END lines.
-            if matches!(classify_der(&der), DerKind::Certificate(_) | DerKind::Bundle(_)) {
+            if matches!(
+                classify_der(&der),
+                DerKind::Certificate(_) | DerKind::Bundle(_)
+            ) {
                 self.take_der(&der, found_in);
             }
         }
@@ -322,7 +336,7 @@ impl<'l> Collector<'l> {
             );
             return;
         }
-        let entries = zip::read_entries(bytes, self.limits);
+        let entries = zip::read_entries(bytes, self.limits, &mut self.zip_budget);
         for problem in entries.problems {
             self.problem(&format!("{found_in}{}", problem.0), problem.1);
         }

@@ -48,7 +48,11 @@ pub enum LabelKind {
 pub fn label_kind(label: &str) -> LabelKind {
     let label = label.to_ascii_uppercase();
     match label.as_str() {
-        "CERTIFICATE" | "X509 CERTIFICATE" | "TRUSTED CERTIFICATE" | "PKCS7" | "PKCS #7 SIGNED DATA"
+        "CERTIFICATE"
+        | "X509 CERTIFICATE"
+        | "TRUSTED CERTIFICATE"
+        | "PKCS7"
+        | "PKCS #7 SIGNED DATA"
         | "CMS" => LabelKind::CertificateOrBundle,
         "CERTIFICATE REQUEST" | "NEW CERTIFICATE REQUEST" => LabelKind::SigningRequest,
         l if l.ends_with("PRIVATE KEY") => LabelKind::PrivateKey,
@@ -69,6 +73,11 @@ pub fn scan_pem(text: &str, max_line_length: usize) -> PemScan {
         let label = after[..label_end].trim().to_string();
         let body_start = &after[label_end + 5..];
         let (body, complete, consumed) = take_body(body_start, max_line_length, &mut scan.problems);
+        let body = if complete {
+            &body[..]
+        } else {
+            cut_to_der_length(&body)
+        };
         let der = LENIENT.decode(body.as_bytes()).map_err(|e| e.to_string());
         scan.blocks.push(PemBlock {
             label,
@@ -82,7 +91,11 @@ pub fn scan_pem(text: &str, max_line_length: usize) -> PemScan {
 
 /// Collects base64 after a BEGIN marker. Returns the base64, whether an END was seen,
 /// and how many bytes of `text` were used (not past a following BEGIN).
-fn take_body(text: &str, max_line_length: usize, problems: &mut Vec<String>) -> (String, bool, usize) {
+fn take_body(
+    text: &str,
+    max_line_length: usize,
+    problems: &mut Vec<String>,
+) -> (String, bool, usize) {
     let mut body = String::new();
     let mut offset = 0;
     for raw_line in text.split_inclusive('\n') {
@@ -90,12 +103,13 @@ fn take_body(text: &str, max_line_length: usize, problems: &mut Vec<String>) -> 
         offset += raw_line.len();
         let line = strip_quoting(raw_line);
         if let Some(end) = line.find(END) {
-            body.push_str(line[..end].trim());
+            push_base64(&mut body, &line[..end]);
             return (body, true, offset);
         }
         if let Some(begin) = line.find(BEGIN) {
-            body.push_str(line[..begin].trim());
-            let begin_in_text = line_start + (raw_line.len() - raw_line.trim_start_matches(is_quote).len()) + begin;
+            push_base64(&mut body, &line[..begin]);
+            let begin_in_text =
+                line_start + (raw_line.len() - raw_line.trim_start_matches(is_quote).len()) + begin;
             return (body, false, begin_in_text.min(text.len()));
         }
         if line.is_empty() {
@@ -113,13 +127,46 @@ fn take_body(text: &str, max_line_length: usize, problems: &mut Vec<String>) -> 
             return (body, false, offset);
         }
         if line.bytes().all(is_base64_byte) {
-            body.push_str(line);
+            push_base64(&mut body, line);
         } else {
             // Prose after the base64: the END line was lost.
             return (body, false, line_start);
         }
     }
     (body, false, offset)
+}
+
+/// Appends base64 without its white space: renderers that collapse line breaks leave
+/// spaces between the chunks, which the decoder would refuse.
+fn push_base64(body: &mut String, text: &str) {
+    body.extend(text.chars().filter(|c| !c.is_ascii_whitespace()));
+}
+
+/// Without an END line the base64 can run on into a signature made only of letters and
+/// spaces ("Regards", "RapidSSL Team"), which no line test can tell from base64. The DER
+/// header says how long the structure is: keep that much base64 and drop the rest.
+fn cut_to_der_length(body: &str) -> &str {
+    // 8 characters decode to the 6 bytes that hold any tag and length up to 0x84.
+    let Some(head) = body.get(..8).and_then(|head| LENIENT.decode(head).ok()) else {
+        return body;
+    };
+    let total = match head.get(1) {
+        Some(&len) if len < 0x80 => 2 + usize::from(len),
+        Some(&len @ 0x81..=0x84) => {
+            let count = usize::from(len & 0x7f);
+            let Some(bytes) = head.get(2..2 + count) else {
+                return body;
+            };
+            let value = bytes.iter().fold(0usize, |acc, &b| {
+                acc.saturating_mul(256).saturating_add(usize::from(b))
+            });
+            value.saturating_add(2 + count)
+        }
+        // Indefinite (BER) or absurd lengths: nothing to cut by.
+        _ => return body,
+    };
+    let chars = total.div_ceil(3).saturating_mul(4);
+    body.get(..chars).unwrap_or(body)
 }
 
 fn is_quote(c: char) -> bool {
@@ -141,9 +188,23 @@ pub fn as_pem_text(bytes: &[u8]) -> Option<String> {
     text.contains(BEGIN).then(|| text.into_owned())
 }
 
+/// Base64 with line breaks and other white space, as in a transfer-encoded body.
+pub fn decode_base64(bytes: &[u8]) -> Option<Vec<u8>> {
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    LENIENT.decode(&compact).ok()
+}
+
 /// Bytes that are nothing but base64 (and white space), decoded; `None` for anything else.
 pub fn bare_base64(bytes: &[u8]) -> Option<Vec<u8>> {
-    let compact: Vec<u8> = bytes.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = bytes
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     // A certificate is hundreds of bytes; short base64-looking words are not one.
     if compact.len() < 128 || !compact.iter().all(|&b| is_base64_byte(b)) {
         return None;

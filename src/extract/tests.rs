@@ -1,0 +1,1528 @@
+//! Unit tests for the extractor: one test per shape a fulfillment mail takes
+//! (`shared/fulfillment-emails.md` §1), per trap (CSRs, keys, duplicates) and per limit.
+
+#[path = "../../tests/pki/mod.rs"]
+mod pki;
+
+use std::io::{Cursor, Write};
+use std::time::{Duration, Instant};
+
+use super::*;
+use pki::{Ca, Leaf, LeafSpec};
+
+// ---------------------------------------------------------------------------------------
+// Fixtures
+
+/// A root, an intermediate under it and a leaf under that: what a CA mail carries.
+struct Chain {
+    root: Ca,
+    ca: Ca,
+    leaf: Leaf,
+}
+
+fn chain() -> Chain {
+    let root = pki::root("Test Root CA");
+    let ca = pki::intermediate("Test DV CA", &root);
+    let leaf = pki::leaf(&LeafSpec::new(&["www.example.com", "example.com"]), &ca);
+    Chain { root, ca, leaf }
+}
+
+fn sha(der: &[u8]) -> String {
+    sha256_hex(der)
+}
+
+fn shas(extraction: &Extraction) -> Vec<String> {
+    extraction
+        .certificates
+        .iter()
+        .map(|c| c.sha256.clone())
+        .collect()
+}
+
+fn run(message: &[u8]) -> Extraction {
+    extract(message, &Limits::default()).expect("extract")
+}
+
+fn run_with(message: &[u8], limits: &Limits) -> Extraction {
+    extract(message, limits).expect("extract")
+}
+
+fn problems_mentioning<'a>(extraction: &'a Extraction, word: &str) -> Vec<&'a Problem> {
+    extraction
+        .problems
+        .iter()
+        .filter(|p| p.what.contains(word) || p.found_in.contains(word))
+        .collect()
+}
+
+fn assert_no_problems(extraction: &Extraction) {
+    assert!(
+        extraction.problems.is_empty(),
+        "unexpected problems: {:#?}",
+        extraction.problems
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A small MIME writer: just enough structure to build every layout the tests need.
+
+enum Part {
+    Single {
+        headers: String,
+        body: Vec<u8>,
+    },
+    Multipart {
+        subtype: &'static str,
+        parts: Vec<Part>,
+    },
+    Message(Vec<u8>),
+}
+
+fn text(body: &str) -> Part {
+    Part::Single {
+        headers:
+            "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n"
+                .into(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn html(body: &str) -> Part {
+    Part::Single {
+        headers: "Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+            .into(),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn quoted_printable(content_type: &str, encoded: &str) -> Part {
+    Part::Single {
+        headers: format!(
+            "Content-Type: {content_type}\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+        ),
+        body: encoded.as_bytes().to_vec(),
+    }
+}
+
+fn base64_part(content_type: &str, bytes: &[u8]) -> Part {
+    Part::Single {
+        headers: format!("Content-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n"),
+        body: pki::base64_mime(bytes).into_bytes(),
+    }
+}
+
+/// An attachment in base64, as every mail client sends files.
+fn attachment(content_type: &str, name: &str, bytes: &[u8]) -> Part {
+    Part::Single {
+        headers: format!(
+            "Content-Type: {content_type}; name=\"{name}\"\r\n\
+             Content-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n"
+        ),
+        body: pki::base64_mime(bytes).into_bytes(),
+    }
+}
+
+fn mixed(parts: Vec<Part>) -> Part {
+    Part::Multipart {
+        subtype: "mixed",
+        parts,
+    }
+}
+
+fn render(part: &Part, boundary_seq: &mut usize, out: &mut Vec<u8>) {
+    match part {
+        Part::Single { headers, body } => {
+            out.extend_from_slice(headers.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(body);
+        }
+        Part::Multipart { subtype, parts } => {
+            *boundary_seq += 1;
+            let boundary = format!("=_boundary_{:04}_=", boundary_seq);
+            out.extend_from_slice(
+                format!(
+                    "Content-Type: multipart/{subtype}; boundary=\"{boundary}\"\r\n\r\n\
+                     This is a multi-part message in MIME format.\r\n"
+                )
+                .as_bytes(),
+            );
+            for child in parts {
+                out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+                render(child, boundary_seq, out);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        }
+        Part::Message(inner) => {
+            out.extend_from_slice(
+                b"Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n",
+            );
+            out.extend_from_slice(inner);
+        }
+    }
+}
+
+fn mail(subject: &str, body: Part) -> Vec<u8> {
+    let mut out = format!(
+        "Return-Path: <orderprocessing@rapidssl.com>\r\n\
+         From: RapidSSL <orderprocessing@rapidssl.com>\r\n\
+         To: certs@example.com\r\n\
+         Subject: {subject}\r\n\
+         Date: Mon, 01 Jun 2026 10:00:00 +0000\r\n\
+         Message-ID: <fulfillment-1557047799@rapidssl.com>\r\n\
+         MIME-Version: 1.0\r\n"
+    )
+    .into_bytes();
+    render(&body, &mut 0, &mut out);
+    out
+}
+
+fn text_mail(body: &str) -> Vec<u8> {
+    mail("Your RapidSSL certificate is ready", text(body))
+}
+
+fn prose_around(pem: &str) -> String {
+    format!(
+        "Dear customer,\r\n\r\nYour certificate for www.example.com has been issued.\r\n\
+         Order number: 1557047799\r\n\r\nWeb Server CERTIFICATE\r\n\r\n{pem}\r\n\
+         Thank you for choosing RapidSSL.\r\n"
+    )
+}
+
+/// Quoted-printable the way mailers write PEM: `=` becomes `=3D` and lines longer than
+/// `width` get soft breaks (`=` CRLF), which land in the middle of base64 lines.
+fn qp_encode(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let mut column = 0;
+        for c in line.chars() {
+            let token = if c == '=' {
+                "=3D".to_string()
+            } else {
+                c.to_string()
+            };
+            if column + token.len() >= width {
+                out.push_str("=\r\n");
+                column = 0;
+            }
+            column += token.len();
+            out.push_str(&token);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+fn zip_of(entries: &[(&str, &[u8])], method: ::zip::CompressionMethod) -> Vec<u8> {
+    let mut writer = ::zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = ::zip::write::SimpleFileOptions::default().compression_method(method);
+    for (name, bytes) in entries {
+        if name.ends_with('/') {
+            writer.add_directory(*name, options).expect("zip dir");
+        } else {
+            writer.start_file(*name, options).expect("zip entry");
+            writer.write_all(bytes).expect("zip write");
+        }
+    }
+    writer.finish().expect("zip finish").into_inner()
+}
+
+fn deflated(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    zip_of(entries, ::zip::CompressionMethod::Deflated)
+}
+
+// ---------------------------------------------------------------------------------------
+// PEM in text bodies
+
+#[test]
+fn pem_inline_in_text_plain_7bit() {
+    let c = chain();
+    let body = prose_around(&format!(
+        "{}\r\nINTERMEDIATE CA\r\n\r\n{}",
+        c.leaf.pem, c.ca.pem
+    ));
+    let out = run(&text_mail(&body));
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der)],
+        "mail order kept"
+    );
+    assert_eq!(out.certificates[0].der, c.leaf.der);
+    assert!(
+        out.certificates[0]
+            .found_in
+            .contains("PEM block 1 (CERTIFICATE)"),
+        "{}",
+        out.certificates[0].found_in
+    );
+    assert!(
+        out.certificates[1].found_in.contains("PEM block 2"),
+        "{}",
+        out.certificates[1].found_in
+    );
+    assert_eq!(
+        out.subject.as_deref(),
+        Some("Your RapidSSL certificate is ready")
+    );
+    assert_eq!(out.from.as_deref(), Some("orderprocessing@rapidssl.com"));
+    assert_eq!(
+        out.message_id.as_deref(),
+        Some("fulfillment-1557047799@rapidssl.com")
+    );
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+    assert!(out.signing_requests.is_empty() && out.private_keys.is_empty());
+    assert!(!out.is_link_only());
+}
+
+#[test]
+fn pem_in_html_with_br_and_entities() {
+    let c = chain();
+    // Rendered the way web mailers do: one <br> per line, `+`, `/` and `=` as entities,
+    // and a non-breaking space after the END line.
+    let lines: Vec<String> = c
+        .leaf
+        .pem
+        .lines()
+        .map(|l| {
+            l.replace('+', "&#43;")
+                .replace('/', "&#x2F;")
+                .replace('=', "&#61;")
+        })
+        .collect();
+    let body = format!(
+        "<html><body><p>Dear customer,</p><p>Your certificate &lt;www.example.com&gt;:</p>\
+         <p style=\"font-family:monospace\">{}&nbsp;</p><div>{}</div>\
+         <p>Order #: 1557047799</p></body></html>",
+        lines.join("<br>\n"),
+        c.ca.pem.lines().collect::<Vec<_>>().join("<BR/>")
+    );
+    let out = run(&mail("Your certificate", html(&body)));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    assert!(
+        out.certificates[0].found_in.contains("text/html"),
+        "{}",
+        out.certificates[0].found_in
+    );
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+}
+
+#[test]
+fn html_entity_lt_never_becomes_a_tag() {
+    // `&lt;br&gt;` is text that says "<br>", not a line break, and `&lt;` must not open a
+    // tag that swallows the certificate after it.
+    let c = chain();
+    let body = format!(
+        "<p>Use &lt;VirtualHost&gt; and paste:</p><pre>{}</pre><p>a &lt; b</p>",
+        c.leaf.pem
+    );
+    let out = run(&mail("Your certificate", html(&body)));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn quoted_printable_with_soft_breaks_inside_base64_lines_and_3d_padding() {
+    let c = chain();
+    // A leaf whose base64 ends in padding, so `=3D` appears; the width puts soft breaks
+    // in the middle of every base64 line.
+    let padded = std::iter::once(c.leaf)
+        .chain((0..20).map(|_| pki::leaf(&LeafSpec::new(&["www.example.com"]), &c.ca)))
+        .find(|l| l.der.len() % 3 != 0)
+        .expect("a certificate whose base64 is padded");
+    assert!(pki::base64_encode(&padded.der).ends_with('='));
+    let encoded = qp_encode(&prose_around(&padded.pem), 40);
+    assert!(encoded.contains("=3D"), "padding was escaped");
+    assert!(encoded.contains("=\r\n"), "soft breaks were inserted");
+    let out = run(&mail(
+        "Your certificate",
+        quoted_printable("text/plain; charset=utf-8", &encoded),
+    ));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&padded.der)]);
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+}
+
+#[test]
+fn quoted_printable_from_a_real_encoder_with_76_char_pem_lines() {
+    let c = chain();
+    let pem = pki::pem_with("CERTIFICATE", &c.leaf.der, 76, "\r\n");
+    let encoded = quoted_printable::encode_to_str(prose_around(&pem));
+    let out = run(&mail(
+        "Your certificate",
+        quoted_printable("text/plain; charset=utf-8", &encoded),
+    ));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn base64_transfer_encoding_of_a_text_body() {
+    let c = chain();
+    let body = prose_around(&format!("{}{}", c.leaf.pem, c.ca.pem));
+    let out = run(&mail(
+        "Your certificate",
+        base64_part("text/plain; charset=utf-8", body.as_bytes()),
+    ));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+}
+
+#[test]
+fn crlf_trailing_spaces_and_76_char_lines() {
+    let c = chain();
+    let pem: String = pki::pem_with("CERTIFICATE", &c.leaf.der, 76, "\r\n")
+        .split("\r\n")
+        .map(|line| format!("{line}  \t"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let out = run(&text_mail(&prose_around(&pem)));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+
+    // LF only, lines of uneven length.
+    let b64 = pki::base64_encode(&c.ca.der);
+    let (a, b) = b64.split_at(100);
+    let pem = format!("-----BEGIN CERTIFICATE-----\n{a}\n{b}\n-----END CERTIFICATE-----\n");
+    let out = run(&text_mail(&pem));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.ca.der)]);
+}
+
+#[test]
+fn pem_lines_run_together_or_indented() {
+    // A renderer that collapsed the line breaks into spaces, and a mail that indents the
+    // block with a tab.
+    let c = chain();
+    let collapsed = c.leaf.pem.trim_end().replace('\n', " ");
+    let indented: String = c.ca.pem.lines().map(|l| format!("\t{l}\r\n")).collect();
+    let out = run(&text_mail(&format!(
+        "Certificate: {collapsed} Thanks!\r\n\r\n{indented}"
+    )));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+}
+
+#[test]
+fn missing_end_line_before_prose() {
+    let c = chain();
+    let pem = c.leaf.pem.replace("-----END CERTIFICATE-----", "");
+    let out = run(&text_mail(&format!(
+        "Your certificate:\r\n\r\n{pem}\r\nThank you for choosing RapidSSL.\r\n"
+    )));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn missing_end_line_before_a_signature_made_of_base64_letters() {
+    // "Regards" and "RapidSSL Team" are all letters: nothing but the DER length tells
+    // where the certificate stops.
+    let c = chain();
+    for tail in [
+        "Regards\r\nRapidSSL Team\r\n",
+        "Regards\r\n\r\nRapidSSL\r\n",
+        "RapidSSL\r\n",
+    ] {
+        let pem = c
+            .leaf
+            .pem
+            .replace("-----END CERTIFICATE-----\n", "")
+            .replace("\n", "\r\n");
+        let out = run(&text_mail(&format!("Your certificate:\r\n{pem}{tail}")));
+        assert_no_problems(&out);
+        assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "tail {tail:?}");
+    }
+}
+
+#[test]
+fn missing_end_line_before_the_next_begin_and_at_end_of_text() {
+    let c = chain();
+    let leaf = c.leaf.pem.replace("-----END CERTIFICATE-----\n", "");
+    let ca = c.ca.pem.replace("-----END CERTIFICATE-----\n", "");
+    let out = run(&text_mail(&format!("{leaf}{ca}")));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+}
+
+#[test]
+fn quoted_pem_in_a_reply() {
+    let c = chain();
+    let quote = |pem: &str, prefix: &str| -> String {
+        pem.lines().map(|l| format!("{prefix}{l}\r\n")).collect()
+    };
+    let body = format!(
+        "Hi, the certificate is below.\r\n\r\nOn Mon, RapidSSL wrote:\r\n{}>\r\n{}",
+        quote(&c.leaf.pem, "> "),
+        quote(&c.ca.pem, "> > ")
+    );
+    let out = run(&text_mail(&body));
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+}
+
+#[test]
+fn every_certificate_label() {
+    let c = chain();
+    // OpenSSL's TRUSTED CERTIFICATE: the certificate followed by its trust settings.
+    let mut trusted = c.root.der.clone();
+    trusted.extend_from_slice(&[
+        0x30, 0x0c, 0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01,
+    ]);
+    let bundle = pki::pkcs7(Some(&[&c.leaf.der, &c.ca.der]));
+    // (label, DER inside the PEM, certificates expected out)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<&'a [u8]>);
+    let cases: Vec<Case<'_>> = vec![
+        ("CERTIFICATE", c.leaf.der.clone(), vec![&c.leaf.der]),
+        ("X509 CERTIFICATE", c.leaf.der.clone(), vec![&c.leaf.der]),
+        ("TRUSTED CERTIFICATE", trusted, vec![&c.root.der]),
+        ("PKCS7", bundle.clone(), vec![&c.leaf.der, &c.ca.der]),
+        (
+            "PKCS #7 SIGNED DATA",
+            bundle.clone(),
+            vec![&c.leaf.der, &c.ca.der],
+        ),
+        // Red Hat Certificate System: CERTIFICATE wrapping a PKCS#7 chain.
+        ("CERTIFICATE", bundle, vec![&c.leaf.der, &c.ca.der]),
+        // And a PKCS7 label around one plain certificate: the DER decides.
+        ("PKCS7", c.ca.der.clone(), vec![&c.ca.der]),
+    ];
+    for (label, der, expected) in cases {
+        let pem = pki::pem_with(label, &der, 64, "\r\n");
+        let out = run(&text_mail(&prose_around(&pem)));
+        assert_no_problems(&out);
+        let expected: Vec<String> = expected.iter().map(|d| sha(d)).collect();
+        assert_eq!(shas(&out), expected, "label {label}");
+        assert!(
+            out.certificates[0].found_in.contains(label),
+            "{}",
+            out.certificates[0].found_in
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments
+
+#[test]
+fn der_certificate_attachment_with_a_misleading_name() {
+    let c = chain();
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Your certificate is attached.\r\n"),
+            attachment(
+                "application/octet-stream",
+                "getting_started.txt",
+                &c.leaf.der,
+            ),
+            attachment(
+                "application/x-x509-ca-cert",
+                "IntermediateCA.p7b",
+                c.ca.pem.as_bytes(),
+            ),
+        ]),
+    );
+    let out = run(&message);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    assert!(
+        out.certificates[0]
+            .found_in
+            .contains("'getting_started.txt'"),
+        "{}",
+        out.certificates[0].found_in
+    );
+    assert!(
+        out.certificates[1]
+            .found_in
+            .contains("'IntermediateCA.p7b'"),
+        "{}",
+        out.certificates[1].found_in
+    );
+}
+
+#[test]
+fn der_certificate_in_a_text_typed_attachment() {
+    // A `.txt` that is really DER, sent as text/plain: the bytes, not the declared type,
+    // decide. The text decoding must not destroy them.
+    let c = chain();
+    for (content_type, name) in [
+        ("text/plain", "certificate.txt"),
+        ("text/plain; charset=iso-8859-1", "ssl_certificate.cer"),
+        ("text/x-x509-cert", "ssl_certificate.crt"),
+    ] {
+        let message = mail(
+            "Your certificate",
+            mixed(vec![
+                text("Attached.\r\n"),
+                attachment(content_type, name, &c.leaf.der),
+            ]),
+        );
+        let out = run(&message);
+        assert_no_problems(&out);
+        assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "{content_type}");
+    }
+    // Latin-1 prose is not binary, whatever its bytes: no problem is made of it.
+    let latin1 = Part::Single {
+        headers:
+            "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n"
+                .into(),
+        body: b"0 Zertifikate f\xfcr Sie.\r\nGr\xfc\xdfe\r\n".to_vec(),
+    };
+    let out = run(&mail("Ihr Zertifikat", latin1));
+    assert_no_problems(&out);
+    assert!(out.certificates.is_empty());
+}
+
+#[test]
+fn pkcs7_der_and_pem_attachments() {
+    let c = chain();
+    // Leaf in the middle: a bundle's order means nothing.
+    let bundle = pki::pkcs7(Some(&[&c.ca.der, &c.leaf.der, &c.root.der]));
+    let pem_bundle = pki::pem_with("PKCS7", &bundle, 64, "\n");
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Attached.\r\n"),
+            attachment("application/pkcs7-mime", "ssl_certificate.p7b", &bundle),
+            attachment(
+                "application/x-pkcs7-certificates",
+                "copy.p7b",
+                pem_bundle.as_bytes(),
+            ),
+        ]),
+    );
+    let out = run(&message);
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.ca.der), sha(&c.leaf.der), sha(&c.root.der)],
+        "three certificates, each once"
+    );
+    assert!(
+        out.certificates[1]
+            .found_in
+            .contains("bundle certificate 2"),
+        "{}",
+        out.certificates[1].found_in
+    );
+}
+
+#[test]
+fn pkcs7_in_ber_with_indefinite_lengths() {
+    let c = chain();
+    let bundle = pki::pkcs7_ber(&[&c.leaf.der, &c.ca.der]);
+    let out = extract_file(&bundle, "certnew.p7b", &Limits::default()).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+}
+
+#[test]
+fn empty_pkcs7_bundle_is_a_problem() {
+    for bundle in [pki::pkcs7(None), pki::pkcs7(Some(&[]))] {
+        let message = mail(
+            "Your certificate",
+            mixed(vec![
+                text("Attached.\r\n"),
+                attachment("application/pkcs7-mime", "empty.p7b", &bundle),
+            ]),
+        );
+        let out = run(&message);
+        assert!(out.certificates.is_empty());
+        let found = problems_mentioning(&out, "holds no certificate");
+        assert_eq!(found.len(), 1, "{:#?}", out.problems);
+        assert!(
+            found[0].found_in.contains("empty.p7b"),
+            "{}",
+            found[0].found_in
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Zip archives
+
+#[test]
+fn zip_with_pem_der_and_ca_bundle_entries() {
+    let c = chain();
+    let cross = c.root.cross_signed_by(&pki::root("Legacy Root"));
+    let ca_bundle = format!(
+        "{}{}{}",
+        c.ca.pem,
+        pki::pem_with("CERTIFICATE", &cross, 64, "\n"),
+        c.root.pem
+    );
+    let archive = deflated(&[
+        ("SSLAssistant/", b""),
+        (
+            "SSLAssistant/SSLAssistant.exe",
+            b"MZ\x90\x00 not a certificate",
+        ),
+        ("star_example_com.crt", c.leaf.pem.as_bytes()),
+        ("IntermediateCA.cer", &c.ca.der),
+        ("star_example_com.ca-bundle", ca_bundle.as_bytes()),
+        (
+            "getting_started.txt",
+            b"Install the certificate on your server.\r\n",
+        ),
+        ("seal.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"),
+    ]);
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Your certificate files are attached.\r\n"),
+            attachment("application/zip", "star_example_com.zip", &archive),
+        ]),
+    );
+    let out = run(&message);
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![
+            sha(&c.leaf.der),
+            sha(&c.ca.der),
+            sha(&cross),
+            sha(&c.root.der)
+        ],
+        "the intermediate appears twice in the zip and is reported once"
+    );
+    assert!(
+        out.certificates[0]
+            .found_in
+            .contains("zip entry 'star_example_com.crt'"),
+        "{}",
+        out.certificates[0].found_in
+    );
+    assert!(
+        out.certificates[1]
+            .found_in
+            .contains("zip entry 'IntermediateCA.cer'")
+    );
+    assert!(out.certificates[2].found_in.contains(".ca-bundle"));
+}
+
+#[test]
+fn zip_nested_one_level_is_read_two_levels_are_refused() {
+    let c = chain();
+    let innermost = deflated(&[("root.crt", c.root.pem.as_bytes())]);
+    let inner = deflated(&[
+        ("IntermediateCA.crt", c.ca.pem.as_bytes()),
+        ("more.zip", &innermost),
+    ]);
+    let outer = deflated(&[
+        ("ssl_certificate.crt", &c.leaf.der),
+        ("PKCS7/bundle.zip", &inner),
+    ]);
+    let out = extract_file(&outer, "cert.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    let refused = problems_mentioning(&out, "max_zip_depth");
+    assert_eq!(refused.len(), 1, "{:#?}", out.problems);
+    assert!(
+        refused[0].found_in.contains("more.zip"),
+        "{}",
+        refused[0].found_in
+    );
+
+    // With max_zip_depth 0 only the attached zip itself is opened.
+    let limits = Limits {
+        max_zip_depth: 0,
+        ..Limits::default()
+    };
+    let out = extract_file(&outer, "cert.zip", &limits).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    assert_eq!(
+        problems_mentioning(&out, "max_zip_depth").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+#[test]
+fn zip_entry_count_limit() {
+    let c = chain();
+    let names: Vec<String> = (0..5).map(|i| format!("file{i}.txt")).collect();
+    let mut entries: Vec<(&str, &[u8])> =
+        names.iter().map(|n| (n.as_str(), &b"hello"[..])).collect();
+    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
+    let archive = deflated(&entries);
+    let limits = Limits {
+        max_zip_entries: 5,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
+    assert!(out.certificates.is_empty());
+    assert_eq!(
+        problems_mentioning(&out, "max_zip_entries").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+    let out = extract_file(&archive, "cert.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn zip_entry_size_limit() {
+    let c = chain();
+    let big = vec![b'x'; 5000];
+    let archive = zip_of(
+        &[("big.txt", &big), ("cert.der", &c.leaf.der)],
+        ::zip::CompressionMethod::Stored,
+    );
+    let limits = Limits {
+        max_zip_entry_size: 4096,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der)],
+        "later entries are still read"
+    );
+    let found = problems_mentioning(&out, "max_zip_entry_size");
+    assert_eq!(found.len(), 1, "{:#?}", out.problems);
+    assert!(found[0].found_in.contains("big.txt"));
+}
+
+#[test]
+fn zip_total_size_limit() {
+    let c = chain();
+    let filler = vec![b'y'; 3000];
+    let archive = zip_of(
+        &[
+            ("a.txt", &filler),
+            ("b.txt", &filler),
+            ("cert.der", &c.leaf.der),
+        ],
+        ::zip::CompressionMethod::Stored,
+    );
+    let limits = Limits {
+        max_zip_total_size: 5000,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
+    assert!(
+        out.certificates.is_empty(),
+        "entries past the total are not read"
+    );
+    assert_eq!(
+        problems_mentioning(&out, "max_zip_total_size").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+#[test]
+fn zip_compression_ratio_limit() {
+    let c = chain();
+    let bomb = vec![0u8; 2 * 1024 * 1024];
+    let archive = deflated(&[("zeros.bin", &bomb), ("cert.crt", c.leaf.pem.as_bytes())]);
+    let out = extract_file(&archive, "cert.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    let found = problems_mentioning(&out, "max_zip_ratio");
+    assert_eq!(found.len(), 1, "{:#?}", out.problems);
+    assert!(found[0].found_in.contains("zeros.bin"));
+}
+
+#[test]
+fn refused_zip_bombs_still_count_against_the_total() {
+    // Forty 1 MiB bombs of about 1 KiB each: each is refused by its ratio after about
+    // 100 KiB are unpacked (never the whole MiB), and those bytes are the cost, so they
+    // count against max_zip_total_size: the reading stops after some 20 bombs.
+    let c = chain();
+    let bomb = vec![0u8; 1024 * 1024];
+    let names: Vec<String> = (0..40).map(|i| format!("bomb{i}.bin")).collect();
+    let mut entries: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), bomb.as_slice()))
+        .collect();
+    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
+    let archive = deflated(&entries);
+    let limits = Limits {
+        max_zip_total_size: 2 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "bombs.zip", &limits).expect("extract");
+    let refused = problems_mentioning(&out, "max_zip_ratio").len();
+    assert!(
+        (10..=21).contains(&refused),
+        "{refused} bombs unpacked: {:#?}",
+        out.problems
+    );
+    assert_eq!(
+        problems_mentioning(&out, "max_zip_total_size").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+#[test]
+fn nested_zips_share_one_total() {
+    // Incompressible bytes, so only the total can stop them.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let c = chain();
+    let inner = zip_of(
+        &[
+            ("a.bin", &noise),
+            ("b.bin", &noise),
+            ("c.bin", &noise),
+            ("cert.crt", c.leaf.pem.as_bytes()),
+        ],
+        ::zip::CompressionMethod::Stored,
+    );
+    let outer = zip_of(&[("inner.zip", &inner)], ::zip::CompressionMethod::Stored);
+    let limits = Limits {
+        max_zip_total_size: 5 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let out = extract_file(&outer, "outer.zip", &limits).expect("extract");
+    assert!(
+        out.certificates.is_empty(),
+        "the inner archive ran out of the shared total"
+    );
+    let found = problems_mentioning(&out, "max_zip_total_size");
+    assert_eq!(found.len(), 1, "{:#?}", out.problems);
+    assert!(
+        found[0].found_in.contains("inner.zip"),
+        "{}",
+        found[0].found_in
+    );
+    // With room for both, everything is read.
+    let out = extract_file(&outer, "outer.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn broken_zip_is_a_problem() {
+    let c = chain();
+    let archive = deflated(&[("cert.crt", c.leaf.pem.as_bytes())]);
+    let cut = &archive[..archive.len() / 2];
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Attached.\r\n"),
+            attachment("application/zip", "cert.zip", cut),
+        ]),
+    );
+    let out = run(&message);
+    assert!(out.certificates.is_empty());
+    assert!(
+        !problems_mentioning(&out, "zip").is_empty(),
+        "{:#?}",
+        out.problems
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwards, CSRs, keys, duplicates, links
+
+#[test]
+fn nested_message_rfc822_forward() {
+    let c = chain();
+    let original = mail(
+        "Your RapidSSL certificate is ready",
+        mixed(vec![
+            text(&prose_around(&c.leaf.pem)),
+            attachment("application/octet-stream", "IntermediateCA.cer", &c.ca.der),
+        ]),
+    );
+    let forward = mail(
+        "Fwd: Your RapidSSL certificate is ready",
+        mixed(vec![
+            text("FYI, see below.\r\n"),
+            Part::Message(original.clone()),
+        ]),
+    );
+    let forward_of_forward = mail(
+        "Fwd: Fwd: Your RapidSSL certificate is ready",
+        mixed(vec![text("Again.\r\n"), Part::Message(forward)]),
+    );
+    let out = run(&forward_of_forward);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    assert_eq!(
+        out.certificates[0].found_in.matches(" > ").count(),
+        2,
+        "{}",
+        out.certificates[0].found_in
+    );
+    assert_eq!(
+        out.subject.as_deref(),
+        Some("Fwd: Fwd: Your RapidSSL certificate is ready")
+    );
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+}
+
+#[test]
+fn csr_quoted_in_the_mail_is_never_a_certificate() {
+    let c = chain();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = pki::csr_pem(&key, Some("www.example.com"), &["www.example.com"]);
+    let csr_der = pki::csr_der(&key, Some("www.example.com"), &["www.example.com"]);
+    let quoted: String = csr.lines().map(|l| format!("> {l}\r\n")).collect();
+    let body = format!(
+        "We've received a RapidSSL certificate request for www.example.com.\r\n\
+         Order number: 1557047799\r\n\r\nYour CSR:\r\n{quoted}\r\n\
+         {}\r\n\
+         {}",
+        csr.replace("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"),
+        // A CSR mislabelled CERTIFICATE: the DER says what it is.
+        pki::pem_with("CERTIFICATE", &csr_der, 64, "\r\n"),
+    );
+    let message = mail(
+        "RapidSSL order received",
+        mixed(vec![
+            text(&body),
+            attachment("application/pkcs10", "request.csr", &csr_der),
+        ]),
+    );
+    let out = run(&message);
+    assert!(out.certificates.is_empty(), "{:#?}", out.certificates);
+    assert_eq!(out.signing_requests.len(), 4, "{:#?}", out.signing_requests);
+    assert!(
+        out.signing_requests[0].contains("CERTIFICATE REQUEST"),
+        "{}",
+        out.signing_requests[0]
+    );
+    assert!(
+        out.signing_requests[3].contains("request.csr"),
+        "{}",
+        out.signing_requests[3]
+    );
+    assert_no_problems(&out);
+
+    // And next to a real certificate, only the certificate is one.
+    let out = run(&text_mail(&format!("{quoted}\r\n{}", c.leaf.pem)));
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    assert_eq!(out.signing_requests.len(), 1);
+}
+
+#[test]
+fn private_key_pasted_in_a_mail_is_reported_never_kept() {
+    let c = chain();
+    let pkcs8_pem = c.leaf.key_pem();
+    let sec1_der = sec1_of(&c.leaf.key);
+    let sec1_pem = pki::pem_with("EC PRIVATE KEY", &sec1_der, 64, "\r\n");
+    let body = format!(
+        "Here is everything for the server:\r\n{pkcs8_pem}\r\n{sec1_pem}\r\n\
+         -----BEGIN ENCRYPTED PRIVATE KEY-----\r\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQww\r\n\
+         -----END ENCRYPTED PRIVATE KEY-----\r\n{}",
+        c.leaf.pem
+    );
+    let message = mail(
+        "server files",
+        mixed(vec![
+            text(&body),
+            attachment(
+                "application/octet-stream",
+                "server.key",
+                &c.leaf.key.serialize_der(),
+            ),
+        ]),
+    );
+    let out = run(&message);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der)],
+        "only the certificate is a certificate"
+    );
+    assert_eq!(out.private_keys.len(), 4, "{:#?}", out.private_keys);
+    assert!(out.private_keys[0].contains("PRIVATE KEY"));
+    assert!(out.private_keys[3].contains("server.key"));
+    // Nothing of the key itself is kept: not its base64, not its DER.
+    let debug = format!("{out:?}");
+    let key_b64 = pki::base64_encode(&c.leaf.key.serialize_der());
+    assert!(
+        !debug.contains(&key_b64[20..60]),
+        "key material leaked into the extraction"
+    );
+    assert!(
+        out.certificates
+            .iter()
+            .all(|cert| cert.der != c.leaf.key.serialize_der())
+    );
+}
+
+/// SEC1 `EC PRIVATE KEY` DER of a P-256 rcgen key.
+fn sec1_of(key: &rcgen::KeyPair) -> Vec<u8> {
+    use p256::pkcs8::DecodePrivateKey;
+    let secret = p256::SecretKey::from_pkcs8_der(&key.serialize_der()).expect("p256 key");
+    secret.to_sec1_der().expect("sec1").to_vec()
+}
+
+#[test]
+fn identical_certificate_twice_is_reported_once() {
+    let c = chain();
+    let archive = deflated(&[("cert.crt", c.leaf.pem.as_bytes())]);
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text(&format!("{}\r\nAgain:\r\n{}", c.leaf.pem, c.leaf.pem)),
+            html(&format!("<pre>{}</pre>", c.leaf.pem)),
+            attachment("application/octet-stream", "cert.cer", &c.leaf.der),
+            attachment("application/zip", "cert.zip", &archive),
+        ]),
+    );
+    let out = run(&message);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    assert!(
+        out.certificates[0].found_in.contains("PEM block 1"),
+        "first place kept"
+    );
+}
+
+#[test]
+fn link_only_mail_gives_links_and_order_number() {
+    let plain = "Your RapidSSL certificate is ready\r\n\r\n\
+                 Order number: 1557047799\r\nWebsite URL: *.MOBMINDER.COM\r\n\r\n\
+                 Get your certificate and installation instructions:\r\n\
+                 https://getcert.rapidssl.com/process/trust/home?digest=3f2a9c&order=1557047799.\r\n\r\n\
+                 Questions? https://www.rapidssl.com/support\r\n";
+    let out = run(&text_mail(plain));
+    assert_no_problems(&out);
+    assert!(out.is_link_only());
+    assert!(out.certificates.is_empty());
+    assert_eq!(
+        out.links,
+        vec![
+            "https://getcert.rapidssl.com/process/trust/home?digest=3f2a9c&order=1557047799"
+                .to_string()
+        ]
+    );
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+
+    // The same in HTML, where the link sits in an href with `&amp;`, and the visible text
+    // repeats it: one link, decoded.
+    let link = "https://getcert.rapidssl.com/process/trust/home?digest=3f2a9c&amp;order=1557047799";
+    let body = format!(
+        "<p>Order No.: 1557047799</p><p><a href=\"{link}\">{link}</a></p>\
+         <p><a href='https://www.rapidssl.com/'>RapidSSL</a></p>"
+    );
+    let message = mail(
+        "Your RapidSSL certificate is ready",
+        Part::Multipart {
+            subtype: "alternative",
+            parts: vec![text(plain), html(&body)],
+        },
+    );
+    let out = run(&message);
+    assert!(out.is_link_only());
+    assert_eq!(
+        out.links,
+        vec![
+            "https://getcert.rapidssl.com/process/trust/home?digest=3f2a9c&order=1557047799"
+                .to_string()
+        ]
+    );
+    assert_eq!(out.order_numbers, vec!["1557047799".to_string()]);
+}
+
+#[test]
+fn mail_with_no_certificate_and_no_link() {
+    let out = run(&text_mail(
+        "Thank you for your order.\r\nWe will be in touch. See https://www.rapidssl.com/ for news.\r\n",
+    ));
+    assert_no_problems(&out);
+    assert!(out.certificates.is_empty());
+    assert!(out.links.is_empty(), "{:?}", out.links);
+    assert!(!out.is_link_only());
+    assert!(out.signing_requests.is_empty() && out.private_keys.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Broken input
+
+#[test]
+fn broken_mime_bad_base64_and_truncated_der_are_problems_not_panics() {
+    let c = chain();
+    // Truncated DER attachment.
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Attached.\r\n"),
+            attachment(
+                "application/octet-stream",
+                "cert.cer",
+                &c.leaf.der[..c.leaf.der.len() - 40],
+            ),
+        ]),
+    );
+    let out = run(&message);
+    assert!(out.certificates.is_empty());
+    let found = problems_mentioning(&out, "cert.cer");
+    assert_eq!(found.len(), 1, "{:#?}", out.problems);
+
+    // Bad base64 inside a PEM block (a line with a stray character and a wrong length).
+    let mut broken = c.leaf.pem.clone();
+    broken.insert(40, 'A');
+    let out = run(&text_mail(&format!("{broken}{}", c.ca.pem)));
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.ca.der)],
+        "the good block is still read"
+    );
+    assert_eq!(
+        problems_mentioning(&out, "PEM block 1").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+
+    // A transfer encoding that is not base64 at all.
+    let message = mail(
+        "Your certificate",
+        mixed(vec![
+            text("Attached.\r\n"),
+            Part::Single {
+                headers: "Content-Type: application/octet-stream; name=\"cert.cer\"\r\n\
+                          Content-Transfer-Encoding: base64\r\n"
+                    .into(),
+                body: b"%%%% this is ~not~ base64 !!!\r\n".to_vec(),
+            },
+        ]),
+    );
+    let out = run(&message);
+    assert!(out.certificates.is_empty());
+    assert!(
+        !out.problems.is_empty(),
+        "a broken transfer encoding is reported"
+    );
+
+    // An unterminated multipart and a boundary that never comes.
+    let mut message = mail(
+        "Your certificate",
+        mixed(vec![
+            text(&c.leaf.pem),
+            attachment("application/octet-stream", "x.cer", &c.ca.der),
+        ]),
+    );
+    let cut = message.len() - 30;
+    message.truncate(cut);
+    let out = run(&message);
+    assert_eq!(shas(&out)[0], sha(&c.leaf.der), "what is readable is read");
+
+    // Bytes that are no mail at all, and garbage of every kind.
+    for garbage in [
+        &b""[..],
+        b"\x00\x01\x02\x03",
+        b"\xff\xfe\xfd",
+        b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n--",
+        b"Content-Type: message/rfc822\r\n\r\n",
+        b"-----BEGIN CERTIFICATE-----",
+        b"Subject: x\r\n\r\n-----BEGIN CERTIFICATE-----\r\n-----END CERTIFICATE-----\r\n",
+        b"Subject: x\r\n\r\n-----BEGIN -----\r\n-----BEGIN CERTIFICATE",
+    ] {
+        let _ = extract(garbage, &Limits::default());
+        let _ = extract_any(garbage, "x", &Limits::default());
+    }
+    let out = run(
+        b"Subject: x\r\n\r\n-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\r\n",
+    );
+    assert!(out.certificates.is_empty());
+    assert_eq!(out.problems.len(), 1, "{:#?}", out.problems);
+}
+
+#[test]
+fn ten_thousand_nested_multiparts_stop_at_max_mime_depth() {
+    let c = chain();
+    let depth = 10_000;
+    let mut message = b"From: a@example.com\r\nSubject: deep\r\nMIME-Version: 1.0\r\n".to_vec();
+    for i in 0..depth {
+        message.extend_from_slice(
+            format!(
+                "Content-Type: multipart/mixed; boundary=\"=_{i:05}_=\"\r\n\r\n--=_{i:05}_=\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    message.extend_from_slice(format!("Content-Type: text/plain\r\n\r\n{}", c.leaf.pem).as_bytes());
+    for i in (0..depth).rev() {
+        message.extend_from_slice(format!("\r\n--=_{i:05}_=--\r\n").as_bytes());
+    }
+    let started = Instant::now();
+    let out = run(&message);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.certificates.is_empty(),
+        "the certificate is below the depth limit"
+    );
+    assert_eq!(
+        problems_mentioning(&out, "max_mime_depth").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+
+    // Within the limit the same structure is read.
+    let limits = Limits {
+        max_mime_depth: depth + 1,
+        max_parts: 2 * depth,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &limits);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn ten_thousand_nested_forwards_stop_at_max_mime_depth() {
+    let c = chain();
+    let mut inner = format!(
+        "From: a@example.com\r\nSubject: original\r\nContent-Type: text/plain\r\n\r\n{}",
+        c.leaf.pem
+    )
+    .into_bytes();
+    for _ in 0..10_000 {
+        let mut wrapped =
+            b"From: a@example.com\r\nSubject: Fwd\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        wrapped.extend_from_slice(&inner);
+        inner = wrapped;
+    }
+    let started = Instant::now();
+    let out = run(&inner);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(out.certificates.is_empty());
+    assert_eq!(
+        problems_mentioning(&out, "max_mime_depth").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+
+    // The same forwards inside multiparts, as mail clients write them.
+    let mut inner = text_mail(&c.leaf.pem);
+    for _ in 0..2_000 {
+        inner = mail("Fwd", mixed(vec![text("fwd\r\n"), Part::Message(inner)]));
+    }
+    let started = Instant::now();
+    let out = run(&inner);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(out.certificates.is_empty());
+    assert_eq!(
+        problems_mentioning(&out, "max_mime_depth").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+#[test]
+fn max_parts() {
+    let c = chain();
+    let mut parts: Vec<Part> = (0..30).map(|i| text(&format!("part {i}\r\n"))).collect();
+    parts.push(text(&c.leaf.pem));
+    let message = mail("many parts", mixed(parts));
+    let limits = Limits {
+        max_parts: 10,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &limits);
+    assert!(out.certificates.is_empty());
+    assert_eq!(
+        problems_mentioning(&out, "max_parts").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+    assert_eq!(shas(&run(&message)), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn max_pem_blocks() {
+    let c = chain();
+    let leaves: Vec<Leaf> = (0..3)
+        .map(|i| pki::leaf(&LeafSpec::new(&[&format!("host{i}.example.com")]), &c.ca))
+        .collect();
+    let body: String = leaves
+        .iter()
+        .map(|l| l.pem.clone())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let limits = Limits {
+        max_pem_blocks: 2,
+        ..Limits::default()
+    };
+    // Blocks spread over several parts count together, and the limit is reported once.
+    let message = mail(
+        "many blocks",
+        mixed(vec![text(&body), text(&c.ca.pem), text(&c.root.pem)]),
+    );
+    let out = run_with(&message, &limits);
+    assert_eq!(shas(&out), vec![sha(&leaves[0].der), sha(&leaves[1].der)]);
+    assert_eq!(
+        problems_mentioning(&out, "max_pem_blocks").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+#[test]
+fn max_certificates() {
+    let c = chain();
+    let leaves: Vec<Leaf> = (0..5)
+        .map(|i| pki::leaf(&LeafSpec::new(&[&format!("host{i}.example.com")]), &c.ca))
+        .collect();
+    let ders: Vec<&[u8]> = leaves.iter().map(|l| l.der.as_slice()).collect();
+    let bundle = pki::pkcs7(Some(&ders));
+    let limits = Limits {
+        max_certificates: 3,
+        ..Limits::default()
+    };
+    let out = extract_file(&bundle, "many.p7b", &limits).expect("extract");
+    assert_eq!(out.certificates.len(), 3);
+    assert_eq!(
+        problems_mentioning(&out, "max_certificates").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+}
+
+#[test]
+fn max_line_length() {
+    let c = chain();
+    let one_line = format!(
+        "-----BEGIN CERTIFICATE-----\r\n{}\r\n-----END CERTIFICATE-----\r\n",
+        pki::base64_encode(&c.leaf.der)
+    );
+    let limits = Limits {
+        max_line_length: 100,
+        ..Limits::default()
+    };
+    let out = run_with(&text_mail(&format!("{one_line}{}", c.ca.pem)), &limits);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.ca.der)],
+        "the next block is still read"
+    );
+    assert_eq!(
+        problems_mentioning(&out, "max_line_length").len(),
+        1,
+        "{:#?}",
+        out.problems
+    );
+    // The default reads a certificate on one line.
+    assert_eq!(shas(&run(&text_mail(&one_line))), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn message_over_max_message_size_is_refused() {
+    let c = chain();
+    let message = text_mail(&c.leaf.pem);
+    let limits = Limits {
+        max_message_size: message.len() - 1,
+        ..Limits::default()
+    };
+    assert_eq!(
+        extract(&message, &limits),
+        Err(ExtractError::TooLarge {
+            size: message.len(),
+            limit: message.len() - 1
+        })
+    );
+    assert!(matches!(
+        extract_file(&message, "x", &limits),
+        Err(ExtractError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        extract_any(
+            &c.leaf.der,
+            "x",
+            &Limits {
+                max_message_size: 10,
+                ..Limits::default()
+            }
+        ),
+        Err(ExtractError::TooLarge { .. })
+    ));
+    let limits = Limits {
+        max_message_size: message.len(),
+        ..Limits::default()
+    };
+    assert_eq!(
+        extract(&message, &limits)
+            .expect("at the limit")
+            .certificates
+            .len(),
+        1
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Files given to `fulfill import`
+
+#[test]
+fn extract_any_tells_files_from_mails() {
+    let c = chain();
+    let limits = Limits::default();
+    let pem = format!("{}{}", c.leaf.pem, c.ca.pem);
+    let zip = deflated(&[("a.crt", c.leaf.pem.as_bytes())]);
+    let p7b = pki::pkcs7(Some(&[&c.leaf.der]));
+    let mail_bytes = text_mail(&c.leaf.pem);
+    for (name, bytes, count) in [
+        ("bundle.pem", pem.as_bytes(), 2),
+        ("cert.der", c.leaf.der.as_slice(), 1),
+        ("cert.zip", zip.as_slice(), 1),
+        ("cert.p7b", p7b.as_slice(), 1),
+        ("mail.eml", mail_bytes.as_slice(), 1),
+    ] {
+        let out = extract_any(bytes, name, &limits).expect("extract");
+        assert_eq!(out.certificates.len(), count, "{name}: {:#?}", out.problems);
+        assert_eq!(out.certificates[0].sha256, sha(&c.leaf.der), "{name}");
+    }
+    // Bare base64 without BEGIN/END lines, as some download pages save it.
+    let bare = pki::base64_mime(&c.leaf.der);
+    let out = extract_file(bare.as_bytes(), "cert.b64", &limits).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn classify_der_kinds() {
+    let c = chain();
+    assert_eq!(
+        classify_der(&c.leaf.der),
+        DerKind::Certificate(c.leaf.der.clone())
+    );
+    let key = rcgen::KeyPair::generate().expect("key");
+    assert_eq!(
+        classify_der(&pki::csr_der(&key, Some("a.example"), &[])),
+        DerKind::SigningRequest
+    );
+    assert_eq!(classify_der(&key.serialize_der()), DerKind::PrivateKey);
+    assert!(matches!(
+        classify_der(b"\x30\x03\x02\x01\x01"),
+        DerKind::Unreadable(_)
+    ));
+    assert!(matches!(classify_der(b""), DerKind::Unreadable(_)));
+}
