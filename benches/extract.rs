@@ -16,7 +16,11 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
         .map(|path| {
-            let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let bytes = fs::read(&path).expect("sample is readable");
             (name, bytes)
         })

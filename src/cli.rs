@@ -7,8 +7,10 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 /// Resend, fetch, validate and import SoftLayer SSL fulfillment emails.
 #[derive(Debug, Parser)]
 #[command(name = "fulfill", version, about, propagate_version = true)]
-#[command(after_help = "Exit codes: 0 done or nothing to do, 1 failure, 2 usage or configuration error, \
-3 timed out waiting for mail, 4 certificate rejected or none in the mail, 75 another run holds the lock.")]
+#[command(
+    after_help = "Exit codes: 0 done or nothing to do, 1 failure, 2 usage or configuration error, \
+3 timed out waiting for mail, 4 certificate rejected or none in the mail, 75 another run holds the lock."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -26,7 +26,10 @@ pub enum ConfigError {
     #[error("{what}: the command failed: {why}")]
     SecretCommand { what: String, why: String },
     #[error("cannot read the config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("{0}")]
@@ -158,7 +161,13 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, ConfigError> {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let relative = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let relative = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
 
     let database = match &global.db {
         Some(path) => path.clone(),
@@ -179,7 +188,9 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, ConfigError> {
         message,
     };
     let max_message_size = match &file.mailbox.max_message_size {
-        Some(text) => parse_size(text).map_err(|e| invalid(format!("[mailbox] max_message_size: {e}")))?,
+        Some(text) => {
+            parse_size(text).map_err(|e| invalid(format!("[mailbox] max_message_size: {e}")))?
+        }
         None => DEFAULT_MAX_MESSAGE_SIZE,
     };
     Ok(Settings {
@@ -207,7 +218,12 @@ impl Settings {
     pub fn portal(&self) -> Result<Option<PortalSettings>, ConfigError> {
         let section = &self.file.portal;
         let softlayer = read_softlayer_file()?;
-        let from_softlayer = |key: &str| softlayer.as_ref().and_then(|s| s.get(key).cloned()).filter(|v| !v.is_empty());
+        let from_softlayer = |key: &str| {
+            softlayer
+                .as_ref()
+                .and_then(|s| s.get(key).cloned())
+                .filter(|v| !v.is_empty())
+        };
 
         let username = env_value("SL_USERNAME")
             .or_else(|| section.username.clone())
@@ -250,7 +266,9 @@ impl Settings {
             .map(|e| rest_endpoint(&e))
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
         let timeout = match (&section.timeout, from_softlayer("timeout")) {
-            (Some(text), _) => parse_duration(text).map_err(|e| self.invalid(format!("[portal] timeout: {e}")))?,
+            (Some(text), _) => {
+                parse_duration(text).map_err(|e| self.invalid(format!("[portal] timeout: {e}")))?
+            }
             // ~/.softlayer gives seconds, 0 meaning none (softlayer-python); fulfill always has one.
             (None, Some(seconds)) => match seconds.parse::<f64>() {
                 Ok(s) if s > 0.0 => Duration::from_secs_f64(s),
@@ -259,7 +277,8 @@ impl Settings {
             (None, None) => DEFAULT_PORTAL_TIMEOUT,
         };
         let retry_wait = match &section.retry_wait {
-            Some(text) => parse_duration(text).map_err(|e| self.invalid(format!("[portal] retry_wait: {e}")))?,
+            Some(text) => parse_duration(text)
+                .map_err(|e| self.invalid(format!("[portal] retry_wait: {e}")))?,
             None => Duration::from_secs(1),
         };
         Ok(Some(PortalSettings {
@@ -332,13 +351,23 @@ impl Settings {
             return Err(self.invalid(format!("[mailbox] senders: '{bad}' is not an address")));
         }
         let duration = |key: &str, value: &Option<String>, default: Duration| match value {
-            Some(text) => parse_duration(text).map_err(|e| self.invalid(format!("[mailbox] {key}: {e}"))),
+            Some(text) => {
+                parse_duration(text).map_err(|e| self.invalid(format!("[mailbox] {key}: {e}")))
+            }
             None => Ok(default),
         };
         let timeout = duration("timeout", &section.timeout, Duration::from_secs(30))?;
         let since = duration("since", &section.since, Duration::from_secs(30 * 86400))?;
-        let poll_interval = duration("poll_interval", &section.poll_interval, Duration::from_secs(60))?;
-        let run_timeout = duration("run_timeout", &section.run_timeout, Duration::from_secs(600))?;
+        let poll_interval = duration(
+            "poll_interval",
+            &section.poll_interval,
+            Duration::from_secs(60),
+        )?;
+        let run_timeout = duration(
+            "run_timeout",
+            &section.run_timeout,
+            Duration::from_secs(600),
+        )?;
         let relative = |p: &Path| match &self.config_file {
             Some(file) if p.is_relative() => file.parent().unwrap_or(Path::new("")).join(p),
             _ => p.to_path_buf(),
@@ -386,7 +415,8 @@ fn env_value(name: &str) -> Option<String> {
 
 /// "30s", "15m", "1h": humantime's format.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))
 }
 
 /// slcli's default endpoint is XML-RPC, and REST is chosen only when the URL contains
@@ -401,7 +431,9 @@ fn softlayer_file() -> Result<PathBuf, ConfigError> {
 
 /// The `[softlayer]` section of `~/.softlayer`, as slcli and softlayer-go read it.
 fn read_softlayer_file() -> Result<Option<std::collections::HashMap<String, String>>, ConfigError> {
-    let Ok(path) = softlayer_file() else { return Ok(None) };
+    let Ok(path) = softlayer_file() else {
+        return Ok(None);
+    };
     if !path.exists() {
         return Ok(None);
     }
@@ -457,8 +489,14 @@ pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigErr
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| fail(format!("cannot start sh: {e}")))?;
-    let mut stdout = child.stdout.take().ok_or_else(|| fail("no output pipe".into()))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| fail("no error pipe".into()))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no output pipe".into()))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| fail("no error pipe".into()))?;
     // Read in threads so a chatty command cannot fill a pipe and stall.
     let out = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -477,7 +515,10 @@ pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigErr
             Ok(None) if std::time::Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(fail(format!("no answer within {} s; it was stopped", SECRET_COMMAND_TIMEOUT.as_secs())));
+                return Err(fail(format!(
+                    "no answer within {} s; it was stopped",
+                    SECRET_COMMAND_TIMEOUT.as_secs()
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(fail(e.to_string())),
@@ -521,7 +562,10 @@ fn home() -> Result<PathBuf, ConfigError> {
 
 /// XDG base directories, as the freedesktop.org spec defines them.
 fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf, ConfigError> {
-    match std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from) {
+    match std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+    {
         Some(dir) if dir.is_absolute() => Ok(dir),
         _ => Ok(home()?.join(fallback)),
     }
@@ -538,7 +582,9 @@ pub fn default_database_path() -> Result<PathBuf, ConfigError> {
 /// "25MiB", "512 KiB", "1MB", "4096": a byte count.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: usize = number
         .parse()
@@ -551,7 +597,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         "mib" => 1024 * 1024,
         "g" | "gb" => 1000 * 1000 * 1000,
         "gib" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit '{other}' in '{text}' (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{text}' (use B, KiB, MiB, GiB)"
+            ));
+        }
     };
     number
         .checked_mul(factor)
@@ -569,6 +619,10 @@ mod tests {
         assert_eq!(parse_size("1MB"), Ok(1_000_000));
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
-        assert!(parse_size("3 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("3 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
     }
 }

@@ -30,9 +30,15 @@ pub enum Curve {
 /// certificate, a CSR, or a PKCS#1, PKCS#8 or SEC1 private key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PublicKeyId {
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
     /// The uncompressed point (0x04 || x || y).
-    Ec { curve: Curve, point: Vec<u8> },
+    Ec {
+        curve: Curve,
+        point: Vec<u8>,
+    },
 }
 
 impl PublicKeyId {
@@ -40,8 +46,12 @@ impl PublicKeyId {
     pub fn describe(&self) -> String {
         match self {
             PublicKeyId::Rsa { modulus, .. } => format!("RSA {}", bit_length(modulus)),
-            PublicKeyId::Ec { curve: Curve::P256, .. } => "EC P-256".into(),
-            PublicKeyId::Ec { curve: Curve::P384, .. } => "EC P-384".into(),
+            PublicKeyId::Ec {
+                curve: Curve::P256, ..
+            } => "EC P-256".into(),
+            PublicKeyId::Ec {
+                curve: Curve::P384, ..
+            } => "EC P-384".into(),
         }
     }
 
@@ -72,7 +82,9 @@ fn bit_length(modulus: &[u8]) -> usize {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
-    #[error("the private key is encrypted; fulfill cannot use it. Decrypt it to a file only root can read (e.g. `openssl pkey -in KEY -out KEY.plain`)")]
+    #[error(
+        "the private key is encrypted; fulfill cannot use it. Decrypt it to a file only root can read (e.g. `openssl pkey -in KEY -out KEY.plain`)"
+    )]
     Encrypted,
     #[error("unsupported key type {0}: only RSA, EC P-256 and EC P-384 are supported")]
     Unsupported(String),
@@ -91,7 +103,10 @@ fn malformed(what: &'static str) -> impl Fn(String) -> KeyError {
 pub enum KeyMaterial {
     PrivateKey(PublicKeyId),
     /// A CSR, with the name it asked for (its common name, else its first DNS name).
-    SigningRequest { key: PublicKeyId, name: Option<String> },
+    SigningRequest {
+        key: PublicKeyId,
+        name: Option<String>,
+    },
 }
 
 impl KeyMaterial {
@@ -118,7 +133,10 @@ pub fn read_key_material(bytes: &[u8]) -> Result<Vec<KeyMaterial>, KeyError> {
         let material = match block.tag() {
             "PRIVATE KEY" => KeyMaterial::PrivateKey(from_pkcs8(der)?),
             "RSA PRIVATE KEY" | "EC PRIVATE KEY"
-                if block.headers().get("Proc-Type").is_some_and(|v| v.contains("ENCRYPTED")) =>
+                if block
+                    .headers()
+                    .get("Proc-Type")
+                    .is_some_and(|v| v.contains("ENCRYPTED")) =>
             {
                 return Err(KeyError::Encrypted);
             }
@@ -156,7 +174,8 @@ fn read_der_key_material(der: &[u8]) -> Result<KeyMaterial, KeyError> {
 }
 
 fn from_pkcs8(der: &[u8]) -> Result<PublicKeyId, KeyError> {
-    let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|e| malformed("PKCS#8 private key")(e.to_string()))?;
+    let info = pkcs8::PrivateKeyInfo::try_from(der)
+        .map_err(|e| malformed("PKCS#8 private key")(e.to_string()))?;
     let algorithm = info.algorithm.oid.to_string();
     match algorithm.as_str() {
         RSA_ENCRYPTION => from_pkcs1(info.private_key),
@@ -168,10 +187,20 @@ fn from_pkcs8(der: &[u8]) -> Result<PublicKeyId, KeyError> {
                 .to_string();
             match curve.as_str() {
                 P256 => p256::SecretKey::from_pkcs8_der(der)
-                    .map(|k| ec_id(Curve::P256, k.public_key().to_encoded_point(false).as_bytes()))
+                    .map(|k| {
+                        ec_id(
+                            Curve::P256,
+                            k.public_key().to_encoded_point(false).as_bytes(),
+                        )
+                    })
                     .map_err(|e| malformed("PKCS#8 P-256 private key")(e.to_string())),
                 P384 => p384::SecretKey::from_pkcs8_der(der)
-                    .map(|k| ec_id(Curve::P384, k.public_key().to_encoded_point(false).as_bytes()))
+                    .map(|k| {
+                        ec_id(
+                            Curve::P384,
+                            k.public_key().to_encoded_point(false).as_bytes(),
+                        )
+                    })
                     .map_err(|e| malformed("PKCS#8 P-384 private key")(e.to_string())),
                 other => Err(KeyError::Unsupported(format!("EC curve {other}"))),
             }
@@ -181,12 +210,17 @@ fn from_pkcs8(der: &[u8]) -> Result<PublicKeyId, KeyError> {
 }
 
 fn from_pkcs1(der: &[u8]) -> Result<PublicKeyId, KeyError> {
-    let key = pkcs1::RsaPrivateKey::try_from(der).map_err(|e| malformed("RSA private key")(e.to_string()))?;
-    Ok(rsa_id(key.modulus.as_bytes(), key.public_exponent.as_bytes()))
+    let key = pkcs1::RsaPrivateKey::try_from(der)
+        .map_err(|e| malformed("RSA private key")(e.to_string()))?;
+    Ok(rsa_id(
+        key.modulus.as_bytes(),
+        key.public_exponent.as_bytes(),
+    ))
 }
 
 fn from_sec1(der: &[u8]) -> Result<PublicKeyId, KeyError> {
-    let key = sec1::EcPrivateKey::from_der(der).map_err(|e| malformed("EC private key")(e.to_string()))?;
+    let key = sec1::EcPrivateKey::from_der(der)
+        .map_err(|e| malformed("EC private key")(e.to_string()))?;
     // The curve parameter is optional in SEC1; the scalar's length tells the curve then.
     let curve = match key.parameters.and_then(|p| p.named_curve()) {
         Some(oid) if oid.to_string() == P256 => Curve::P256,
@@ -194,7 +228,12 @@ fn from_sec1(der: &[u8]) -> Result<PublicKeyId, KeyError> {
         Some(oid) => return Err(KeyError::Unsupported(format!("EC curve {oid}"))),
         None if key.private_key.len() == 32 => Curve::P256,
         None if key.private_key.len() == 48 => Curve::P384,
-        None => return Err(KeyError::Unsupported(format!("EC key of {} bytes", key.private_key.len()))),
+        None => {
+            return Err(KeyError::Unsupported(format!(
+                "EC key of {} bytes",
+                key.private_key.len()
+            )));
+        }
     };
     match curve {
         Curve::P256 => p256::SecretKey::from_slice(key.private_key)
@@ -207,8 +246,8 @@ fn from_sec1(der: &[u8]) -> Result<PublicKeyId, KeyError> {
 }
 
 fn from_csr(der: &[u8]) -> Result<KeyMaterial, KeyError> {
-    let (_, csr) =
-        X509CertificationRequest::from_der(der).map_err(|e| malformed("certificate signing request")(e.to_string()))?;
+    let (_, csr) = X509CertificationRequest::from_der(der)
+        .map_err(|e| malformed("certificate signing request")(e.to_string()))?;
     let info = &csr.certification_request_info;
     let key = from_spki(&info.subject_pki)?;
     let common_name = info
@@ -219,10 +258,12 @@ fn from_csr(der: &[u8]) -> Result<KeyMaterial, KeyError> {
         .map(str::to_string);
     let first_dns = csr.requested_extensions().and_then(|mut exts| {
         exts.find_map(|ext| match ext {
-            ParsedExtension::SubjectAlternativeName(san) => san.general_names.iter().find_map(|n| match n {
-                GeneralName::DNSName(name) => Some(name.to_string()),
-                _ => None,
-            }),
+            ParsedExtension::SubjectAlternativeName(san) => {
+                san.general_names.iter().find_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(name.to_string()),
+                    _ => None,
+                })
+            }
             _ => None,
         })
     });
@@ -233,7 +274,9 @@ fn from_csr(der: &[u8]) -> Result<KeyMaterial, KeyError> {
 }
 
 /// The key of a certificate or CSR.
-pub fn from_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<PublicKeyId, KeyError> {
+pub fn from_spki(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<PublicKeyId, KeyError> {
     use x509_parser::public_key::PublicKey;
     let parsed = spki
         .parsed()
@@ -255,10 +298,15 @@ pub fn from_spki(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<P
                 Some(P384) => p384::PublicKey::from_sec1_bytes(point.data())
                     .map(|k| ec_id(Curve::P384, k.to_encoded_point(false).as_bytes()))
                     .map_err(|e| malformed("P-384 public key")(e.to_string())),
-                other => Err(KeyError::Unsupported(format!("EC curve {}", other.unwrap_or("(none)")))),
+                other => Err(KeyError::Unsupported(format!(
+                    "EC curve {}",
+                    other.unwrap_or("(none)")
+                ))),
             }
         }
-        _ => Err(KeyError::Unsupported(spki.algorithm.algorithm.to_id_string())),
+        _ => Err(KeyError::Unsupported(
+            spki.algorithm.algorithm.to_id_string(),
+        )),
     }
 }
 

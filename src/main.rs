@@ -45,7 +45,10 @@ fn try_main(cli: &Cli) -> anyhow::Result<Exit> {
 /// The one place errors become exit codes: usage and configuration mistakes are 2,
 /// everything else that stops a command is 1.
 fn exit_for(err: &anyhow::Error) -> Exit {
-    if err.chain().any(|cause| cause.is::<UsageError>() || cause.is::<ConfigError>()) {
+    if err
+        .chain()
+        .any(|cause| cause.is::<UsageError>() || cause.is::<ConfigError>())
+    {
         return Exit::Usage;
     }
     Exit::Failure
@@ -76,7 +79,12 @@ fn init_logging(global: &GlobalArgs) {
         .filter_level(level)
         .format(|buf, record| {
             use std::io::Write;
-            writeln!(buf, "fulfill: {}: {}", record.level().as_str().to_lowercase(), record.args())
+            writeln!(
+                buf,
+                "fulfill: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
         })
         .target(env_logger::Target::Stderr)
         .init();

@@ -61,14 +61,28 @@ pub fn import_message(
              A key sent by mail should be treated as compromised"
         );
     }
-    let report = validate::validate(&extraction.certificates, &checks.expectations, &checks.trust_anchors, now);
+    let report = validate::validate(
+        &extraction.certificates,
+        &checks.expectations,
+        &checks.trust_anchors,
+        now,
+    );
     for root in &report.dropped_roots {
-        log::info!("{source}: self-signed root {} left out of the chain", root.label());
+        log::info!(
+            "{source}: self-signed root {} left out of the chain",
+            root.label()
+        );
     }
     for accepted in report.accepted() {
         let mut result = record(accepted, source, &extraction, destination, position, now)?;
         let upload = destination.upload;
-        upload.run(accepted, &extraction, destination.store.as_deref(), &mut result, now)?;
+        upload.run(
+            accepted,
+            &extraction,
+            destination.store.as_deref(),
+            &mut result,
+            now,
+        )?;
         results.push(result);
     }
     for rejected in report.rejected() {
@@ -115,7 +129,13 @@ fn finish(
         if position.is_some() && result.outcome == Outcome::NoCertificate {
             continue;
         }
-        store.add_event_at(destination.order_id, result.outcome_kind(), &result.event_detail(), position, now)?;
+        store.add_event_at(
+            destination.order_id,
+            result.outcome_kind(),
+            &result.event_detail(),
+            position,
+            now,
+        )?;
         moved = true;
     }
     // Recording a certificate moved it already; moving again is harmless (it never goes back).
@@ -211,9 +231,16 @@ impl ImportResult {
             reasons: Vec::new(),
             message_id: extraction.and_then(|e| e.message_id.clone()),
             links: extraction.map(|e| e.links.clone()).unwrap_or_default(),
-            order_numbers: extraction.map(|e| e.order_numbers.clone()).unwrap_or_default(),
+            order_numbers: extraction
+                .map(|e| e.order_numbers.clone())
+                .unwrap_or_default(),
             problems: extraction
-                .map(|e| e.problems.iter().map(|p| format!("{}: {}", p.found_in, p.what)).collect())
+                .map(|e| {
+                    e.problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.found_in, p.what))
+                        .collect()
+                })
                 .unwrap_or_default(),
             not_after_time: None,
             subject: None,
@@ -228,7 +255,9 @@ impl ImportResult {
             Outcome::LinkOnly => "mail_link_only",
             Outcome::NoCertificate => "mail_without_certificate",
             Outcome::Unreadable => "mail_unreadable",
-            Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport => "certificate_recorded",
+            Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport => {
+                "certificate_recorded"
+            }
         }
     }
 
@@ -254,7 +283,10 @@ impl ImportResult {
 /// same public key when `[keys] dirs` holds one.
 pub fn order_csr_keys(order: &SslOrder, known: &[KnownKey]) -> Vec<KnownKey> {
     let Some(csr) = &order.certificate_signing_request else {
-        log::warn!("order {} has no CSR in the portal; only local keys can match", order.id);
+        log::warn!(
+            "order {} has no CSR in the portal; only local keys can match",
+            order.id
+        );
         return Vec::new();
     };
     match keys::read_key_material(csr.as_bytes()) {
@@ -342,10 +374,17 @@ impl Upload<'_> {
                     Uploaded::AlreadyInStore(_) => "already_in_portal",
                 });
             }
-            (Ok(_), _, _) => anyhow::bail!("internal: certificate {} uploaded but not recorded", leaf.sha256),
+            (Ok(_), _, _) => anyhow::bail!(
+                "internal: certificate {} uploaded but not recorded",
+                leaf.sha256
+            ),
             (Err(error), store, _) => {
                 let message = format!("{error:#}");
-                log::error!("{}: upload of {} failed: {message}", result.source, leaf.sha256);
+                log::error!(
+                    "{}: upload of {} failed: {message}",
+                    result.source,
+                    leaf.sha256
+                );
                 if let Some(store) = store {
                     store.add_event(
                         self.order.map(|o| o.id),
@@ -363,7 +402,11 @@ impl Upload<'_> {
 
     /// What createObject receives: the certificate, its chain in order, the private key
     /// (the portal requires it, softlayer-api.md §2.3), the CSR and a note of provenance.
-    fn template(&self, accepted: &Accepted, extraction: &Extraction) -> anyhow::Result<CertificateTemplate> {
+    fn template(
+        &self,
+        accepted: &Accepted,
+        extraction: &Extraction,
+    ) -> anyhow::Result<CertificateTemplate> {
         let key_file = accepted.key.private_key_file.as_ref().ok_or_else(|| {
             anyhow::anyhow!(
                 "the portal needs the private key of {} and none was found: put it in a [keys] dirs folder or pass --key",
@@ -418,7 +461,11 @@ fn record(
 ) -> anyhow::Result<ImportResult> {
     let leaf = &accepted.leaf;
     let mut result = ImportResult::new(source, Outcome::Imported, Some(extraction));
-    result.common_name = Some(leaf.common_name.clone().unwrap_or_else(|| accepted.expected_name.clone()));
+    result.common_name = Some(
+        leaf.common_name
+            .clone()
+            .unwrap_or_else(|| accepted.expected_name.clone()),
+    );
     result.sha256 = Some(leaf.sha256.clone());
     result.serial = Some(leaf.serial.clone());
     result.not_after = Some(timestamp(leaf.not_after));
@@ -430,7 +477,11 @@ fn record(
         None => None,
     };
     if destination.dry_run {
-        result.outcome = if existing.is_some() { Outcome::AlreadyImported } else { Outcome::WouldImport };
+        result.outcome = if existing.is_some() {
+            Outcome::AlreadyImported
+        } else {
+            Outcome::WouldImport
+        };
         result.id = existing.map(|row| row.id);
         return Ok(result);
     }
@@ -465,7 +516,10 @@ fn record(
 pub fn rejection(rejected: &Rejected, source: &str, extraction: &Extraction) -> ImportResult {
     let leaf = &rejected.leaf;
     let mut result = ImportResult::new(source, Outcome::Rejected, Some(extraction));
-    result.common_name = leaf.common_name.clone().or_else(|| leaf.dns_names.first().cloned());
+    result.common_name = leaf
+        .common_name
+        .clone()
+        .or_else(|| leaf.dns_names.first().cloned());
     result.sha256 = Some(leaf.sha256.clone());
     result.serial = Some(leaf.serial.clone());
     result.not_after = Some(timestamp(leaf.not_after));
@@ -482,4 +536,3 @@ pub fn rejection(rejected: &Rejected, source: &str, extraction: &Extraction) -> 
         .collect();
     result
 }
-

@@ -10,10 +10,25 @@ use support::{Home, open_db, sample_mails, samples, stdout_json};
 
 /// What each sample must give: (file stem, outcome, common name, rule that rejects it).
 const EXPECTED: &[(&str, &str, &str, Option<u64>)] = &[
-    ("01-geotrust-inline-pem", "imported", "www.alpha.example.com", None),
+    (
+        "01-geotrust-inline-pem",
+        "imported",
+        "www.alpha.example.com",
+        None,
+    ),
     ("02-html-br", "imported", "www.bravo.example.com", None),
-    ("03-quoted-printable", "imported", "www.charlie.example.com", None),
-    ("04-der-cer-attachment", "imported", "www.echo.example.com", None),
+    (
+        "03-quoted-printable",
+        "imported",
+        "www.charlie.example.com",
+        None,
+    ),
+    (
+        "04-der-cer-attachment",
+        "imported",
+        "www.echo.example.com",
+        None,
+    ),
     ("05-p7b-der", "imported", "www.foxtrot.example.com", None),
     ("06-p7b-pem", "imported", "www.golf.example.com", None),
     ("07-sectigo-zip", "imported", "www.delta.example.org", None),
@@ -23,10 +38,30 @@ const EXPECTED: &[(&str, &str, &str, Option<u64>)] = &[
     ("11-quotes-csr", "imported", "www.kilo.example.com", None),
     ("12-wildcard", "imported", "*.wild.example.net", None),
     ("13-ec-p256", "imported", "www.lima.example.com", None),
-    ("20-reject-expired", "rejected", "www.expired.example.com", Some(3)),
-    ("21-reject-wrong-name", "rejected", "evil.example.net", Some(2)),
-    ("22-reject-key-mismatch", "rejected", "www.alpha.example.com", Some(1)),
-    ("23-reject-broken-chain", "rejected", "www.broken.example.com", Some(4)),
+    (
+        "20-reject-expired",
+        "rejected",
+        "www.expired.example.com",
+        Some(3),
+    ),
+    (
+        "21-reject-wrong-name",
+        "rejected",
+        "evil.example.net",
+        Some(2),
+    ),
+    (
+        "22-reject-key-mismatch",
+        "rejected",
+        "www.alpha.example.com",
+        Some(1),
+    ),
+    (
+        "23-reject-broken-chain",
+        "rejected",
+        "www.broken.example.com",
+        Some(4),
+    ),
 ];
 
 fn stem(source: &str) -> String {
@@ -47,10 +82,19 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
         .output()
         .unwrap();
     // Rejections among the samples: exit 4.
-    assert_eq!(output.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let results = stdout_json(&output);
     let results = results.as_array().expect("an array of results");
-    assert_eq!(results.len(), EXPECTED.len(), "one result per sample: {results:#?}");
+    assert_eq!(
+        results.len(),
+        EXPECTED.len(),
+        "one result per sample: {results:#?}"
+    );
     for (file, outcome, name, rule) in EXPECTED {
         let result = results
             .iter()
@@ -65,10 +109,16 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
                 let reasons = result["reasons"].as_array().unwrap();
                 assert!(!reasons.is_empty(), "{file}: a rejection has a reason");
                 assert_eq!(reasons[0]["rule"], *rule, "{file}: {reasons:#?}");
-                assert!(result["sha256"].as_str().unwrap().len() == 64, "{file} names the certificate");
+                assert!(
+                    result["sha256"].as_str().unwrap().len() == 64,
+                    "{file} names the certificate"
+                );
             }
             None if *outcome == "imported" => {
-                assert!(result["id"].as_i64().is_some(), "{file}: imported with an id");
+                assert!(
+                    result["id"].as_i64().is_some(),
+                    "{file}: imported with an id"
+                );
                 assert!(result["reasons"].as_array().unwrap().is_empty());
             }
             None => {}
@@ -76,14 +126,24 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
     }
 
     // The link-only mail reports its link and order number.
-    let link_only = results.iter().find(|r| r["outcome"] == "link_only").unwrap();
+    let link_only = results
+        .iter()
+        .find(|r| r["outcome"] == "link_only")
+        .unwrap();
     assert_eq!(link_only["order_numbers"][0], "1557047799");
-    assert!(link_only["links"][0].as_str().unwrap().starts_with("https://getcert.rapidssl.com/"));
+    assert!(
+        link_only["links"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("https://getcert.rapidssl.com/")
+    );
 
     // The database holds exactly the imported certificates, in the design's columns.
     let db = open_db(&home.default_db());
     let imported = EXPECTED.iter().filter(|e| e.1 == "imported").count() as i64;
-    let count: i64 = db.query_row("SELECT count(*) FROM certificates", [], |r| r.get(0)).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(count, imported);
     let (cn, sans, pem, chain, not_after, key_source): (String, String, String, String, String, String) = db
         .query_row(
@@ -96,9 +156,16 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
     assert_eq!(cn, "www.alpha.example.com");
     assert!(sans.contains("alpha.example.com"), "{sans}");
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
-    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 1, "the intermediate, no root");
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        1,
+        "the intermediate, no root"
+    );
     assert_eq!(not_after, "2045-06-01T00:00:00Z");
-    assert!(key_source.contains("www.alpha.example.com.key"), "{key_source}");
+    assert!(
+        key_source.contains("www.alpha.example.com.key"),
+        "{key_source}"
+    );
     // Private keys never reach the database.
     let leaked: i64 = db
         .query_row(
@@ -117,10 +184,30 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(events.iter().filter(|e| e.0 == "certificate_recorded").count() as i64, imported);
-    assert_eq!(events.iter().filter(|e| e.0 == "certificate_rejected").count(), 4);
-    assert!(events.iter().any(|e| e.0 == "certificate_rejected" && e.1.contains("rule 3 (validity)")));
-    assert!(events.iter().any(|e| e.0 == "mail_link_only" && e.1.contains("getcert.rapidssl.com")));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.0 == "certificate_recorded")
+            .count() as i64,
+        imported
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.0 == "certificate_rejected")
+            .count(),
+        4
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "certificate_rejected" && e.1.contains("rule 3 (validity)"))
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.0 == "mail_link_only" && e.1.contains("getcert.rapidssl.com"))
+    );
 }
 
 #[test]
@@ -137,12 +224,21 @@ fn chains_are_ordered_and_roots_dropped() {
     let db = open_db(&home.default_db());
     for name in ["www.delta.example.org", "www.foxtrot.example.com"] {
         let chain: String = db
-            .query_row("SELECT chain_pem FROM certificates WHERE common_name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT chain_pem FROM certificates WHERE common_name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .unwrap();
         let blocks = pem::parse_many(&chain).unwrap();
         assert_eq!(blocks.len(), 1, "{name}: only the issuing intermediate");
         let (_, cert) = x509_parser::parse_x509_certificate(blocks[0].contents()).unwrap();
-        assert!(cert.subject().to_string().contains("Fulfill Test Issuing CA RSA"), "{name}");
+        assert!(
+            cert.subject()
+                .to_string()
+                .contains("Fulfill Test Issuing CA RSA"),
+            "{name}"
+        );
     }
 }
 
@@ -150,7 +246,12 @@ fn chains_are_ordered_and_roots_dropped() {
 fn importing_again_is_a_no_op_that_says_so() {
     let home = Home::new();
     let good = samples().join("01-geotrust-inline-pem.eml");
-    home.with_samples().arg("import").arg(&good).assert().success().stdout(predicate::str::contains("imported"));
+    home.with_samples()
+        .arg("import")
+        .arg(&good)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("imported"));
     home.with_samples()
         .arg("import")
         .arg(&good)
@@ -158,10 +259,16 @@ fn importing_again_is_a_no_op_that_says_so() {
         .success()
         .stdout(predicate::str::contains("already imported"));
     let db = open_db(&home.default_db());
-    let count: i64 = db.query_row("SELECT count(*) FROM certificates", [], |r| r.get(0)).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(count, 1);
     let already: i64 = db
-        .query_row("SELECT count(*) FROM events WHERE kind = 'certificate_already_recorded'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'certificate_already_recorded'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(already, 1);
 }
@@ -177,7 +284,11 @@ fn database_is_private_to_its_owner() {
     let db = home.default_db();
     let mode = std::fs::metadata(&db).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "database mode {mode:o}");
-    let dir_mode = std::fs::metadata(db.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(db.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "database folder mode {dir_mode:o}");
 }
 
@@ -190,10 +301,17 @@ fn dry_run_writes_nothing() {
         .assert()
         .success()
         .stdout(predicate::str::contains("would import"));
-    assert!(!home.default_db().exists(), "a dry run must not create the database");
+    assert!(
+        !home.default_db().exists(),
+        "a dry run must not create the database"
+    );
 
     // With a database already there, a dry run still changes nothing in it.
-    home.with_samples().arg("import").arg(samples().join("02-html-br.eml")).assert().success();
+    home.with_samples()
+        .arg("import")
+        .arg(samples().join("02-html-br.eml"))
+        .assert()
+        .success();
     let before = std::fs::read(home.default_db()).unwrap();
     home.with_samples()
         .args(["import", "--dry-run"])
@@ -201,9 +319,14 @@ fn dry_run_writes_nothing() {
         .arg(samples().join("02-html-br.eml"))
         .assert()
         .success()
-        .stdout(predicate::str::contains("would import").and(predicate::str::contains("already imported")));
+        .stdout(
+            predicate::str::contains("would import")
+                .and(predicate::str::contains("already imported")),
+        );
     let db = open_db(&home.default_db());
-    let count: i64 = db.query_row("SELECT count(*) FROM certificates", [], |r| r.get(0)).unwrap();
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM certificates", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(count, 1);
     drop(db);
     assert_eq!(before, std::fs::read(home.default_db()).unwrap());
@@ -229,7 +352,9 @@ fn expect_name_overrides_the_csr_name() {
         .arg(samples().join("01-geotrust-inline-pem.eml"))
         .assert()
         .code(4)
-        .stdout(predicate::str::contains("rule 2 (name): it does not cover www.other.example.com"));
+        .stdout(predicate::str::contains(
+            "rule 2 (name): it does not cover www.other.example.com",
+        ));
 }
 
 #[test]
@@ -239,7 +364,10 @@ fn key_given_on_the_command_line_is_used() {
     let config = home.path().join("config.toml");
     std::fs::write(
         &config,
-        format!("[validation]\ntrust_roots = [\"{}\"]\n", samples().join("ca/root.pem").display()),
+        format!(
+            "[validation]\ntrust_roots = [\"{}\"]\n",
+            samples().join("ca/root.pem").display()
+        ),
     )
     .unwrap();
     let mail = samples().join("03-quoted-printable.eml");
@@ -250,7 +378,9 @@ fn key_given_on_the_command_line_is_used() {
         .arg(&mail)
         .assert()
         .code(4)
-        .stdout(predicate::str::contains("rule 1 (key): no private key or CSR"));
+        .stdout(predicate::str::contains(
+            "rule 1 (key): no private key or CSR",
+        ));
     home.fulfill()
         .arg("--config")
         .arg(&config)
@@ -279,7 +409,9 @@ fn a_downloaded_certificate_file_can_be_imported() {
         .assert()
         .success();
     let db = open_db(&home.default_db());
-    let order: i64 = db.query_row("SELECT order_id FROM certificates", [], |r| r.get(0)).unwrap();
+    let order: i64 = db
+        .query_row("SELECT order_id FROM certificates", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(order, 1557047799);
 }
 
@@ -305,46 +437,111 @@ fn list_and_show_present_the_record() {
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("ID  COMMON NAME"), "{text}");
     assert!(text.contains("*.wild.example.net") && text.contains("www.india.example.com"));
-    assert!(text.contains("2045-06-01 ("), "expiry as a date and days left: {text}");
+    assert!(
+        text.contains("2045-06-01 ("),
+        "expiry as a date and days left: {text}"
+    );
     // Columns are aligned: EXPIRES starts at the same place on every line.
     let column = lines[0].find("EXPIRES").unwrap();
-    assert!(lines[1..].iter().all(|l| l[column..].starts_with("2045-06-01")), "{text}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l[column..].starts_with("2045-06-01")),
+        "{text}"
+    );
 
-    let json = stdout_json(&home.with_samples().args(["list", "--json"]).output().unwrap());
+    let json = stdout_json(
+        &home
+            .with_samples()
+            .args(["list", "--json"])
+            .output()
+            .unwrap(),
+    );
     let rows = json.as_array().unwrap();
     assert_eq!(rows.len(), 2);
-    for key in ["id", "sha256", "common_name", "not_after", "subject_alt_names", "serial", "issuer", "imported_at"] {
-        assert!(rows[0].get(key).is_some(), "--json has {key}: {:#}", rows[0]);
+    for key in [
+        "id",
+        "sha256",
+        "common_name",
+        "not_after",
+        "subject_alt_names",
+        "serial",
+        "issuer",
+        "imported_at",
+    ] {
+        assert!(
+            rows[0].get(key).is_some(),
+            "--json has {key}: {:#}",
+            rows[0]
+        );
     }
     // Global options work after the command too.
-    let after = stdout_json(&home.with_samples().args(["list", "--json"]).output().unwrap());
+    let after = stdout_json(
+        &home
+            .with_samples()
+            .args(["list", "--json"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(after, json);
 
     // Nothing expires within 30 days; everything within 30 years.
-    let soon = stdout_json(&home.with_samples().args(["--json", "list", "--expiring-within", "30d"]).output().unwrap());
+    let soon = stdout_json(
+        &home
+            .with_samples()
+            .args(["--json", "list", "--expiring-within", "30d"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(soon.as_array().unwrap().len(), 0);
     let later = stdout_json(
-        &home.with_samples().args(["--json", "list", "--expiring-within", "30years"]).output().unwrap(),
+        &home
+            .with_samples()
+            .args(["--json", "list", "--expiring-within", "30years"])
+            .output()
+            .unwrap(),
     );
     assert_eq!(later.as_array().unwrap().len(), 2);
 
     let sha256 = rows[0]["sha256"].as_str().unwrap().to_string();
     let id = rows[0]["id"].as_i64().unwrap().to_string();
     let by_id = home.with_samples().args(["show", &id]).output().unwrap();
-    let by_prefix = home.with_samples().args(["show", &sha256[..12]]).output().unwrap();
+    let by_prefix = home
+        .with_samples()
+        .args(["show", &sha256[..12]])
+        .output()
+        .unwrap();
     assert!(by_id.status.success());
     assert_eq!(by_id.stdout, by_prefix.stdout);
     let shown = String::from_utf8(by_id.stdout).unwrap();
-    assert!(shown.contains(&sha256) && shown.contains("Fulfill Test Issuing CA RSA"), "{shown}");
+    assert!(
+        shown.contains(&sha256) && shown.contains("Fulfill Test Issuing CA RSA"),
+        "{shown}"
+    );
 
-    let pem_output = home.with_samples().args(["show", "--pem", &sha256]).output().unwrap();
+    let pem_output = home
+        .with_samples()
+        .args(["show", "--pem", &sha256])
+        .output()
+        .unwrap();
     let blocks = pem::parse_many(&pem_output.stdout).unwrap();
     assert_eq!(blocks.len(), 2, "leaf and intermediate");
     assert_eq!(fulfill::extract::sha256_hex(blocks[0].contents()), sha256);
 
-    let shown_json = stdout_json(&home.with_samples().args(["show", "--json", &id]).output().unwrap());
+    let shown_json = stdout_json(
+        &home
+            .with_samples()
+            .args(["show", "--json", &id])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(shown_json["sha256"], sha256.as_str());
-    assert!(shown_json["certificate_pem"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(
+        shown_json["certificate_pem"]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
 
     home.with_samples()
         .args(["show", "999"])
@@ -364,7 +561,10 @@ fn configuration_mistakes_exit_2_and_name_the_file() {
         .arg("list")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(config.display().to_string()).and(predicate::str::contains("dirz")));
+        .stderr(
+            predicate::str::contains(config.display().to_string())
+                .and(predicate::str::contains("dirz")),
+        );
 
     home.fulfill()
         .args(["--config", "/nonexistent/fulfill.toml", "list"])
@@ -372,7 +572,11 @@ fn configuration_mistakes_exit_2_and_name_the_file() {
         .code(2)
         .stderr(predicate::str::contains("/nonexistent/fulfill.toml"));
 
-    std::fs::write(&config, "[validation]\ntrust_roots = [\"missing-bundle.pem\"]\n").unwrap();
+    std::fs::write(
+        &config,
+        "[validation]\ntrust_roots = [\"missing-bundle.pem\"]\n",
+    )
+    .unwrap();
     home.fulfill()
         .arg("--config")
         .arg(&config)
@@ -425,7 +629,9 @@ fn an_encrypted_key_is_a_clear_usage_error() {
         .arg(samples().join("01-geotrust-inline-pem.eml"))
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("encrypted.key").and(predicate::str::contains("encrypted")));
+        .stderr(
+            predicate::str::contains("encrypted.key").and(predicate::str::contains("encrypted")),
+        );
 }
 
 #[test]

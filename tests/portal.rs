@@ -84,11 +84,22 @@ impl Setup {
 fn orders_lists_the_account_orders_and_what_was_imported() {
     let s = setup();
     let output = s.fulfill().arg("orders").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.starts_with("ORDER    COMMON NAME"), "{text}");
-    assert!(text.contains(ALPHA) && text.contains("Approved") && text.contains("admin@alpha.example.com"));
-    assert!(text.lines().nth(1).unwrap().trim_end().ends_with("no"), "{text}");
+    assert!(
+        text.contains(ALPHA)
+            && text.contains("Approved")
+            && text.contains("admin@alpha.example.com")
+    );
+    assert!(
+        text.lines().nth(1).unwrap().trim_end().ends_with("no"),
+        "{text}"
+    );
 
     s.import_alpha().assert().success();
     let json = stdout_json(&s.fulfill().args(["orders", "--json"]).output().unwrap());
@@ -101,7 +112,10 @@ fn orders_lists_the_account_orders_and_what_was_imported() {
         .portal
         .requests()
         .into_iter()
-        .find(|r| r.method.as_deref() == Some("getObject") && r.service.as_deref() == Some("SoftLayer_Account"))
+        .find(|r| {
+            r.method.as_deref() == Some("getObject")
+                && r.service.as_deref() == Some("SoftLayer_Account")
+        })
         .unwrap();
     assert_eq!(account_call.query_param("objectMask"), Some("mask[id]"));
 }
@@ -116,17 +130,26 @@ fn resend_asks_the_ca_and_records_it() {
         .stderr(predicate::str::contains("to admin@alpha.example.com"))
         .stdout(predicate::str::contains("Fulfillment email requested"));
     // Standard input is not a terminal here: no question, no wait.
-    assert_eq!(s.portal.resends(), vec![(s.order, "FulfillmentEmail".to_string())]);
+    assert_eq!(
+        s.portal.resends(),
+        vec![(s.order, "FulfillmentEmail".to_string())]
+    );
     let db = open_db(&s.home.default_db());
     let (state, requested): (String, Option<String>) = db
-        .query_row("SELECT state, resend_requested_at FROM orders WHERE order_id = ?1", [s.order], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT state, resend_requested_at FROM orders WHERE order_id = ?1",
+            [s.order],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!(state, "resend_requested");
     assert!(requested.unwrap().ends_with('Z'));
     let events: i64 = db
-        .query_row("SELECT count(*) FROM events WHERE order_id = ?1 AND kind = 'order_state'", [s.order], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM events WHERE order_id = ?1 AND kind = 'order_state'",
+            [s.order],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(events, 1);
 }
@@ -145,7 +168,11 @@ fn a_refused_resend_shows_the_api_message_and_code() {
         );
     let db = open_db(&s.home.default_db());
     let state: String = db
-        .query_row("SELECT state FROM orders WHERE order_id = ?1", [s.order], |r| r.get(0))
+        .query_row(
+            "SELECT state FROM orders WHERE order_id = ?1",
+            [s.order],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(state, "resend_failed");
     // A refusal is an answer, not a fault: it is not retried.
@@ -159,7 +186,11 @@ fn resend_of_an_unknown_order_names_it() {
         .args(["resend", "--order", "999999"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("999999").and(predicate::str::contains("SoftLayer_Exception_ObjectNotFound")));
+        .stderr(
+            predicate::str::contains("999999").and(predicate::str::contains(
+                "SoftLayer_Exception_ObjectNotFound",
+            )),
+        );
     assert!(s.portal.resends().is_empty());
 }
 
@@ -167,7 +198,11 @@ fn resend_of_an_unknown_order_names_it() {
 fn import_uploads_certificate_chain_key_and_csr() {
     let s = setup();
     let output = s.import_alpha().arg("--json").output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let results = stdout_json(&output);
     assert_eq!(results[0]["upload"], "uploaded");
     let stored = s.portal.certificates();
@@ -179,17 +214,42 @@ fn import_uploads_certificate_chain_key_and_csr() {
     let key = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key")).unwrap();
     assert_eq!(stored.private_key, key);
     let csr = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.csr")).unwrap();
-    assert_eq!(stored.certificate_signing_request.as_deref(), Some(csr.as_str()));
-    assert_eq!(stored.intermediate_certificate.as_deref().unwrap().matches("BEGIN CERTIFICATE").count(), 1);
-    assert!(stored.notes.as_deref().unwrap().contains(&format!("order {}", s.order)));
+    assert_eq!(
+        stored.certificate_signing_request.as_deref(),
+        Some(csr.as_str())
+    );
+    assert_eq!(
+        stored
+            .intermediate_certificate
+            .as_deref()
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        1
+    );
+    assert!(
+        stored
+            .notes
+            .as_deref()
+            .unwrap()
+            .contains(&format!("order {}", s.order))
+    );
 
     let db = open_db(&s.home.default_db());
     let (portal_id, order_id): (i64, i64) = db
-        .query_row("SELECT portal_certificate_id, order_id FROM certificates", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT portal_certificate_id, order_id FROM certificates",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((portal_id, order_id), (stored.id, s.order));
     let uploaded: i64 = db
-        .query_row("SELECT count(*) FROM events WHERE kind = 'certificate_uploaded'", [], |r| r.get(0))
+        .query_row(
+            "SELECT count(*) FROM events WHERE kind = 'certificate_uploaded'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(uploaded, 1);
 
@@ -205,7 +265,10 @@ fn import_uploads_certificate_chain_key_and_csr() {
 fn importing_again_uploads_nothing() {
     let s = setup();
     s.import_alpha().assert().success();
-    s.import_alpha().assert().success().stdout(predicate::str::contains("already imported"));
+    s.import_alpha()
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("already imported"));
     assert_eq!(s.portal.calls("createObject"), 1);
     assert_eq!(s.portal.certificates().len(), 1);
 }
@@ -219,7 +282,8 @@ fn a_certificate_already_in_the_portal_is_not_uploaded_again() {
         .portal
         .add_certificate(NewCertificate {
             certificate: pem::encode(&blocks[0]),
-            private_key: std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key")).unwrap(),
+            private_key: std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key"))
+                .unwrap(),
             intermediate_certificate: Some(pem::encode(&blocks[1])),
             ..NewCertificate::default()
         })
@@ -233,25 +297,50 @@ fn a_certificate_already_in_the_portal_is_not_uploaded_again() {
 
 #[test]
 fn a_lost_answer_after_create_makes_no_duplicate() {
-    for fault in [Fault::LostResponse, Fault::Delay(Duration::from_millis(1500))] {
+    for fault in [
+        Fault::LostResponse,
+        Fault::Delay(Duration::from_millis(1500)),
+    ] {
         let s = setup();
         s.portal.inject("createObject", fault.clone(), 1);
         let results = stdout_json(&s.import_alpha().arg("--json").output().unwrap());
-        assert_eq!(s.portal.certificates().len(), 1, "{fault:?}: exactly one certificate in the portal");
-        assert_eq!(s.portal.calls("createObject"), 1, "{fault:?}: not created twice");
-        assert_eq!(results[0]["portal_certificate_id"], s.portal.certificates()[0].id, "{fault:?}");
+        assert_eq!(
+            s.portal.certificates().len(),
+            1,
+            "{fault:?}: exactly one certificate in the portal"
+        );
+        assert_eq!(
+            s.portal.calls("createObject"),
+            1,
+            "{fault:?}: not created twice"
+        );
+        assert_eq!(
+            results[0]["portal_certificate_id"],
+            s.portal.certificates()[0].id,
+            "{fault:?}"
+        );
         assert_eq!(results[0]["upload"], "uploaded", "{fault:?}");
     }
 }
 
 #[test]
 fn transient_faults_on_create_are_retried_after_a_search() {
-    for fault in [Fault::InternalError, Fault::RateLimited, Fault::Drop, Fault::Empty200, Fault::ErrorBody200] {
+    for fault in [
+        Fault::InternalError,
+        Fault::RateLimited,
+        Fault::Drop,
+        Fault::Empty200,
+        Fault::ErrorBody200,
+    ] {
         let s = setup();
         s.portal.inject("createObject", fault.clone(), 1);
         s.import_alpha().assert().success();
         assert_eq!(s.portal.certificates().len(), 1, "{fault:?}");
-        assert_eq!(s.portal.calls("createObject"), 2, "{fault:?}: one failed attempt, one good");
+        assert_eq!(
+            s.portal.calls("createObject"),
+            2,
+            "{fault:?}: one failed attempt, one good"
+        );
         // Before the second attempt the store was searched again.
         assert!(s.portal.calls("getSecurityCertificates") >= 2, "{fault:?}");
     }
@@ -269,35 +358,55 @@ fn transient_faults_on_reads_are_retried() {
         Fault::Delay(Duration::from_millis(1500)),
     ] {
         let s = setup();
-        s.portal.inject("getSslCertificateRequests", fault.clone(), 2);
+        s.portal
+            .inject("getSslCertificateRequests", fault.clone(), 2);
         s.fulfill()
             .arg("orders")
             .assert()
             .success()
             .stdout(predicate::str::contains(ALPHA));
-        assert_eq!(s.portal.calls("getSslCertificateRequests"), 3, "{fault:?}: two faults, then success");
+        assert_eq!(
+            s.portal.calls("getSslCertificateRequests"),
+            3,
+            "{fault:?}: two faults, then success"
+        );
     }
     // resendEmail is retried too: a second mail is harmless, a missing one is not.
     let s = setup();
     s.portal.inject("resendEmail", Fault::InternalError, 1);
-    s.fulfill().args(["resend", "--order", &s.order.to_string()]).assert().success();
+    s.fulfill()
+        .args(["resend", "--order", &s.order.to_string()])
+        .assert()
+        .success();
     assert_eq!(s.portal.resends().len(), 1);
 }
 
 #[test]
 fn faults_that_outlast_the_retries_fail_with_the_reason() {
     let s = setup();
-    s.portal.inject("getSslCertificateRequests", Fault::InternalError, 10);
+    s.portal
+        .inject("getSslCertificateRequests", Fault::InternalError, 10);
+    s.fulfill().arg("orders").assert().code(1).stderr(
+        predicate::str::contains("Internal Error")
+            .and(predicate::str::contains("SoftLayer_Exception_Public")),
+    );
+    assert_eq!(
+        s.portal.calls("getSslCertificateRequests"),
+        4,
+        "first try and 3 retries"
+    );
+
+    let s = setup();
+    s.portal.inject(
+        "getSslCertificateRequests",
+        Fault::Delay(Duration::from_secs(3)),
+        10,
+    );
     s.fulfill()
         .arg("orders")
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("Internal Error").and(predicate::str::contains("SoftLayer_Exception_Public")));
-    assert_eq!(s.portal.calls("getSslCertificateRequests"), 4, "first try and 3 retries");
-
-    let s = setup();
-    s.portal.inject("getSslCertificateRequests", Fault::Delay(Duration::from_secs(3)), 10);
-    s.fulfill().arg("orders").assert().code(1).stderr(predicate::str::contains("no complete answer within"));
+        .stderr(predicate::str::contains("no complete answer within"));
 }
 
 #[test]
@@ -311,20 +420,32 @@ fn a_failed_upload_keeps_the_record_and_the_next_run_uploads() {
         },
         1,
     );
-    s.import_alpha()
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains("recorded locally but not uploaded").and(predicate::str::contains("Unable to validate")));
-    assert_eq!(s.portal.calls("createObject"), 1, "an answer from the API is not retried");
+    s.import_alpha().assert().code(1).stdout(
+        predicate::str::contains("recorded locally but not uploaded")
+            .and(predicate::str::contains("Unable to validate")),
+    );
+    assert_eq!(
+        s.portal.calls("createObject"),
+        1,
+        "an answer from the API is not retried"
+    );
     let db = open_db(&s.home.default_db());
-    let portal_id: Option<i64> = db.query_row("SELECT portal_certificate_id FROM certificates", [], |r| r.get(0)).unwrap();
+    let portal_id: Option<i64> = db
+        .query_row("SELECT portal_certificate_id FROM certificates", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(portal_id, None);
     drop(db);
 
     s.import_alpha().assert().success();
     assert_eq!(s.portal.certificates().len(), 1);
     let db = open_db(&s.home.default_db());
-    let portal_id: Option<i64> = db.query_row("SELECT portal_certificate_id FROM certificates", [], |r| r.get(0)).unwrap();
+    let portal_id: Option<i64> = db
+        .query_row("SELECT portal_certificate_id FROM certificates", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
     assert_eq!(portal_id, Some(s.portal.certificates()[0].id));
 }
 
@@ -344,21 +465,17 @@ fn no_upload_and_dry_run_write_nothing_to_the_portal() {
 #[test]
 fn check_reports_portal_authentication() {
     let s = setup();
-    s.fulfill()
-        .arg("check")
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("portal       ok").and(predicate::str::contains(format!(
+    s.fulfill().arg("check").assert().success().stdout(
+        predicate::str::contains("portal       ok").and(predicate::str::contains(format!(
             "account {}",
             Account::default().id
-        ))));
+        ))),
+    );
 
     std::fs::write(s.home.path().join("sl-key"), "not-the-key\n").unwrap();
-    s.fulfill()
-        .arg("check")
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains("FAILED").and(predicate::str::contains("refused the credentials")));
+    s.fulfill().arg("check").assert().code(1).stdout(
+        predicate::str::contains("FAILED").and(predicate::str::contains("refused the credentials")),
+    );
 }
 
 #[test]
@@ -399,7 +516,10 @@ fn credentials_follow_env_then_config_then_softlayer_file() {
         .arg("check")
         .assert()
         .code(1)
-        .stdout(predicate::str::contains(format!("chmod 600 {}", softlayer.display())));
+        .stdout(predicate::str::contains(format!(
+            "chmod 600 {}",
+            softlayer.display()
+        )));
 }
 
 #[test]
@@ -424,9 +544,18 @@ fn a_literal_api_key_needs_a_private_config_file() {
         .arg("orders")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains(format!("chmod 600 {}", config.display())));
+        .stderr(predicate::str::contains(format!(
+            "chmod 600 {}",
+            config.display()
+        )));
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
-    s.home.fulfill().arg("--config").arg(&config).arg("orders").assert().success();
+    s.home
+        .fulfill()
+        .arg("--config")
+        .arg(&config)
+        .arg("orders")
+        .assert()
+        .success();
 }
 
 #[test]
@@ -434,7 +563,8 @@ fn the_api_key_appears_nowhere() {
     let s = setup();
     let key = api_key();
     let mut seen = Vec::new();
-    s.portal.inject("getSslCertificateRequests", Fault::InternalError, 1);
+    s.portal
+        .inject("getSslCertificateRequests", Fault::InternalError, 1);
     s.portal.inject("createObject", Fault::Drop, 1);
     for args in [
         vec!["-vvv", "orders"],
@@ -457,11 +587,19 @@ fn the_api_key_appears_nowhere() {
     seen.push(output.stdout);
     seen.push(output.stderr);
     for text in &seen {
-        assert!(!String::from_utf8_lossy(text).contains(&key), "API key leaked: {}", String::from_utf8_lossy(text));
+        assert!(
+            !String::from_utf8_lossy(text).contains(&key),
+            "API key leaked: {}",
+            String::from_utf8_lossy(text)
+        );
     }
     // Never in a URL: only in the Authorization header.
     for request in s.portal.requests() {
-        assert!(!request.target.contains(&key), "API key in URL {}", request.target);
+        assert!(
+            !request.target.contains(&key),
+            "API key in URL {}",
+            request.target
+        );
         assert!(!request.body.contains(&key), "API key in a request body");
     }
     // Never in the database.

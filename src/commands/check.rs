@@ -28,11 +28,17 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
     }];
     lines.push(match load_known_keys(settings, &[]) {
         Ok(keys) => {
-            let private = keys.iter().filter(|k| k.source.starts_with("key file")).count();
+            let private = keys
+                .iter()
+                .filter(|k| k.source.starts_with("key file"))
+                .count();
             CheckLine {
                 check: "keys",
                 ok: true,
-                detail: format!("{private} private keys and {} CSRs in [keys] dirs", keys.len() - private),
+                detail: format!(
+                    "{private} private keys and {} CSRs in [keys] dirs",
+                    keys.len() - private
+                ),
             }
         }
         Err(e) => CheckLine {
@@ -59,27 +65,38 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
         detail: if settings.database.exists() {
             format!("{}", settings.database.display())
         } else {
-            format!("{} (created by the first import)", settings.database.display())
+            format!(
+                "{} (created by the first import)",
+                settings.database.display()
+            )
         },
     });
     lines.push(match settings.portal() {
         Ok(None) => CheckLine {
             check: "portal",
             ok: true,
-            detail: "not configured (no username or API key); certificates are recorded locally only".into(),
+            detail:
+                "not configured (no username or API key); certificates are recorded locally only"
+                    .into(),
         },
-        Ok(Some(portal_settings)) => match Portal::new(portal_settings).and_then(|p| p.account_id().map(|id| (p, id))) {
-            Ok((portal, account)) => CheckLine {
-                check: "portal",
-                ok: true,
-                detail: format!("authenticated as {} to account {account} at {}", portal.username(), portal.endpoint()),
-            },
-            Err(e) => CheckLine {
-                check: "portal",
-                ok: false,
-                detail: e.to_string(),
-            },
-        },
+        Ok(Some(portal_settings)) => {
+            match Portal::new(portal_settings).and_then(|p| p.account_id().map(|id| (p, id))) {
+                Ok((portal, account)) => CheckLine {
+                    check: "portal",
+                    ok: true,
+                    detail: format!(
+                        "authenticated as {} to account {account} at {}",
+                        portal.username(),
+                        portal.endpoint()
+                    ),
+                },
+                Err(e) => CheckLine {
+                    check: "portal",
+                    ok: false,
+                    detail: e.to_string(),
+                },
+            }
+        }
         Err(e) => CheckLine {
             check: "portal",
             ok: false,
@@ -87,7 +104,11 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
         },
     });
 
-    let exit = if lines.iter().all(|l| l.ok) { Exit::Done } else { Exit::Failure };
+    let exit = if lines.iter().all(|l| l.ok) {
+        Exit::Done
+    } else {
+        Exit::Failure
+    };
     if json {
         print_json(&lines)?;
     } else {

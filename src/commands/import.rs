@@ -17,7 +17,12 @@ use crate::portal::Portal;
 use crate::store::Store;
 use crate::validate::Expectations;
 
-pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &ImportArgs,
+    settings: &Settings,
+    json: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Exit> {
     let mut known_keys = load_known_keys(settings, &args.key)?;
     let trust_anchors = load_trust_anchors(settings)?;
     let portal = if args.no_upload {
@@ -37,7 +42,11 @@ pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTi
     // With --order and a portal, the order's CSR ties the certificate to it and its common
     // name is the name to cover.
     let order = match (args.order, &portal) {
-        (Some(id), Some(portal)) => Some(portal.ssl_order(id).with_context(|| format!("reading order {id} from the portal"))?),
+        (Some(id), Some(portal)) => Some(
+            portal
+                .ssl_order(id)
+                .with_context(|| format!("reading order {id} from the portal"))?,
+        ),
         _ => None,
     };
     if let Some(order) = &order {
@@ -77,13 +86,25 @@ pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTi
     for path in &args.files {
         let source = path.display().to_string();
         match read_input(path, checks.limits.max_message_size) {
-            Ok(bytes) => results.extend(pipeline::import_message(&bytes, &source, &checks, &mut destination, None, now)?),
+            Ok(bytes) => results.extend(pipeline::import_message(
+                &bytes,
+                &source,
+                &checks,
+                &mut destination,
+                None,
+                now,
+            )?),
             Err(e) => {
                 log::error!("{source}: {e:#}");
                 let mut result = ImportResult::new(&source, Outcome::Unreadable, None);
                 result.problems.push(format!("{e:#}"));
                 if let Some(store) = destination.store.as_deref().filter(|_| !args.dry_run) {
-                    store.add_event(args.order, result.outcome_kind(), &result.event_detail(), now)?;
+                    store.add_event(
+                        args.order,
+                        result.outcome_kind(),
+                        &result.event_detail(),
+                        now,
+                    )?;
                 }
                 results.push(result);
             }
@@ -91,7 +112,11 @@ pub fn run(args: &ImportArgs, settings: &Settings, json: bool, now: OffsetDateTi
     }
 
     let exit = results.iter().fold(Exit::Done, |exit, r| {
-        let upload_failed = if r.upload == Some("failed") { Exit::Failure } else { Exit::Done };
+        let upload_failed = if r.upload == Some("failed") {
+            Exit::Failure
+        } else {
+            Exit::Done
+        };
         exit.worst(r.outcome.exit()).worst(upload_failed)
     });
     if json {
@@ -143,7 +168,9 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
                 (None, Some("would_upload")) => "would upload".into(),
                 _ => "-".into(),
             },
-            r.not_after_time.map(|t| days_left(t, now)).unwrap_or_else(|| "-".into()),
+            r.not_after_time
+                .map(|t| days_left(t, now))
+                .unwrap_or_else(|| "-".into()),
             r.source.clone(),
         ]);
     }
@@ -152,8 +179,10 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
     let explained: Vec<&ImportResult> = results
         .iter()
         .filter(|r| {
-            !matches!(r.outcome, Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport)
-                || r.upload_error.is_some()
+            !matches!(
+                r.outcome,
+                Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport
+            ) || r.upload_error.is_some()
         })
         .collect();
     if !explained.is_empty() {
@@ -162,7 +191,12 @@ fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()>
     for r in explained {
         match r.outcome {
             Outcome::Rejected => {
-                writeln!(out, "{}: rejected {}", r.source, r.subject.as_deref().unwrap_or("certificate"))?;
+                writeln!(
+                    out,
+                    "{}: rejected {}",
+                    r.source,
+                    r.subject.as_deref().unwrap_or("certificate")
+                )?;
                 for reason in &r.reasons {
                     writeln!(out, "  {}: {}", reason.rule_name, reason.detail)?;
                 }

@@ -30,7 +30,12 @@ struct ListedCertificate<'a> {
     imported_at: &'a str,
 }
 
-pub fn run(args: &ListArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &ListArgs,
+    settings: &Settings,
+    json: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Exit> {
     let until = args.expiring_within.map(|within| now + within);
     let rows = match Store::open_read_only(&settings.database)? {
         Some(store) => store.list_certificates(until)?,
@@ -51,11 +56,22 @@ pub fn run(args: &ListArgs, settings: &Settings, json: bool, now: OffsetDateTime
                 humantime::format_duration(within),
                 settings.database.display()
             )?,
-            None => writeln!(out, "No certificates recorded yet ({}).", settings.database.display())?,
+            None => writeln!(
+                out,
+                "No certificates recorded yet ({}).",
+                settings.database.display()
+            )?,
         }
         return Ok(Exit::Done);
     }
-    let mut table = Table::new(&["ID", "COMMON NAME", "EXPIRES", "ORDER", "PORTAL ID", "SHA256"]);
+    let mut table = Table::new(&[
+        "ID",
+        "COMMON NAME",
+        "EXPIRES",
+        "ORDER",
+        "PORTAL ID",
+        "SHA256",
+    ]);
     for row in &rows {
         table.row(vec![
             row.id.to_string(),
@@ -63,7 +79,9 @@ pub fn run(args: &ListArgs, settings: &Settings, json: bool, now: OffsetDateTime
             parse_time(&row.not_after)
                 .map(|t| days_left(t, now))
                 .unwrap_or_else(|| row.not_after.clone()),
-            row.order_id.map(|o| o.to_string()).unwrap_or_else(|| "-".into()),
+            row.order_id
+                .map(|o| o.to_string())
+                .unwrap_or_else(|| "-".into()),
             row.portal_certificate_id
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),

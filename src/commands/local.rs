@@ -27,7 +27,10 @@ const SYSTEM_BUNDLES: &[&str] = &[
 /// Every private key and CSR we know: `--key` files (errors are fatal: the user named
 /// them) and the files of `[keys] dirs` (errors are warnings: a folder holds other files).
 /// A key whose CSR is also known carries the CSR's requested name.
-pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Result<Vec<KnownKey>> {
+pub fn load_known_keys(
+    settings: &Settings,
+    key_files: &[PathBuf],
+) -> anyhow::Result<Vec<KnownKey>> {
     let mut found: Vec<(KeyMaterial, PathBuf)> = Vec::new();
     for path in key_files {
         let bytes = read_small(path).with_context(|| format!("--key {}", path.display()))?;
@@ -37,14 +40,18 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
     }
     for dir in &settings.key_dirs {
         let entries = fs::read_dir(dir).map_err(|e| {
-            UsageError(format!("[keys] dirs: cannot read the folder {}: {e}", dir.display()))
+            UsageError(format!(
+                "[keys] dirs: cannot read the folder {}: {e}",
+                dir.display()
+            ))
         })?;
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths.into_iter().filter(|p| p.is_file()) {
-            match read_small(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                keys::read_key_material(&bytes).map_err(|e| e.to_string())
-            }) {
+            match read_small(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| keys::read_key_material(&bytes).map_err(|e| e.to_string()))
+            {
                 Ok(materials) => found.extend(materials.into_iter().map(|m| (m, path.clone()))),
                 Err(e) if e == keys::KeyError::NothingFound.to_string() => {
                     log::debug!("{}: not a key or CSR, skipped", path.display());
@@ -59,14 +66,19 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
     let requested: HashMap<PublicKeyId, String> = found
         .iter()
         .filter_map(|(m, _)| match m {
-            KeyMaterial::SigningRequest { key, name: Some(name) } => Some((key.clone(), name.clone())),
+            KeyMaterial::SigningRequest {
+                key,
+                name: Some(name),
+            } => Some((key.clone(), name.clone())),
             _ => None,
         })
         .collect();
     let file_of = |want_csr: bool, key: &PublicKeyId| {
         found
             .iter()
-            .find(|(m, _)| m.key() == key && matches!(m, KeyMaterial::SigningRequest { .. }) == want_csr)
+            .find(|(m, _)| {
+                m.key() == key && matches!(m, KeyMaterial::SigningRequest { .. }) == want_csr
+            })
             .map(|(_, path)| path.clone())
     };
     Ok(found
@@ -90,7 +102,11 @@ pub fn load_known_keys(settings: &Settings, key_files: &[PathBuf]) -> anyhow::Re
 fn read_small(path: &Path) -> anyhow::Result<Vec<u8>> {
     let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     if meta.len() > MAX_KEY_FILE {
-        anyhow::bail!("{} is {} bytes, too large for a key file", path.display(), meta.len());
+        anyhow::bail!(
+            "{} is {} bytes, too large for a key file",
+            path.display(),
+            meta.len()
+        );
     }
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -117,7 +133,10 @@ pub fn load_trust_anchors(settings: &Settings) -> anyhow::Result<Vec<Vec<u8>>> {
         })?;
         let before = anchors.len();
         for block in pem::parse_many(&text).map_err(|e| {
-            UsageError(format!("[validation] trust_roots: {} is not a PEM bundle: {e}", path.display()))
+            UsageError(format!(
+                "[validation] trust_roots: {} is not a PEM bundle: {e}",
+                path.display()
+            ))
         })? {
             if block.tag() == "CERTIFICATE" {
                 anchors.push(block.into_contents());

@@ -8,8 +8,8 @@ pub mod orders;
 pub mod resend;
 pub mod show;
 
-mod output;
 mod local;
+mod output;
 
 pub use self::local::{load_known_keys, load_trust_anchors};
 pub use self::output::{Table, days_left, print_json};
@@ -37,7 +37,11 @@ impl Exit {
             Exit::Locked => 4,
             Exit::Usage => 5,
         };
-        if rank(other) > rank(self) { other } else { self }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 

@@ -31,10 +31,17 @@ struct OrderLine {
 pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Result<Exit> {
     let portal = connect_portal(settings)?;
     let account = portal.account_id().context("finding the account id")?;
-    let orders = portal.ssl_orders(account).context("listing the SSL orders")?;
+    let orders = portal
+        .ssl_orders(account)
+        .context("listing the SSL orders")?;
     // Ask for the status names only when the mask did not bring them.
-    let statuses = if orders.iter().any(|o| status_name(o, &[]).is_none() && o.status_id.is_some()) {
-        portal.request_statuses().context("reading the order status names")?
+    let statuses = if orders
+        .iter()
+        .any(|o| status_name(o, &[]).is_none() && o.status_id.is_some())
+    {
+        portal
+            .request_statuses()
+            .context("reading the order status names")?
     } else {
         Vec::new()
     };
@@ -59,7 +66,8 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
             let imported = certificate_keys
                 .iter()
                 .find(|(_, order_id, key)| {
-                    *order_id == Some(order.id) || (csr_key.is_some() && key.as_ref() == csr_key.as_ref())
+                    *order_id == Some(order.id)
+                        || (csr_key.is_some() && key.as_ref() == csr_key.as_ref())
                 })
                 .map(|(id, _, _)| *id);
             OrderLine {
@@ -87,7 +95,15 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
         return Ok(Exit::Done);
     }
     let dash = || "-".to_string();
-    let mut table = Table::new(&["ORDER", "COMMON NAME", "STATUS", "CREATED", "EXPIRES", "MAILED TO", "IMPORTED"]);
+    let mut table = Table::new(&[
+        "ORDER",
+        "COMMON NAME",
+        "STATUS",
+        "CREATED",
+        "EXPIRES",
+        "MAILED TO",
+        "IMPORTED",
+    ]);
     for line in &lines {
         table.row(vec![
             line.id.to_string(),
@@ -112,7 +128,10 @@ fn status_name(order: &SslOrder, statuses: &[RequestStatus]) -> Option<String> {
         .and_then(|s| s.name.clone())
         .or_else(|| {
             let id = order.status_id?;
-            statuses.iter().find(|s| s.id == id).and_then(|s| s.name.clone())
+            statuses
+                .iter()
+                .find(|s| s.id == id)
+                .and_then(|s| s.name.clone())
         })
 }
 
@@ -122,7 +141,10 @@ fn day(timestamp: &str) -> String {
 }
 
 fn certificate_key(row: &CertificateRow) -> Option<PublicKeyId> {
-    let block = crate::extract::scan_pem(&row.certificate_pem, usize::MAX).blocks.into_iter().next()?;
+    let block = crate::extract::scan_pem(&row.certificate_pem, usize::MAX)
+        .blocks
+        .into_iter()
+        .next()?;
     let der = block.der.ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
     keys::from_spki(cert.public_key()).ok()

@@ -21,21 +21,34 @@ struct ResendResult {
     requested_at: Option<String>,
 }
 
-pub fn run(args: &ResendArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &ResendArgs,
+    settings: &Settings,
+    json: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Exit> {
     let portal = connect_portal(settings)?;
     let order = portal
         .ssl_order(args.order)
         .with_context(|| format!("reading order {}", args.order))?;
-    let name = order.common_name.clone().unwrap_or_else(|| "(no common name)".into());
+    let name = order
+        .common_name
+        .clone()
+        .unwrap_or_else(|| "(no common name)".into());
     // The CA mails the domain administrator given at order time (softlayer-api.md §1.2).
     let sent_to = order
         .approver_email_address
         .clone()
         .or_else(|| order.technical_contact_email_address.clone());
-    let recipient = sent_to.clone().unwrap_or_else(|| "the order's domain administrator".into());
+    let recipient = sent_to
+        .clone()
+        .unwrap_or_else(|| "the order's domain administrator".into());
 
     if !json {
-        eprintln!("The CA will send the fulfillment email for {name} (order {}) to {recipient}.", order.id);
+        eprintln!(
+            "The CA will send the fulfillment email for {name} (order {}) to {recipient}.",
+            order.id
+        );
     }
     // Ask only a person at a terminal; cron and scripts (stdin not a terminal) go on.
     if !args.yes && io::stdin().is_terminal() && !confirm("Send it? [y/N] ")? {
@@ -45,13 +58,27 @@ pub fn run(args: &ResendArgs, settings: &Settings, json: bool, now: OffsetDateTi
 
     let store = Store::open(&settings.database)?;
     if let Err(error) = portal.resend_fulfillment_email(order.id) {
-        store.update_order(order.id, order.common_name.as_deref(), "resend_failed", None, Some(&error.to_string()), now)?;
+        store.update_order(
+            order.id,
+            order.common_name.as_deref(),
+            "resend_failed",
+            None,
+            Some(&error.to_string()),
+            now,
+        )?;
         return Err(anyhow::Error::new(error).context(format!(
             "the portal refused to resend the fulfillment email of order {} ({name})",
             order.id
         )));
     }
-    store.update_order(order.id, order.common_name.as_deref(), "resend_requested", Some(now), None, now)?;
+    store.update_order(
+        order.id,
+        order.common_name.as_deref(),
+        "resend_requested",
+        Some(now),
+        None,
+        now,
+    )?;
 
     if json {
         print_json(&ResendResult {
@@ -62,7 +89,10 @@ pub fn run(args: &ResendArgs, settings: &Settings, json: bool, now: OffsetDateTi
             requested_at: Some(timestamp(now)),
         })?;
     } else {
-        println!("Fulfillment email requested for order {} ({name}); the CA mails {recipient}.", order.id);
+        println!(
+            "Fulfillment email requested for order {} ({name}); the CA mails {recipient}.",
+            order.id
+        );
     }
     Ok(Exit::Done)
 }
@@ -73,5 +103,8 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     stderr.flush()?;
     let mut answer = String::new();
     io::stdin().lock().read_line(&mut answer)?;
-    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }

@@ -10,7 +10,12 @@ use crate::cli::ShowArgs;
 use crate::config::Settings;
 use crate::store::Store;
 
-pub fn run(args: &ShowArgs, settings: &Settings, json: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &ShowArgs,
+    settings: &Settings,
+    json: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Exit> {
     let not_found = || {
         UsageError(format!(
             "no certificate '{}' in {}; `fulfill list` shows the ids",
@@ -19,7 +24,9 @@ pub fn run(args: &ShowArgs, settings: &Settings, json: bool, now: OffsetDateTime
         ))
     };
     let store = Store::open_read_only(&settings.database)?.ok_or_else(not_found)?;
-    let row = store.find_certificate(&args.certificate)?.ok_or_else(not_found)?;
+    let row = store
+        .find_certificate(&args.certificate)?
+        .ok_or_else(not_found)?;
 
     let mut out = io::stdout().lock();
     if args.pem {
@@ -52,12 +59,30 @@ pub fn run(args: &ShowArgs, settings: &Settings, json: bool, now: OffsetDateTime
         ("serial", row.serial.clone()),
         ("sha256", row.sha256.clone()),
         ("issuer", row.issuer.clone()),
-        ("chain", if chain.is_empty() { none() } else { chain.join("  <  ") }),
-        ("order", row.order_id.map(|o| o.to_string()).unwrap_or_else(none)),
-        ("portal id", row.portal_certificate_id.map(|p| p.to_string()).unwrap_or_else(none)),
+        (
+            "chain",
+            if chain.is_empty() {
+                none()
+            } else {
+                chain.join("  <  ")
+            },
+        ),
+        (
+            "order",
+            row.order_id.map(|o| o.to_string()).unwrap_or_else(none),
+        ),
+        (
+            "portal id",
+            row.portal_certificate_id
+                .map(|p| p.to_string())
+                .unwrap_or_else(none),
+        ),
         ("key", row.key_source.clone().unwrap_or_else(none)),
         ("source", row.source.clone().unwrap_or_else(none)),
-        ("message id", row.source_message_id.clone().unwrap_or_else(none)),
+        (
+            "message id",
+            row.source_message_id.clone().unwrap_or_else(none),
+        ),
         ("imported", row.imported_at.clone()),
     ];
     for (name, value) in fields {

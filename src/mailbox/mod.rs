@@ -76,13 +76,19 @@ pub struct MailboxSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum MailboxError {
     #[error("cannot connect to {host}:{port}: {cause}")]
-    Connect { host: String, port: u16, cause: String },
+    Connect {
+        host: String,
+        port: u16,
+        cause: String,
+    },
     #[error(
         "TLS with {host} failed: {cause}. If the server uses a private CA, set [mailbox] ca_file; \
          through a tunnel, set tls_server_name; or pin its certificate with pin_sha256"
     )]
     Tls { host: String, cause: String },
-    #[error("the server certificate of {host} has SHA-256 {found}, not the pinned {expected}; refused")]
+    #[error(
+        "the server certificate of {host} has SHA-256 {found}, not the pinned {expected}; refused"
+    )]
     PinMismatch {
         host: String,
         found: String,
@@ -94,9 +100,13 @@ pub enum MailboxError {
         username: String,
         server_says: String,
     },
-    #[error("{host} has no STARTTLS; refusing to send the password in clear (use security = \"tls\")")]
+    #[error(
+        "{host} has no STARTTLS; refusing to send the password in clear (use security = \"tls\")"
+    )]
     NoStartTls { host: String },
-    #[error("IMAP {what} timed out after {seconds} s; the server is slow or the connection was lost")]
+    #[error(
+        "IMAP {what} timed out after {seconds} s; the server is slow or the connection was lost"
+    )]
     Timeout { what: String, seconds: u64 },
     #[error("IMAP {what} failed: {cause}")]
     Protocol { what: String, cause: String },
@@ -131,13 +141,22 @@ impl imap::Authenticator for XOAuth2<'_> {
 
     /// RFC 7628-style initial response used by Gmail and Office 365 for XOAUTH2.
     fn process(&self, _challenge: &[u8]) -> String {
-        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token.expose())
+        format!(
+            "user={}\x01auth=Bearer {}\x01\x01",
+            self.user,
+            self.token.expose()
+        )
     }
 }
 
 fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> MailboxError + '_ {
     move |error| match &error {
-        imap::Error::Io(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+        imap::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
             MailboxError::Timeout {
                 what: what.to_string(),
                 seconds: io_timeout.as_secs().max(1),
@@ -163,7 +182,8 @@ impl Session {
             .map_err(|e| connect_error(e.to_string()))?
             .next()
             .ok_or_else(|| connect_error("the name has no address".into()))?;
-        let tcp = TcpStream::connect_timeout(&address, settings.connect_timeout).map_err(|e| connect_error(e.to_string()))?;
+        let tcp = TcpStream::connect_timeout(&address, settings.connect_timeout)
+            .map_err(|e| connect_error(e.to_string()))?;
         tcp.set_read_timeout(Some(settings.io_timeout))
             .and_then(|_| tcp.set_write_timeout(Some(settings.io_timeout)))
             .map_err(|e| connect_error(e.to_string()))?;
@@ -184,7 +204,9 @@ impl Session {
             read_timeout: settings.io_timeout,
         });
         if settings.security == Security::Tls {
-            client.read_greeting().map_err(protocol("greeting", timeout))?;
+            client
+                .read_greeting()
+                .map_err(protocol("greeting", timeout))?;
         }
         let refused = |(error, _client): (imap::Error, _)| MailboxError::LoginRefused {
             host: settings.host.clone(),
@@ -192,7 +214,9 @@ impl Session {
             server_says: server_text(&error),
         };
         let mut imap = match &settings.credential {
-            Credential::Password(password) => client.login(&settings.username, password.expose()).map_err(refused)?,
+            Credential::Password(password) => client
+                .login(&settings.username, password.expose())
+                .map_err(refused)?,
             Credential::OAuth2Token(token) => client
                 .authenticate(
                     "XOAUTH2",
@@ -203,7 +227,9 @@ impl Session {
                 )
                 .map_err(refused)?,
         };
-        let capabilities = imap.capabilities().map_err(protocol("CAPABILITY", timeout))?;
+        let capabilities = imap
+            .capabilities()
+            .map_err(protocol("CAPABILITY", timeout))?;
         let has_idle = capabilities.has_str("IDLE");
         let has_move = capabilities.has_str("MOVE");
         drop(capabilities);
@@ -326,9 +352,10 @@ impl Session {
                 .uid_store(&set, "+FLAGS (\\Seen)")
                 .map(|_| ())
                 .map_err(protocol("UID STORE", timeout)),
-            AfterImport::Move(folder) if self.has_move => {
-                self.imap.uid_mv(&set, folder).map_err(protocol(&format!("UID MOVE {folder}"), timeout))
-            }
+            AfterImport::Move(folder) if self.has_move => self
+                .imap
+                .uid_mv(&set, folder)
+                .map_err(protocol(&format!("UID MOVE {folder}"), timeout)),
             AfterImport::Move(folder) => {
                 self.imap
                     .uid_copy(&set, folder)
@@ -343,13 +370,18 @@ impl Session {
 
     /// Waits up to `timeout` for the folder to change: IDLE where the server has it,
     /// otherwise NOOP every `poll_interval`. Returns whether something changed.
-    pub fn wait_for_change(&mut self, timeout: Duration, poll_interval: Duration) -> Result<bool, MailboxError> {
+    pub fn wait_for_change(
+        &mut self,
+        timeout: Duration,
+        poll_interval: Duration,
+    ) -> Result<bool, MailboxError> {
         let io_timeout = self.io_timeout;
         if self.has_idle {
             // keepalive off: the caller re-issues IDLE at least every IDLE_REFRESH.
             let outcome = {
                 let mut idle = self.imap.idle();
-                idle.timeout(timeout.max(Duration::from_secs(1))).keepalive(false);
+                idle.timeout(timeout.max(Duration::from_secs(1)))
+                    .keepalive(false);
                 idle.wait_while(imap::extensions::idle::stop_on_any)
             };
             return match outcome {
@@ -361,7 +393,9 @@ impl Session {
         let deadline = Instant::now() + timeout;
         let before = self.imap.select_counts();
         while Instant::now() < deadline {
-            std::thread::sleep(poll_interval.min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                poll_interval.min(deadline.saturating_duration_since(Instant::now())),
+            );
             self.imap.noop().map_err(protocol("NOOP", io_timeout))?;
             if self.imap.select_counts() != before {
                 return Ok(true);
@@ -391,14 +425,18 @@ impl SelectCounts for imap::Session<ImapStream> {
             .filter(|r| {
                 matches!(
                     r,
-                    imap::types::UnsolicitedResponse::Exists(_) | imap::types::UnsolicitedResponse::Recent(_)
+                    imap::types::UnsolicitedResponse::Exists(_)
+                        | imap::types::UnsolicitedResponse::Recent(_)
                 )
             })
             .count()
     }
 }
 
-fn handshake(settings: &MailboxSettings, counted: Counted) -> Result<native_tls::TlsStream<Counted>, MailboxError> {
+fn handshake(
+    settings: &MailboxSettings,
+    counted: Counted,
+) -> Result<native_tls::TlsStream<Counted>, MailboxError> {
     let tls_error = |cause: String| MailboxError::Tls {
         host: settings.host.clone(),
         cause,
@@ -414,9 +452,11 @@ fn handshake(settings: &MailboxSettings, counted: Counted) -> Result<native_tls:
             path: path.clone(),
             cause: e.to_string(),
         })? {
-            let cert = native_tls::Certificate::from_der(block.contents()).map_err(|e| MailboxError::CaFile {
-                path: path.clone(),
-                cause: e.to_string(),
+            let cert = native_tls::Certificate::from_der(block.contents()).map_err(|e| {
+                MailboxError::CaFile {
+                    path: path.clone(),
+                    cause: e.to_string(),
+                }
             })?;
             builder.add_root_certificate(cert);
         }
@@ -428,7 +468,10 @@ fn handshake(settings: &MailboxSettings, counted: Counted) -> Result<native_tls:
         builder.danger_accept_invalid_hostnames(true);
     }
     let connector = builder.build().map_err(|e| tls_error(e.to_string()))?;
-    let name = settings.tls_server_name.as_deref().unwrap_or(&settings.host);
+    let name = settings
+        .tls_server_name
+        .as_deref()
+        .unwrap_or(&settings.host);
     let tls = connector.connect(name, counted).map_err(|e| match e {
         native_tls::HandshakeError::Failure(e) => tls_error(e.to_string()),
         native_tls::HandshakeError::WouldBlock(_) => MailboxError::Timeout {
@@ -491,38 +534,42 @@ fn starttls(mut plain: Counted, host: &str, timeout: Duration) -> Result<Counted
             cause: greeting,
         });
     }
-    let command = |plain: &mut Counted, tag: &str, text: &str| -> Result<Vec<String>, MailboxError> {
-        plain
-            .write_all(format!("{tag} {text}\r\n").as_bytes())
-            .map_err(|e| io(text, e))?;
-        let mut lines = Vec::new();
-        for _ in 0..32 {
-            let line = read_line(plain, text)?;
-            if let Some(status) = line.strip_prefix(&format!("{tag} ")) {
-                if status.starts_with("OK") {
-                    return Ok(lines);
+    let command =
+        |plain: &mut Counted, tag: &str, text: &str| -> Result<Vec<String>, MailboxError> {
+            plain
+                .write_all(format!("{tag} {text}\r\n").as_bytes())
+                .map_err(|e| io(text, e))?;
+            let mut lines = Vec::new();
+            for _ in 0..32 {
+                let line = read_line(plain, text)?;
+                if let Some(status) = line.strip_prefix(&format!("{tag} ")) {
+                    if status.starts_with("OK") {
+                        return Ok(lines);
+                    }
+                    return Err(MailboxError::Protocol {
+                        what: text.to_string(),
+                        cause: status.to_string(),
+                    });
                 }
-                return Err(MailboxError::Protocol {
-                    what: text.to_string(),
-                    cause: status.to_string(),
-                });
+                if line.is_empty() && lines.last().is_some_and(String::is_empty) {
+                    break;
+                }
+                lines.push(line);
             }
-            if line.is_empty() && lines.last().is_some_and(String::is_empty) {
-                break;
-            }
-            lines.push(line);
-        }
-        Err(MailboxError::Protocol {
-            what: text.to_string(),
-            cause: "no tagged answer".into(),
-        })
-    };
+            Err(MailboxError::Protocol {
+                what: text.to_string(),
+                cause: "no tagged answer".into(),
+            })
+        };
     let capabilities = command(&mut plain, "f1", "CAPABILITY")?;
-    if !capabilities
-        .iter()
-        .any(|l| l.to_ascii_uppercase().split_whitespace().any(|w| w == "STARTTLS"))
-    {
-        return Err(MailboxError::NoStartTls { host: host.to_string() });
+    if !capabilities.iter().any(|l| {
+        l.to_ascii_uppercase()
+            .split_whitespace()
+            .any(|w| w == "STARTTLS")
+    }) {
+        return Err(MailboxError::NoStartTls {
+            host: host.to_string(),
+        });
     }
     command(&mut plain, "f2", "STARTTLS")?;
     Ok(plain)
@@ -540,7 +587,9 @@ fn server_text(error: &imap::Error) -> String {
 
 /// IMAP date (RFC 3501 `date`): 1-Feb-2026.
 fn imap_date(date: time::Date) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     format!(
         "{}-{}-{}",
         date.day(),
@@ -568,7 +617,11 @@ fn uid_set(uids: &[u32]) -> String {
             i += 1;
             end = uids[i];
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}:{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
         i += 1;
     }
     parts.join(",")
@@ -589,7 +642,10 @@ mod tests {
     fn search_keys() {
         assert_eq!(imap_date(time::macros::date!(2026 - 02 - 01)), "1-Feb-2026");
         assert_eq!(sender_query(&[]), None);
-        assert_eq!(sender_query(&["a@x".into()]).as_deref(), Some("FROM \"a@x\""));
+        assert_eq!(
+            sender_query(&["a@x".into()]).as_deref(),
+            Some("FROM \"a@x\"")
+        );
         assert_eq!(
             sender_query(&["a@x".into(), "b@y".into(), "c@z".into()]).as_deref(),
             Some("OR OR FROM \"a@x\" FROM \"b@y\" FROM \"c@z\"")

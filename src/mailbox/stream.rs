@@ -78,6 +78,10 @@ impl SetReadTimeout for ImapStream {
         // imap's IDLE sets its own timeout and then clears it (None = wait forever); a
         // cron run must never wait forever, so None means "back to our read timeout".
         let timeout = timeout.or(Some(self.read_timeout));
-        self.tls.get_mut().tcp.set_read_timeout(timeout).map_err(imap::Error::Io)
+        self.tls
+            .get_mut()
+            .tcp
+            .set_read_timeout(timeout)
+            .map_err(imap::Error::Io)
     }
 }

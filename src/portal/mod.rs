@@ -18,8 +18,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use self::types::{
-    ApiErrorBody, CertificateTemplate, RequestStatus, SSL_ORDER_MASK, STORED_CERTIFICATE_MASK, SslOrder,
-    StoredCertificate,
+    ApiErrorBody, CertificateTemplate, RequestStatus, SSL_ORDER_MASK, STORED_CERTIFICATE_MASK,
+    SslOrder, StoredCertificate,
 };
 use crate::secret::Secret;
 
@@ -61,7 +61,9 @@ pub enum PortalError {
     },
     #[error("{call}: the portal answered HTTP {status} with an empty body")]
     Empty { call: String, status: u16 },
-    #[error("{call}: no complete answer within {seconds} s; the portal is slow or unreachable, try again later")]
+    #[error(
+        "{call}: no complete answer within {seconds} s; the portal is slow or unreachable, try again later"
+    )]
     Timeout { call: String, seconds: u64 },
     #[error("{call}: cannot reach the portal at {endpoint}: {cause}")]
     Connection {
@@ -82,7 +84,10 @@ impl PortalError {
     pub fn is_transient(&self) -> bool {
         match self {
             PortalError::Api {
-                status, code, message, ..
+                status,
+                code,
+                message,
+                ..
             } => {
                 *status == 429
                     || code == "SoftLayer_Exception_WebService_RateLimitExceeded"
@@ -90,7 +95,9 @@ impl PortalError {
                     || (code == "SoftLayer_Exception_Public" && message == "Internal Error")
                     || (*status >= 500 && code.is_empty())
             }
-            PortalError::Empty { .. } | PortalError::Timeout { .. } | PortalError::Connection { .. } => true,
+            PortalError::Empty { .. }
+            | PortalError::Timeout { .. }
+            | PortalError::Connection { .. } => true,
             _ => false,
         }
     }
@@ -98,7 +105,11 @@ impl PortalError {
     /// The API's exception class, when it gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            PortalError::Api { code, .. } | PortalError::Unauthorized { code, .. } if !code.is_empty() => Some(code),
+            PortalError::Api { code, .. } | PortalError::Unauthorized { code, .. }
+                if !code.is_empty() =>
+            {
+                Some(code)
+            }
             _ => None,
         }
     }
@@ -183,7 +194,11 @@ impl Portal {
                 endpoint: settings.endpoint.clone(),
                 why: format!("cannot set up the HTTP client: {e}"),
             })?;
-        Ok(Portal { http, base, settings })
+        Ok(Portal {
+            http,
+            base,
+            settings,
+        })
     }
 
     pub fn username(&self) -> &str {
@@ -200,15 +215,20 @@ impl Portal {
         let mut call = Call::new("SoftLayer_Account", "getObject");
         call.mask = Some("mask[id]");
         let account: Value = self.call(&call)?;
-        account["id"].as_i64().ok_or_else(|| PortalError::Unexpected {
-            call: call.name(),
-            why: "no account id in the answer".into(),
-        })
+        account["id"]
+            .as_i64()
+            .ok_or_else(|| PortalError::Unexpected {
+                call: call.name(),
+                why: "no account id in the answer".into(),
+            })
     }
 
     /// Every SSL order of the account (§1.3: there is no Account method for them).
     pub fn ssl_orders(&self, account_id: i64) -> Result<Vec<SslOrder>, PortalError> {
-        let mut call = Call::new("SoftLayer_Security_Certificate_Request", "getSslCertificateRequests");
+        let mut call = Call::new(
+            "SoftLayer_Security_Certificate_Request",
+            "getSslCertificateRequests",
+        );
         call.parameters = Some(json!([account_id]));
         call.mask = Some(SSL_ORDER_MASK);
         let orders: ListOf<SslOrder> = self.call(&call)?;
@@ -224,7 +244,10 @@ impl Portal {
 
     /// The status names, from the API (§1.5: ids and names are not documented).
     pub fn request_statuses(&self) -> Result<Vec<RequestStatus>, PortalError> {
-        let call = Call::new("SoftLayer_Security_Certificate_Request_Status", "getSslRequestStatuses");
+        let call = Call::new(
+            "SoftLayer_Security_Certificate_Request_Status",
+            "getSslRequestStatuses",
+        );
         let statuses: ListOf<RequestStatus> = self.call(&call)?;
         Ok(statuses.0)
     }
@@ -247,7 +270,11 @@ impl Portal {
     /// The store's certificates named `common_name` whose certificate is the one with this
     /// SHA-256. The filter narrows the answer; the fingerprint decides (§2.4: a filter the
     /// API does not understand is silently ignored).
-    pub fn find_certificate(&self, common_name: &str, sha256: &str) -> Result<Option<StoredCertificate>, PortalError> {
+    pub fn find_certificate(
+        &self,
+        common_name: &str,
+        sha256: &str,
+    ) -> Result<Option<StoredCertificate>, PortalError> {
         const PAGE: usize = 100;
         let mut offset = 0;
         loop {
@@ -263,11 +290,11 @@ impl Portal {
             call.result_limit = Some((offset, PAGE));
             let page: ListOf<StoredCertificate> = self.call(&call)?;
             let count = page.0.len();
-            if let Some(found) = page
-                .0
-                .into_iter()
-                .find(|c| c.certificate.as_deref().is_some_and(|pem| pem_sha256(pem).as_deref() == Some(sha256)))
-            {
+            if let Some(found) = page.0.into_iter().find(|c| {
+                c.certificate
+                    .as_deref()
+                    .is_some_and(|pem| pem_sha256(pem).as_deref() == Some(sha256))
+            }) {
                 return Ok(Some(found));
             }
             if count < PAGE {
@@ -315,7 +342,11 @@ impl Portal {
         loop {
             match self.attempt(call) {
                 Ok(value) => return Ok(value),
-                Err(e) if call.retry == Retry::Safe && e.is_transient() && attempt < self.settings.retries => {
+                Err(e)
+                    if call.retry == Retry::Safe
+                        && e.is_transient()
+                        && attempt < self.settings.retries =>
+                {
                     attempt += 1;
                     log::info!("{e}; retrying ({attempt} of {})", self.settings.retries);
                     self.pause(attempt);
@@ -327,7 +358,10 @@ impl Portal {
 
     /// Exponential backoff with jitter: retry_wait × 2^(attempt-1), ±25 %.
     fn pause(&self, attempt: u32) {
-        let base = self.settings.retry_wait.saturating_mul(1 << (attempt - 1).min(10));
+        let base = self
+            .settings
+            .retry_wait
+            .saturating_mul(1 << (attempt - 1).min(10));
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -367,12 +401,19 @@ impl Portal {
     fn attempt<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, PortalError> {
         let url = self.url(call)?;
         // §3.2: the API ignores a body sent with GET, so calls with parameters are POSTs.
-        let method = if call.parameters.is_some() { Method::POST } else { Method::GET };
+        let method = if call.parameters.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
         log::debug!("portal: {method} {url}");
         let mut request = self
             .http
             .request(method, url)
-            .basic_auth(&self.settings.username, Some(self.settings.api_key.expose()))
+            .basic_auth(
+                &self.settings.username,
+                Some(self.settings.api_key.expose()),
+            )
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(parameters) = &call.parameters {
             request = request.json(&json!({ "parameters": parameters }));
@@ -402,7 +443,11 @@ impl Portal {
         }
     }
 
-    fn read_response<T: DeserializeOwned>(&self, call: &Call<'_>, response: Response) -> Result<T, PortalError> {
+    fn read_response<T: DeserializeOwned>(
+        &self,
+        call: &Call<'_>,
+        response: Response,
+    ) -> Result<T, PortalError> {
         let status = response.status();
         let body = response.text().map_err(|e| self.transport_error(call, e))?;
         log::trace!("portal: HTTP {status}, {} bytes", body.len());
@@ -464,7 +509,9 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for ListOf<T> {
             object @ Value::Object(_) => serde_json::from_value(object)
                 .map(|item| ListOf(vec![item]))
                 .map_err(serde::de::Error::custom),
-            other => Err(serde::de::Error::custom(format!("expected a list, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a list, got {other}"
+            ))),
         }
     }
 }
@@ -493,13 +540,19 @@ fn endpoint_url(endpoint: &str) -> Result<Url, PortalError> {
     };
     let url = Url::parse(&with_slash).map_err(|e| fail(&format!("not a URL: {e}")))?;
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail("credentials do not belong in the URL; use [portal] username and api_key_cmd"));
+        return Err(fail(
+            "credentials do not belong in the URL; use [portal] username and api_key_cmd",
+        ));
     }
     match url.scheme() {
         "https" => Ok(url),
         "http" if matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(url),
-        "http" => Err(fail("plain http would send the API key in clear; use https")),
-        _ => Err(fail("only https endpoints are supported (the REST API, e.g. https://api.softlayer.com/rest/v3.1/)")),
+        "http" => Err(fail(
+            "plain http would send the API key in clear; use https",
+        )),
+        _ => Err(fail(
+            "only https endpoints are supported (the REST API, e.g. https://api.softlayer.com/rest/v3.1/)",
+        )),
     }
 }
 
@@ -511,10 +564,20 @@ mod tests {
     fn endpoints_must_be_https_except_on_loopback() {
         assert!(endpoint_url("https://api.softlayer.com/rest/v3.1").is_ok());
         assert!(endpoint_url("http://127.0.0.1:8080/rest/v3.1/").is_ok());
-        assert!(endpoint_url("http://api.softlayer.com/rest/v3.1/").unwrap_err().to_string().contains("in clear"));
+        assert!(
+            endpoint_url("http://api.softlayer.com/rest/v3.1/")
+                .unwrap_err()
+                .to_string()
+                .contains("in clear")
+        );
         assert!(endpoint_url("https://user:key@api.softlayer.com/rest/v3.1/").is_err());
         assert!(endpoint_url("ftp://x/").is_err());
-        assert_eq!(endpoint_url("https://api.softlayer.com/rest/v3.1").unwrap().path(), "/rest/v3.1/");
+        assert_eq!(
+            endpoint_url("https://api.softlayer.com/rest/v3.1")
+                .unwrap()
+                .path(),
+            "/rest/v3.1/"
+        );
     }
 
     #[test]
@@ -527,9 +590,23 @@ mod tests {
         };
         assert!(api(500, "SoftLayer_Exception_Public", "Internal Error").is_transient());
         assert!(api(429, "", "").is_transient());
-        assert!(api(500, "SoftLayer_Exception_WebService_RateLimitExceeded", "Rate limit").is_transient());
+        assert!(
+            api(
+                500,
+                "SoftLayer_Exception_WebService_RateLimitExceeded",
+                "Rate limit"
+            )
+            .is_transient()
+        );
         assert!(api(502, "", "Bad Gateway").is_transient());
         assert!(!api(500, "SoftLayer_Exception_Public", "SSL orders are retired").is_transient());
-        assert!(!api(404, "SoftLayer_Exception_ObjectNotFound", "Unable to find object").is_transient());
+        assert!(
+            !api(
+                404,
+                "SoftLayer_Exception_ObjectNotFound",
+                "Unable to find object"
+            )
+            .is_transient()
+        );
     }
 }

@@ -72,10 +72,19 @@ pub struct CertificateTemplate {
 impl fmt::Debug for CertificateTemplate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CertificateTemplate")
-            .field("certificate", &format_args!("{} bytes", self.certificate.len()))
-            .field("intermediate_certificate", &self.intermediate_certificate.as_ref().map(String::len))
+            .field(
+                "certificate",
+                &format_args!("{} bytes", self.certificate.len()),
+            )
+            .field(
+                "intermediate_certificate",
+                &self.intermediate_certificate.as_ref().map(String::len),
+            )
             .field("private_key", &"(redacted)")
-            .field("certificate_signing_request", &self.certificate_signing_request.is_some())
+            .field(
+                "certificate_signing_request",
+                &self.certificate_signing_request.is_some(),
+            )
             .field("notes", &self.notes)
             .finish()
     }

@@ -27,14 +27,24 @@ pub enum StoreError {
     #[error("cannot create the database file {path}: {source}")]
     CreateFile { path: PathBuf, source: io::Error },
     #[error("cannot open the database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
         "the database {path} has schema version {found}, newer than this fulfill knows ({known}); \
          use a newer fulfill"
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("database {path}: {source}")]
-    Sql { path: PathBuf, source: rusqlite::Error },
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("'{0}' matches more than one certificate; give more of the SHA-256")]
     Ambiguous(String),
 }
@@ -119,7 +129,8 @@ pub struct MailboxState {
 
 /// Moves a folder's position forward (never back, within one UIDVALIDITY); a new
 /// UIDVALIDITY replaces the old state.
-const ADVANCE_MAILBOX: &str = "INSERT INTO mailbox_state (account, folder, uidvalidity, last_uid, updated_at)
+const ADVANCE_MAILBOX: &str =
+    "INSERT INTO mailbox_state (account, folder, uidvalidity, last_uid, updated_at)
      VALUES (?1, ?2, ?3, ?4, ?5)
      ON CONFLICT (account, folder) DO UPDATE SET
          last_uid = CASE WHEN uidvalidity = excluded.uidvalidity
@@ -127,7 +138,11 @@ const ADVANCE_MAILBOX: &str = "INSERT INTO mailbox_state (account, folder, uidva
          uidvalidity = excluded.uidvalidity,
          updated_at = excluded.updated_at";
 
-fn advance(tx: &rusqlite::Connection, position: &MailboxPosition, now: OffsetDateTime) -> rusqlite::Result<usize> {
+fn advance(
+    tx: &rusqlite::Connection,
+    position: &MailboxPosition,
+    now: OffsetDateTime,
+) -> rusqlite::Result<usize> {
     tx.execute(
         ADVANCE_MAILBOX,
         params![
@@ -155,8 +170,12 @@ pub struct Store {
 
 /// RFC 3339, UTC, whole seconds: sorts as text, reads well in the sqlite3 shell.
 pub fn timestamp(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 const CERTIFICATE_COLUMNS: &str = "id, order_id, common_name, subject_alt_names, serial, sha256, issuer, \
@@ -193,7 +212,10 @@ fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> 
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -238,12 +260,12 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|source| {
-            StoreError::Open {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
@@ -269,11 +291,15 @@ impl Store {
     fn configure(&self) -> Result<(), StoreError> {
         // A cron run and a person's `list` may meet: wait for each other briefly
         // rather than fail with "database is locked".
-        self.conn.busy_timeout(Duration::from_secs(10)).map_err(self.sql())?;
+        self.conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(self.sql())?;
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(self.sql())?;
-        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(self.sql())?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(self.sql())?;
         Ok(())
     }
 
@@ -301,7 +327,8 @@ impl Store {
             };
             let tx = self.conn.transaction().map_err(sql)?;
             tx.execute_batch(migration).map_err(sql)?;
-            tx.pragma_update(None, "user_version", index as i64 + 1).map_err(sql)?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(sql)?;
             tx.commit().map_err(sql)?;
         }
         Ok(())
@@ -326,7 +353,11 @@ impl Store {
         };
         let tx = self.conn.transaction().map_err(sql)?;
         let existing: Option<i64> = tx
-            .query_row("SELECT id FROM certificates WHERE sha256 = ?1", [&cert.sha256], |r| r.get(0))
+            .query_row(
+                "SELECT id FROM certificates WHERE sha256 = ?1",
+                [&cert.sha256],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sql)?;
         let at = timestamp(now);
@@ -390,7 +421,12 @@ impl Store {
     }
 
     /// Notes that the portal store holds certificate `id` as `portal_id`.
-    pub fn set_portal_certificate_id(&self, id: i64, portal_id: i64, now: OffsetDateTime) -> Result<(), StoreError> {
+    pub fn set_portal_certificate_id(
+        &self,
+        id: i64,
+        portal_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let sql = |source| StoreError::Sql {
             path: path.clone(),
@@ -481,7 +517,13 @@ impl Store {
     }
 
     /// Appends one step to the audit trail.
-    pub fn add_event(&self, order_id: Option<i64>, kind: &str, detail: &str, now: OffsetDateTime) -> Result<(), StoreError> {
+    pub fn add_event(
+        &self,
+        order_id: Option<i64>,
+        kind: &str,
+        detail: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -518,11 +560,21 @@ impl Store {
     }
 
     /// Moves the mailbox position past a message that taught nothing worth an event.
-    pub fn advance_mailbox(&self, position: &MailboxPosition, now: OffsetDateTime) -> Result<(), StoreError> {
-        advance(&self.conn, position, now).map(|_| ()).map_err(self.sql())
+    pub fn advance_mailbox(
+        &self,
+        position: &MailboxPosition,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        advance(&self.conn, position, now)
+            .map(|_| ())
+            .map_err(self.sql())
     }
 
-    pub fn mailbox_state(&self, account: &str, folder: &str) -> Result<Option<MailboxState>, StoreError> {
+    pub fn mailbox_state(
+        &self,
+        account: &str,
+        folder: &str,
+    ) -> Result<Option<MailboxState>, StoreError> {
         self.conn
             .query_row(
                 "SELECT uidvalidity, last_uid FROM mailbox_state WHERE account = ?1 AND folder = ?2",
@@ -557,7 +609,10 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
-    pub fn certificate_by_sha256(&self, sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
+    pub fn certificate_by_sha256(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<CertificateRow>, StoreError> {
         self.conn
             .query_row(
                 &format!("SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE sha256 = ?1"),
@@ -570,7 +625,10 @@ impl Store {
 
     /// A certificate by row id, or by SHA-256 or a unique prefix of it (at least 8 hex digits,
     /// colons allowed as `openssl x509 -fingerprint` prints them).
-    pub fn find_certificate(&self, id_or_sha256: &str) -> Result<Option<CertificateRow>, StoreError> {
+    pub fn find_certificate(
+        &self,
+        id_or_sha256: &str,
+    ) -> Result<Option<CertificateRow>, StoreError> {
         if let Ok(id) = id_or_sha256.parse::<i64>() {
             let by_id = self
                 .conn
@@ -607,7 +665,10 @@ impl Store {
     }
 
     /// Certificates by expiry, soonest first; only those expiring before `until` if given.
-    pub fn list_certificates(&self, until: Option<OffsetDateTime>) -> Result<Vec<CertificateRow>, StoreError> {
+    pub fn list_certificates(
+        &self,
+        until: Option<OffsetDateTime>,
+    ) -> Result<Vec<CertificateRow>, StoreError> {
         let until = until.map(timestamp).unwrap_or_else(|| "9999".into());
         let mut stmt = self
             .conn
@@ -615,7 +676,9 @@ impl Store {
                 "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE not_after <= ?1 ORDER BY not_after, id"
             ))
             .map_err(self.sql())?;
-        let rows = stmt.query_map([until], certificate_row).map_err(self.sql())?;
+        let rows = stmt
+            .query_map([until], certificate_row)
+            .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 }
