@@ -57,6 +57,20 @@ pub enum Command {
     Resend(ResendArgs),
     /// Check the configuration, keys, trust roots and portal authentication
     Check,
+    /// Scan the mailbox for fulfillment emails and import what matches
+    Poll(PollArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PollArgs {
+    /// After importing what is there, wait this long for a matching mail (e.g. 10m);
+    /// exit 3 if none came
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait: Option<std::time::Duration>,
+
+    /// Read everything, write nothing: no database change, no mailbox flag, no upload
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

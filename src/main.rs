@@ -39,6 +39,7 @@ fn try_main(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Orders => commands::orders::run(&settings, json, now),
         Command::Resend(args) => commands::resend::run(args, &settings, json, now),
         Command::Check => commands::check::run(&settings, json, now),
+        Command::Poll(args) => commands::poll::run(args, &settings, json, cli.global.quiet, now),
     }
 }
 

@@ -7,6 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::commands::Exit;
+use crate::config::MailboxConfig;
+use crate::mailbox::Session;
 use crate::extract::{self, Extraction, Limits};
 use crate::keys::{self, KeyMaterial};
 use crate::portal::types::{CertificateTemplate, SslOrder};
@@ -104,6 +106,104 @@ pub fn import_message(
     }
     finish(&results, destination, position, now)?;
     Ok(results)
+}
+
+/// What one pass over the mailbox folder found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Results for every message that held certificate material (ordinary mail is left out).
+    pub results: Vec<ImportResult>,
+    pub new_messages: usize,
+    pub too_large: usize,
+    pub uidvalidity_changed: bool,
+}
+
+/// One pass over the configured folder: what is new since the last run (by UID, within
+/// `since`, from `senders`), each message sized, fetched, imported and marked in turn, the
+/// position recorded with what each message taught. A run with nothing new costs one
+/// SELECT and one UID SEARCH, whatever the size of the mailbox.
+pub fn scan_mailbox(
+    session: &mut Session,
+    config: &MailboxConfig,
+    account: &str,
+    checks: &Checks,
+    destination: &mut Destination<'_>,
+    now: OffsetDateTime,
+) -> anyhow::Result<Scan> {
+    let folder = &config.session.folder;
+    let status = session
+        .select(folder)
+        .with_context(|| format!("opening folder {folder} on {}", session.host()))?;
+    let state = match destination.store.as_deref() {
+        Some(store) => store.mailbox_state(account, folder)?,
+        None => None,
+    };
+    let mut scan = Scan::default();
+    let after_uid = match state {
+        Some(state) if state.uidvalidity == status.uidvalidity => state.last_uid,
+        Some(state) => {
+            // The UIDs we remember mean nothing now (server migration, restore): look at the
+            // whole window again; certificates already recorded are known by fingerprint.
+            log::warn!(
+                "{account}/{folder}: UIDVALIDITY changed from {} to {}; rescanning mail of the last {}",
+                state.uidvalidity,
+                status.uidvalidity,
+                humantime::format_duration(config.since)
+            );
+            scan.uidvalidity_changed = true;
+            0
+        }
+        None => 0,
+    };
+    let since = (now - config.since).date();
+    let uids = session
+        .search_new(after_uid, Some(since), &config.session.senders)
+        .with_context(|| format!("searching {folder} for new mail"))?;
+    scan.new_messages = uids.len();
+    if uids.is_empty() {
+        return Ok(scan);
+    }
+    for (uid, size) in session.sizes(&uids)? {
+        let position = MailboxPosition {
+            account: account.to_string(),
+            folder: folder.clone(),
+            uidvalidity: status.uidvalidity,
+            uid,
+        };
+        // RFC 5092 IMAP URL: a reviewer can find the mail again from the record.
+        let source = format!("imap://{account}/{folder};UIDVALIDITY={};UID={uid}", status.uidvalidity);
+        if u64::from(size) > config.session.max_message_size {
+            scan.too_large += 1;
+            let detail = format!(
+                "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
+                config.session.max_message_size
+            );
+            log::warn!("{detail}");
+            if let Some(store) = destination.store.as_deref().filter(|_| !destination.dry_run) {
+                store.add_event_at(None, "mail_too_large", &detail, Some(&position), now)?;
+            }
+            continue;
+        }
+        let Some(bytes) = session.fetch(uid)? else {
+            // Expunged between SEARCH and FETCH: nothing to learn, move on.
+            if let Some(store) = destination.store.as_deref().filter(|_| !destination.dry_run) {
+                store.advance_mailbox(&position, now)?;
+            }
+            continue;
+        };
+        let results = import_message(&bytes, &source, checks, destination, Some(&position), now)?;
+        let imported = results
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Imported | Outcome::AlreadyImported));
+        if imported && !destination.dry_run {
+            session
+                .after_import(uid, &config.session.after_import)
+                .with_context(|| format!("{source}: applying after_import"))?;
+        }
+        scan.results
+            .extend(results.into_iter().filter(|r| r.outcome != Outcome::NoCertificate));
+    }
+    Ok(scan)
 }
 
 /// Records an event for every outcome that recorded nothing (an import records its own),
@@ -303,6 +403,7 @@ pub fn order_csr_keys(order: &SslOrder, known: &[KnownKey]) -> Vec<KnownKey> {
                     requested_name: order.common_name.clone(),
                     private_key_file: local.and_then(|k| k.private_key_file.clone()),
                     csr_file: None,
+                    order_id: Some(order.id),
                     key,
                 }
             })
@@ -489,7 +590,7 @@ fn record(
         anyhow::bail!("internal: no database open for a real import");
     };
     let new = NewCertificate {
-        order_id: destination.order_id,
+        order_id: destination.order_id.or(accepted.key.order_id),
         common_name: result.common_name.clone().unwrap_or_default(),
         subject_alt_names: leaf.dns_names.clone(),
         serial: leaf.serial.clone(),

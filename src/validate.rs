@@ -51,6 +51,8 @@ pub struct KnownKey {
     pub private_key_file: Option<std::path::PathBuf>,
     /// A CSR file with this public key, if we have one (uploaded for the record).
     pub csr_file: Option<std::path::PathBuf>,
+    /// The portal order whose CSR this is.
+    pub order_id: Option<i64>,
 }
 
 /// What the leaf must match.

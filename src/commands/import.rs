@@ -149,7 +149,7 @@ fn read_input(path: &Path, limit: usize) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()> {
+pub(super) fn print_report(results: &[ImportResult], now: OffsetDateTime) -> io::Result<()> {
     let mut out = io::stdout().lock();
     let mut table = Table::new(&["RESULT", "NAME", "ID", "PORTAL", "EXPIRES", "FILE"]);
     for r in results {

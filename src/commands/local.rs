@@ -94,6 +94,7 @@ pub fn load_known_keys(
                 source,
                 private_key_file: file_of(false, material.key()),
                 csr_file: file_of(true, material.key()),
+                order_id: None,
             }
         })
         .collect())

@@ -5,6 +5,7 @@ pub mod check;
 pub mod import;
 pub mod list;
 pub mod orders;
+pub mod poll;
 pub mod resend;
 pub mod show;
 
