@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dovecot;
 pub mod portal;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,448 @@
+//! `fulfill poll` against a real Dovecot over TLS on loopback (tests/support/dovecot.rs):
+//! both TLS modes, login refusal, certificate trust and pinning, finding fulfillment mail
+//! among unrelated mail, incremental runs, UIDVALIDITY changes, oversized mail, a server
+//! killed mid-run, IDLE, and the --wait deadline. Mail arrives by IMAP APPEND, as a CA's
+//! mail server would deliver it.
+
+mod support;
+
+#[path = "pki/mod.rs"]
+mod pki;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+use support::dovecot::{Dovecot, Options, ServerCert, dovecot_or_skip, dovecot_or_skip_with};
+use support::{Home, open_db, stdout_json};
+
+/// A private Dovecot, a private home, a test CA, and a keys folder that fills up as
+/// fulfillment mails are made.
+struct Fixture {
+    dovecot: Dovecot,
+    home: Home,
+    root: pki::Ca,
+    issuing: pki::Ca,
+    keys: PathBuf,
+    config: PathBuf,
+    serial: u32,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        Some(Fixture::with(dovecot_or_skip()?))
+    }
+
+    fn with(dovecot: Dovecot) -> Fixture {
+        let home = Home::new();
+        let root = pki::root("Mailbox Test Root");
+        let issuing = pki::intermediate("Mailbox Test Issuing CA", &root);
+        let keys = home.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(home.path().join("root.pem"), &root.pem).unwrap();
+        std::fs::write(home.path().join("imap-password"), format!("{}\n", dovecot.password())).unwrap();
+        let config = home.path().join("config.toml");
+        let fixture = Fixture {
+            dovecot,
+            home,
+            root,
+            issuing,
+            keys,
+            config,
+            serial: 0,
+        };
+        fixture.configure("");
+        fixture
+    }
+
+    /// Writes the config: IMAPS with the server's certificate as ca_file, plus `extra`
+    /// lines in [mailbox] (later keys must not repeat these).
+    fn configure(&self, extra: &str) {
+        self.configure_raw(&format!(
+            "host = \"127.0.0.1\"\nport = {}\nsecurity = \"tls\"\nca_file = \"{}\"\n{extra}",
+            self.dovecot.imaps_port(),
+            self.dovecot.cert_pem_path().display()
+        ));
+    }
+
+    /// Writes the config with exactly these connection lines.
+    fn configure_raw(&self, connection: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "[mailbox]\n{connection}\nusername = \"{}\"\npassword_cmd = \"cat {}\"\ntimeout = \"5s\"\nrun_timeout = \"2m\"\n\
+                 [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+                self.dovecot.user(),
+                self.home.path().join("imap-password").display(),
+                self.keys.display(),
+                self.home.path().join("root.pem").display()
+            ),
+        )
+        .unwrap();
+    }
+
+    fn fulfill(&self) -> assert_cmd::Command {
+        let mut cmd = self.home.fulfill();
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    /// `fulfill --json poll ARGS`, its exit code and its report.
+    fn poll(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let output = self.fulfill().args(["--json", "poll"]).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if output.stdout.is_empty() {
+            panic!("poll printed nothing; stderr:\n{stderr}\ndovecot log:\n{}", self.dovecot.log());
+        }
+        (output.status.code(), stdout_json(&output))
+    }
+
+    /// A CA's fulfillment mail for a new certificate of `name`, whose key (and CSR) go into
+    /// the keys folder when `ours`.
+    fn fulfillment_mail(&mut self, name: &str, ours: bool) -> Vec<u8> {
+        self.serial += 1;
+        let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(2025, 1, 1), pki::ymd(2034, 1, 1));
+        let leaf = pki::leaf(&spec, &self.issuing);
+        if ours {
+            std::fs::write(self.keys.join(format!("{name}-{}.key", self.serial)), leaf.key_pem()).unwrap();
+            std::fs::write(
+                self.keys.join(format!("{name}-{}.csr", self.serial)),
+                pki::csr_pem(&leaf.key, Some(name), &[name]),
+            )
+            .unwrap();
+        }
+        format!(
+            "From: \"Test CA Orders\" <orders@ca.example>\r\nTo: certs@example.com\r\n\
+             Subject: Your certificate for {name}\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\
+             Message-ID: <{}.{name}@ca.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n\
+             Your certificate for {name} is below.\r\n\r\n{}{}\r\nThe Test CA team\r\n",
+            self.serial,
+            leaf.pem.replace('\n', "\r\n"),
+            self.issuing.pem.replace('\n', "\r\n"),
+        )
+        .into_bytes()
+    }
+
+    fn certificates_in_db(&self) -> Vec<String> {
+        let db = open_db(&self.home.default_db());
+        let mut stmt = db.prepare("SELECT common_name FROM certificates ORDER BY id").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+}
+
+fn unrelated_mail(i: usize) -> Vec<u8> {
+    format!(
+        "From: colleague{i}@example.com\r\nTo: certs@example.com\r\nSubject: Lunch {i}?\r\n\
+         Date: Sun, 29 Nov 2026 09:00:00 +0000\r\nMessage-ID: <lunch{i}@example.com>\r\n\r\nSee you at noon.\r\n"
+    )
+    .into_bytes()
+}
+
+fn imported(report: &serde_json::Value) -> Vec<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "imported")
+        .map(|r| r["common_name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn imports_over_implicit_tls_and_marks_the_mail() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mail = f.fulfillment_mail("www.tls.example.com", true);
+    let uid = f.dovecot.append("INBOX", &mail);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(imported(&report), vec!["www.tls.example.com"]);
+    assert_eq!(f.certificates_in_db(), vec!["www.tls.example.com"]);
+    let source = report["results"][0]["source"].as_str().unwrap();
+    assert!(source.starts_with("imap://") && source.ends_with(&format!(";UID={uid}")), "{source}");
+    // after_import = "flag" (the default): the keyword, and no \Seen (fetched with PEEK).
+    let flags = f.dovecot.flags("INBOX", uid).unwrap();
+    assert!(flags.iter().any(|k| k == "$FulfillImported"), "{flags:?}");
+    assert!(!flags.iter().any(|k| k == "\\Seen"), "{flags:?}");
+    assert_eq!(f.dovecot.count("INBOX"), 1, "nothing is deleted");
+}
+
+#[test]
+fn imports_over_starttls() {
+    let Some(mut f) = Fixture::new() else { return };
+    f.configure_raw(&format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"",
+        f.dovecot.imap_port(),
+        f.dovecot.cert_pem_path().display()
+    ));
+    let mail = f.fulfillment_mail("www.starttls.example.com", true);
+    f.dovecot.append("INBOX", &mail);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(imported(&report), vec!["www.starttls.example.com"]);
+}
+
+#[test]
+fn a_wrong_password_shows_the_server_refusal() {
+    let Some(f) = Fixture::new() else { return };
+    std::fs::write(f.home.path().join("imap-password"), "wrong\n").unwrap();
+    f.fulfill()
+        .arg("poll")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("refused the login").and(predicate::str::contains("uthentication failed")));
+    // The password from FULFILL_IMAP_PASSWORD wins over password_cmd.
+    f.fulfill()
+        .env("FULFILL_IMAP_PASSWORD", f.dovecot.password())
+        .arg("poll")
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_untrusted_server_certificate_is_refused_and_a_pinned_one_accepted() {
+    let Some(f) = Fixture::new() else { return };
+    // No ca_file: the self-signed server certificate is not trusted.
+    f.configure_raw(&format!("host = \"127.0.0.1\"\nport = {}", f.dovecot.imaps_port()));
+    f.fulfill()
+        .arg("poll")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("TLS with 127.0.0.1 failed").and(predicate::str::contains("ca_file")));
+    // Pinned by SHA-256: accepted without a CA.
+    f.configure_raw(&format!(
+        "host = \"127.0.0.1\"\nport = {}\npin_sha256 = \"{}\"",
+        f.dovecot.imaps_port(),
+        f.dovecot.cert_sha256()
+    ));
+    f.fulfill().arg("poll").assert().success();
+    // A wrong pin is refused.
+    f.configure_raw(&format!(
+        "host = \"127.0.0.1\"\nport = {}\npin_sha256 = \"{}\"",
+        f.dovecot.imaps_port(),
+        "00".repeat(32)
+    ));
+    f.fulfill()
+        .arg("poll")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not the pinned"));
+}
+
+#[test]
+fn server_certificates_for_another_name_or_expired_are_refused() {
+    for cert in [ServerCert::OtherName("mail.elsewhere.example".into()), ServerCert::Expired] {
+        let Some(dovecot) = dovecot_or_skip_with(Options {
+            cert: cert.clone(),
+            ..Options::default()
+        }) else {
+            return;
+        };
+        let f = Fixture::with(dovecot);
+        f.fulfill()
+            .arg("poll")
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("TLS with 127.0.0.1 failed"));
+    }
+}
+
+#[test]
+fn finds_fulfillment_mail_among_unrelated_mail_and_a_second_run_fetches_nothing() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mut mails: Vec<Vec<u8>> = (0..40).map(unrelated_mail).collect();
+    mails.insert(7, f.fulfillment_mail("www.one.example.com", true));
+    mails.insert(23, f.fulfillment_mail("www.two.example.com", true));
+    // A forged mail: right shape, a genuine CA signature, but not our key.
+    mails.insert(30, f.fulfillment_mail("www.one.example.com", false));
+    f.dovecot.append_many("INBOX", &mails);
+
+    let (code, first) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{first:#}");
+    assert_eq!(first["new_messages"], 43);
+    assert_eq!(imported(&first), vec!["www.one.example.com", "www.two.example.com"]);
+    let rejected: Vec<_> = first["results"].as_array().unwrap().iter().filter(|r| r["outcome"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["reasons"][0]["rule"], 1, "the forged mail fails the key rule");
+    // Unrelated mail is left as it was.
+    let uids = f.dovecot.uids("INBOX");
+    assert!(f.dovecot.flags("INBOX", uids[0]).unwrap().is_empty());
+
+    let (code, second) = f.poll(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(second["new_messages"], 0);
+    assert!(second["results"].as_array().unwrap().is_empty());
+    let first_bytes = first["bytes_read"].as_u64().unwrap();
+    let second_bytes = second["bytes_read"].as_u64().unwrap();
+    assert!(second_bytes * 5 < first_bytes, "a run with nothing new fetches nothing: {second_bytes} vs {first_bytes}");
+    assert_eq!(f.certificates_in_db().len(), 2);
+
+    // New mail after that is found by the next run, and only it.
+    let third_mail = f.fulfillment_mail("www.three.example.com", true);
+    f.dovecot.append("INBOX", &third_mail);
+    let (_, third) = f.poll(&[]);
+    assert_eq!(third["new_messages"], 1);
+    assert_eq!(imported(&third), vec!["www.three.example.com"]);
+}
+
+#[test]
+fn a_changed_uidvalidity_rescans_without_importing_twice() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mail = f.fulfillment_mail("www.valid.example.com", true);
+    f.dovecot.append_many("INBOX", [unrelated_mail(1), mail]);
+    let (_, first) = f.poll(&[]);
+    assert_eq!(imported(&first), vec!["www.valid.example.com"]);
+
+    let old = f.dovecot.uidvalidity("INBOX");
+    f.dovecot.set_uidvalidity("INBOX", old + 1000);
+    let (code, second) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{second:#}");
+    assert_eq!(second["uidvalidity_changed"], true);
+    assert_eq!(second["new_messages"], 2, "the whole window is looked at again");
+    assert!(imported(&second).is_empty());
+    assert_eq!(second["results"][0]["outcome"], "already_imported");
+    assert_eq!(f.certificates_in_db().len(), 1);
+    // And the run after that is quiet again.
+    let (_, third) = f.poll(&[]);
+    assert_eq!(third["new_messages"], 0);
+}
+
+#[test]
+fn oversized_mail_is_skipped_unfetched() {
+    let Some(mut f) = Fixture::new() else { return };
+    f.configure("max_message_size = \"8KiB\"\n");
+    let mut big = f.fulfillment_mail("www.big.example.com", true);
+    let padding = format!("{}\r\n", "x".repeat(70)).repeat(200);
+    big.extend_from_slice(padding.as_bytes());
+    let small = f.fulfillment_mail("www.small.example.com", true);
+    f.dovecot.append_many("INBOX", [big, small]);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["too_large"], 1);
+    assert_eq!(imported(&report), vec!["www.small.example.com"]);
+    assert!((report["bytes_read"].as_u64().unwrap()) < 14_000, "the big mail was not downloaded");
+    let db = open_db(&f.home.default_db());
+    let skipped: String = db
+        .query_row("SELECT detail FROM events WHERE kind = 'mail_too_large'", [], |r| r.get(0))
+        .unwrap();
+    assert!(skipped.contains("max_message_size"), "{skipped}");
+}
+
+#[test]
+fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
+    let Some(mut f) = Fixture::new() else { return };
+    let count = 25;
+    let names: Vec<String> = (0..count).map(|i| format!("www.crash{i}.example.com")).collect();
+    let mails: Vec<Vec<u8>> = names.iter().map(|n| f.fulfillment_mail(n, true)).collect();
+    f.dovecot.append_many("INBOX", &mails);
+
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+        .env("HOME", f.home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .arg("--config")
+        .arg(&f.config)
+        .arg("poll")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the server as soon as the first certificate is recorded: mid-run.
+    let started = Instant::now();
+    loop {
+        let recorded = f.home.default_db().exists()
+            && open_db(&f.home.default_db())
+                .query_row("SELECT count(*) FROM certificates", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                > 0;
+        if recorded || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f.dovecot.kill_hard();
+    let output = child.wait_with_output().unwrap();
+    let done_before = f.certificates_in_db().len();
+    eprintln!("server killed after {done_before} of {count} certificates were recorded");
+    if output.status.success() {
+        // The run finished before the kill landed; the rest of the test still holds.
+        assert_eq!(done_before, count);
+    } else {
+        assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(done_before < count, "killed mid-run: {done_before} of {count}");
+    }
+
+    f.dovecot.restart();
+    f.configure("");
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let mut recorded = f.certificates_in_db();
+    recorded.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(recorded, expected, "every certificate exactly once");
+    assert_eq!(imported(&report).len(), count - done_before, "the second run picked up where the first stopped");
+}
+
+#[test]
+fn wait_returns_when_idle_sees_the_mail_arrive() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mail = f.fulfillment_mail("www.idle.example.com", true);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+        .env("HOME", f.home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .arg("--config")
+        .arg(&f.config)
+        .args(["--json", "poll", "--wait", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it finish its first pass and enter IDLE, then deliver.
+    std::thread::sleep(Duration::from_millis(1500));
+    let delivered = Instant::now();
+    f.dovecot.append("INBOX", &mail);
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    // IDLE woke it: it did not sit out the 60 s deadline.
+    assert!(delivered.elapsed() < Duration::from_secs(30), "returned after {:?}", delivered.elapsed());
+    let report = stdout_json(&output);
+    assert_eq!(imported(&report), vec!["www.idle.example.com"]);
+    assert_eq!(report["timed_out"], false);
+}
+
+#[test]
+fn wait_deadline_exits_3_and_keeps_state() {
+    let Some(f) = Fixture::new() else { return };
+    f.dovecot.append("INBOX", &unrelated_mail(1));
+    let (code, report) = f.poll(&["--wait", "2s"]);
+    assert_eq!(code, Some(3), "{report:#}");
+    assert_eq!(report["timed_out"], true);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0));
+    assert_eq!(report["new_messages"], 0, "the state of the timed-out run was kept");
+}
+
+#[test]
+fn dry_run_changes_nothing_and_senders_filter_on_the_server() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mail = f.fulfillment_mail("www.dry.example.com", true);
+    let uid = f.dovecot.append("INBOX", &mail);
+    let (code, report) = f.poll(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["results"][0]["outcome"], "would_import");
+    assert!(!f.home.default_db().exists(), "no database written");
+    assert!(f.dovecot.flags("INBOX", uid).unwrap().is_empty(), "no flag set");
+
+    // Only mail from the listed senders is looked at.
+    f.configure("senders = [\"someone-else@ca.example\"]\n");
+    let (_, report) = f.poll(&[]);
+    assert_eq!(report["new_messages"], 0);
+    f.configure("senders = [\"someone-else@ca.example\", \"orders@ca.example\"]\nafter_import = \"move:Imported\"\n");
+    f.dovecot.create_folder("Imported");
+    let (_, report) = f.poll(&[]);
+    assert_eq!(imported(&report), vec!["www.dry.example.com"]);
+    assert_eq!(f.dovecot.count("INBOX"), 0);
+    assert_eq!(f.dovecot.count("Imported"), 1, "moved, not deleted");
+}
