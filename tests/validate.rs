@@ -52,6 +52,7 @@ fn key_file(leaf: &Leaf) -> KnownKey {
             requested_name: None,
             private_key_file: Some("/etc/ssl/private/www.key".into()),
             csr_file: None,
+            order_id: None,
         },
         other => panic!("unexpected {other:?}"),
     }
@@ -70,6 +71,7 @@ fn csr_key(leaf: &Leaf, common_name: &str) -> KnownKey {
             requested_name: name.clone(),
             private_key_file: None,
             csr_file: None,
+            order_id: None,
         },
         other => panic!("unexpected {other:?}"),
     }
