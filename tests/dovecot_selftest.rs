@@ -2,6 +2,7 @@
 //! Without Dovecot each test prints "skipped: dovecot not available" and passes, except under
 //! `CI=true`, where a missing server fails.
 
+#[allow(dead_code)]
 #[path = "support/dovecot.rs"]
 mod dovecot;
 
@@ -35,7 +36,11 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
     assert_ne!(d.imaps_port(), d.imap_port());
     assert!(d.is_running());
 
-    let mut imaps = d.connect_imaps().expect("IMAPS").login(d.user(), d.password()).expect("login");
+    let mut imaps = d
+        .connect_imaps()
+        .expect("IMAPS")
+        .login(d.user(), d.password())
+        .expect("login");
     let caps = imaps.capabilities().expect("CAPABILITY");
     for cap in ["IDLE", "UIDPLUS", "MOVE"] {
         assert!(caps.has_str(cap), "no {cap}");
@@ -44,7 +49,11 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
     imaps.select("INBOX").expect("SELECT INBOX");
     imaps.logout().expect("LOGOUT");
 
-    let mut starttls = d.connect_starttls().expect("STARTTLS").login(d.user(), d.password()).expect("login");
+    let mut starttls = d
+        .connect_starttls()
+        .expect("STARTTLS")
+        .login(d.user(), d.password())
+        .expect("login");
     starttls.select("INBOX").expect("SELECT INBOX");
     starttls.logout().expect("LOGOUT");
     let _ = d.login_starttls().logout();
@@ -55,8 +64,13 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
         .add_root_certificate(native_tls::Certificate::from_pem(&pem).expect("PEM"))
         .build()
         .unwrap();
-    let client = d.connect_imaps_with(&connector, "127.0.0.1").expect("IMAPS verified for 127.0.0.1");
-    let _ = client.login(d.user(), d.password()).expect("login").logout();
+    let client = d
+        .connect_imaps_with(&connector, "127.0.0.1")
+        .expect("IMAPS verified for 127.0.0.1");
+    let _ = client
+        .login(d.user(), d.password())
+        .expect("login")
+        .logout();
 
     // The pin is the SHA-256 of the certificate the server really presents.
     let tcp = TcpStream::connect((d.host(), d.imaps_port())).unwrap();
@@ -67,19 +81,32 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
     assert_eq!(d.cert_sha256().len(), 64);
 
     let log = d.log();
-    assert!(log.contains("Login: user=<fulfill-test>, method=PLAIN"), "{log}");
+    assert!(
+        log.contains("Login: user=<fulfill-test>, method=PLAIN"),
+        "{log}"
+    );
     assert!(log.contains(", TLS,"), "{log}");
 }
 
 #[test]
 fn wrong_password_is_refused_and_loopback_plaintext_is_not() {
     let Some(d) = dovecot_or_skip() else { return };
-    match d.connect_imaps().expect("IMAPS").login(d.user(), "not-the-password") {
-        Err((imap::Error::No(no), _)) => assert!(no.information.contains("Authentication failed"), "{no:?}"),
+    match d
+        .connect_imaps()
+        .expect("IMAPS")
+        .login(d.user(), "not-the-password")
+    {
+        Err((imap::Error::No(no), _)) => {
+            assert!(no.information.contains("Authentication failed"), "{no:?}")
+        }
         Err((e, _)) => panic!("unexpected error {e:?}"),
         Ok(_) => panic!("wrong password accepted"),
     }
-    match d.connect_imaps().expect("IMAPS").login("nobody-here", d.password()) {
+    match d
+        .connect_imaps()
+        .expect("IMAPS")
+        .login("nobody-here", d.password())
+    {
         Err((imap::Error::No(_), _)) => {}
         other => panic!("unknown user: {:?}", other.map(|_| ()).map_err(|(e, _)| e)),
     }
@@ -93,7 +120,10 @@ fn wrong_password_is_refused_and_loopback_plaintext_is_not() {
     plain.read_greeting().unwrap();
     assert!(plain.capabilities().unwrap().has_str("STARTTLS"));
     let session = plain.login(d.user(), d.password());
-    assert!(session.is_ok(), "loopback plaintext login refused: Dovecot changed its rule?");
+    assert!(
+        session.is_ok(),
+        "loopback plaintext login refused: Dovecot changed its rule?"
+    );
     let _ = session.map(|mut s| s.logout());
     assert!(d.log().contains(", secured,"), "{}", d.log());
 }
@@ -101,7 +131,9 @@ fn wrong_password_is_refused_and_loopback_plaintext_is_not() {
 #[test]
 fn append_gives_increasing_uids_and_flags_read_back() {
     let Some(d) = dovecot_or_skip() else { return };
-    let uids: Vec<u32> = (0..3).map(|i| d.append("INBOX", &message(&format!("m{i}")))).collect();
+    let uids: Vec<u32> = (0..3)
+        .map(|i| d.append("INBOX", &message(&format!("m{i}"))))
+        .collect();
     assert!(uids.windows(2).all(|w| w[0] < w[1]), "{uids:?}");
     let more = d.append_many("INBOX", [message("m3"), message("m4")]);
     assert_eq!(more.len(), 2);
@@ -114,7 +146,10 @@ fn append_gives_increasing_uids_and_flags_read_back() {
     let mut flags = d.flags("INBOX", flagged).expect("message exists");
     flags.sort();
     assert_eq!(flags, ["$Fulfilled", "\\Seen"]);
-    assert_eq!(d.keywords("INBOX", flagged), Some(vec!["$Fulfilled".to_string()]));
+    assert_eq!(
+        d.keywords("INBOX", flagged),
+        Some(vec!["$Fulfilled".to_string()])
+    );
     d.add_flags("INBOX", uids[1], &["\\Flagged", "Imported"]);
     let mut flags = d.flags("INBOX", uids[1]).unwrap();
     flags.sort();
@@ -125,7 +160,9 @@ fn append_gives_increasing_uids_and_flags_read_back() {
     let uid = d.append("Certs", &message("in-folder"));
     assert_eq!(uid, 1);
     assert_eq!(d.count("Certs"), 1);
-    assert!(d.folder_path("Certs").join("cur").is_dir() || d.folder_path("Certs").join("new").is_dir());
+    assert!(
+        d.folder_path("Certs").join("cur").is_dir() || d.folder_path("Certs").join("new").is_dir()
+    );
 }
 
 #[test]
@@ -163,7 +200,10 @@ fn idle_is_woken_by_an_append_from_another_connection() {
     let waited = began.elapsed();
     eprintln!("IDLE woke after {waited:?}");
     assert_eq!(outcome, WaitOutcome::MailboxChanged);
-    assert!(waited < Duration::from_secs(5), "woken only after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken only after {waited:?}"
+    );
     let found = session.uid_search("ALL").unwrap();
     assert!(found.contains(&uid), "{found:?}");
     session.logout().unwrap();
@@ -171,9 +211,15 @@ fn idle_is_woken_by_an_append_from_another_connection() {
 
 #[test]
 fn kill_hard_and_restart_keep_the_mail_store() {
-    let Some(mut d) = dovecot_or_skip() else { return };
+    let Some(mut d) = dovecot_or_skip() else {
+        return;
+    };
     let first = d.append("INBOX", &message("before-crash-1"));
-    let second = d.append_with_flags("INBOX", &message("before-crash-2"), &["\\Seen", "$Fulfilled"]);
+    let second = d.append_with_flags(
+        "INBOX",
+        &message("before-crash-2"),
+        &["\\Seen", "$Fulfilled"],
+    );
     let uidvalidity = d.uidvalidity("INBOX");
     let mut open = d.login();
     open.select("INBOX").unwrap();
@@ -184,7 +230,10 @@ fn kill_hard_and_restart_keep_the_mail_store() {
     assert!(!d.is_running());
     assert!(!dovecot::alive(pid));
     assert!(open.noop().is_err(), "a connection survived the crash");
-    assert!(TcpStream::connect((d.host(), old_imaps)).is_err(), "IMAPS still listens after kill");
+    assert!(
+        TcpStream::connect((d.host(), old_imaps)).is_err(),
+        "IMAPS still listens after kill"
+    );
 
     let began = Instant::now();
     d.restart();
@@ -210,7 +259,9 @@ fn kill_hard_and_restart_keep_the_mail_store() {
 
 #[test]
 fn uidvalidity_can_be_changed_three_ways() {
-    let Some(mut d) = dovecot_or_skip() else { return };
+    let Some(mut d) = dovecot_or_skip() else {
+        return;
+    };
 
     // 1. DELETE + CREATE over IMAP: a new UIDVALIDITY, the folder empty.
     d.create_folder("Certs");
@@ -234,7 +285,9 @@ fn uidvalidity_can_be_changed_three_ways() {
     d.add_flags("INBOX", uids[2], &["\\Seen", "$Fulfilled"]);
     let mut session = d.login();
     session.select("INBOX").unwrap();
-    session.uid_store(uids[0].to_string(), "+FLAGS.SILENT (\\Deleted)").unwrap();
+    session
+        .uid_store(uids[0].to_string(), "+FLAGS.SILENT (\\Deleted)")
+        .unwrap();
     session.expunge().unwrap();
     session.logout().unwrap();
     assert_eq!(d.uids("INBOX"), &uids[1..]);
@@ -288,14 +341,23 @@ fn fill_maildir_is_indexed_on_select() {
     let uids = d.uids("INBOX");
     assert_eq!(uids.len(), n + 1);
     assert_eq!(uids[0], appended);
-    assert_eq!(d.flags("INBOX", uids[1]), Some(vec![]), "filled mail is unseen");
+    assert_eq!(
+        d.flags("INBOX", uids[1]),
+        Some(vec![]),
+        "filled mail is unseen"
+    );
 
     // Message bodies come back whole.
     let mut session = d.login();
     session.examine("INBOX").unwrap();
     let last = *uids.last().unwrap();
     let fetched = session.uid_fetch(last.to_string(), "BODY.PEEK[]").unwrap();
-    let body = fetched.iter().next().and_then(|f| f.body()).expect("body").to_vec();
+    let body = fetched
+        .iter()
+        .next()
+        .and_then(|f| f.body())
+        .expect("body")
+        .to_vec();
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("Subject: bulk-"), "{text}");
     assert!(body.ends_with(b"xx\r\n"));
@@ -314,7 +376,7 @@ fn other_certificates_for_negative_tls_tests() {
     }) else {
         return;
     };
-    let err = d.connect_imaps().err().expect("name mismatch must fail");
+    let err = d.connect_imaps().expect_err("name mismatch must fail");
     eprintln!("wrong name: {err}");
     let connector = d.tls_connector();
     let client = d
@@ -325,8 +387,10 @@ fn other_certificates_for_negative_tls_tests() {
     assert_eq!(d.append("INBOX", &message("wrong-name")), 1);
     assert!(d.connect_starttls().is_err());
 
-    let Some(mut e) = Dovecot::start_with_cert(ServerCert::Expired).ok() else { return };
-    let err = e.connect_imaps().err().expect("expired must fail");
+    let Some(mut e) = Dovecot::start_with_cert(ServerCert::Expired).ok() else {
+        return;
+    };
+    let err = e.connect_imaps().expect_err("expired must fail");
     eprintln!("expired: {err}");
     assert!(format!("{err:?}").contains("expired"), "{err:?}");
     assert_ne!(e.cert_sha256(), d.cert_sha256());

@@ -22,7 +22,6 @@ use support::{Home, open_db, stdout_json};
 struct Fixture {
     dovecot: Dovecot,
     home: Home,
-    root: pki::Ca,
     issuing: pki::Ca,
     keys: PathBuf,
     config: PathBuf,
@@ -41,12 +40,15 @@ impl Fixture {
         let keys = home.path().join("keys");
         std::fs::create_dir(&keys).unwrap();
         std::fs::write(home.path().join("root.pem"), &root.pem).unwrap();
-        std::fs::write(home.path().join("imap-password"), format!("{}\n", dovecot.password())).unwrap();
+        std::fs::write(
+            home.path().join("imap-password"),
+            format!("{}\n", dovecot.password()),
+        )
+        .unwrap();
         let config = home.path().join("config.toml");
         let fixture = Fixture {
             dovecot,
             home,
-            root,
             issuing,
             keys,
             config,
@@ -90,10 +92,18 @@ impl Fixture {
 
     /// `fulfill --json poll ARGS`, its exit code and its report.
     fn poll(&self, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let output = self.fulfill().args(["--json", "poll"]).args(args).output().unwrap();
+        let output = self
+            .fulfill()
+            .args(["--json", "poll"])
+            .args(args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         if output.stdout.is_empty() {
-            panic!("poll printed nothing; stderr:\n{stderr}\ndovecot log:\n{}", self.dovecot.log());
+            panic!(
+                "poll printed nothing; stderr:\n{stderr}\ndovecot log:\n{}",
+                self.dovecot.log()
+            );
         }
         (output.status.code(), stdout_json(&output))
     }
@@ -105,7 +115,11 @@ impl Fixture {
         let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(2025, 1, 1), pki::ymd(2034, 1, 1));
         let leaf = pki::leaf(&spec, &self.issuing);
         if ours {
-            std::fs::write(self.keys.join(format!("{name}-{}.key", self.serial)), leaf.key_pem()).unwrap();
+            std::fs::write(
+                self.keys.join(format!("{name}-{}.key", self.serial)),
+                leaf.key_pem(),
+            )
+            .unwrap();
             std::fs::write(
                 self.keys.join(format!("{name}-{}.csr", self.serial)),
                 pki::csr_pem(&leaf.key, Some(name), &[name]),
@@ -126,8 +140,13 @@ impl Fixture {
 
     fn certificates_in_db(&self) -> Vec<String> {
         let db = open_db(&self.home.default_db());
-        let mut stmt = db.prepare("SELECT common_name FROM certificates ORDER BY id").unwrap();
-        stmt.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+        let mut stmt = db
+            .prepare("SELECT common_name FROM certificates ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 }
 
@@ -159,7 +178,10 @@ fn imports_over_implicit_tls_and_marks_the_mail() {
     assert_eq!(imported(&report), vec!["www.tls.example.com"]);
     assert_eq!(f.certificates_in_db(), vec!["www.tls.example.com"]);
     let source = report["results"][0]["source"].as_str().unwrap();
-    assert!(source.starts_with("imap://") && source.ends_with(&format!(";UID={uid}")), "{source}");
+    assert!(
+        source.starts_with("imap://") && source.ends_with(&format!(";UID={uid}")),
+        "{source}"
+    );
     // after_import = "flag" (the default): the keyword, and no \Seen (fetched with PEEK).
     let flags = f.dovecot.flags("INBOX", uid).unwrap();
     assert!(flags.iter().any(|k| k == "$FulfillImported"), "{flags:?}");
@@ -186,11 +208,10 @@ fn imports_over_starttls() {
 fn a_wrong_password_shows_the_server_refusal() {
     let Some(f) = Fixture::new() else { return };
     std::fs::write(f.home.path().join("imap-password"), "wrong\n").unwrap();
-    f.fulfill()
-        .arg("poll")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("refused the login").and(predicate::str::contains("uthentication failed")));
+    f.fulfill().arg("poll").assert().code(1).stderr(
+        predicate::str::contains("refused the login")
+            .and(predicate::str::contains("uthentication failed")),
+    );
     // The password from FULFILL_IMAP_PASSWORD wins over password_cmd.
     f.fulfill()
         .env("FULFILL_IMAP_PASSWORD", f.dovecot.password())
@@ -203,12 +224,14 @@ fn a_wrong_password_shows_the_server_refusal() {
 fn an_untrusted_server_certificate_is_refused_and_a_pinned_one_accepted() {
     let Some(f) = Fixture::new() else { return };
     // No ca_file: the self-signed server certificate is not trusted.
-    f.configure_raw(&format!("host = \"127.0.0.1\"\nport = {}", f.dovecot.imaps_port()));
-    f.fulfill()
-        .arg("poll")
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("TLS with 127.0.0.1 failed").and(predicate::str::contains("ca_file")));
+    f.configure_raw(&format!(
+        "host = \"127.0.0.1\"\nport = {}",
+        f.dovecot.imaps_port()
+    ));
+    f.fulfill().arg("poll").assert().code(1).stderr(
+        predicate::str::contains("TLS with 127.0.0.1 failed")
+            .and(predicate::str::contains("ca_file")),
+    );
     // Pinned by SHA-256: accepted without a CA.
     f.configure_raw(&format!(
         "host = \"127.0.0.1\"\nport = {}\npin_sha256 = \"{}\"",
@@ -231,7 +254,10 @@ fn an_untrusted_server_certificate_is_refused_and_a_pinned_one_accepted() {
 
 #[test]
 fn server_certificates_for_another_name_or_expired_are_refused() {
-    for cert in [ServerCert::OtherName("mail.elsewhere.example".into()), ServerCert::Expired] {
+    for cert in [
+        ServerCert::OtherName("mail.elsewhere.example".into()),
+        ServerCert::Expired,
+    ] {
         let Some(dovecot) = dovecot_or_skip_with(Options {
             cert: cert.clone(),
             ..Options::default()
@@ -260,10 +286,21 @@ fn finds_fulfillment_mail_among_unrelated_mail_and_a_second_run_fetches_nothing(
     let (code, first) = f.poll(&[]);
     assert_eq!(code, Some(0), "{first:#}");
     assert_eq!(first["new_messages"], 43);
-    assert_eq!(imported(&first), vec!["www.one.example.com", "www.two.example.com"]);
-    let rejected: Vec<_> = first["results"].as_array().unwrap().iter().filter(|r| r["outcome"] == "rejected").collect();
+    assert_eq!(
+        imported(&first),
+        vec!["www.one.example.com", "www.two.example.com"]
+    );
+    let rejected: Vec<_> = first["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "rejected")
+        .collect();
     assert_eq!(rejected.len(), 1);
-    assert_eq!(rejected[0]["reasons"][0]["rule"], 1, "the forged mail fails the key rule");
+    assert_eq!(
+        rejected[0]["reasons"][0]["rule"], 1,
+        "the forged mail fails the key rule"
+    );
     // Unrelated mail is left as it was.
     let uids = f.dovecot.uids("INBOX");
     assert!(f.dovecot.flags("INBOX", uids[0]).unwrap().is_empty());
@@ -274,7 +311,10 @@ fn finds_fulfillment_mail_among_unrelated_mail_and_a_second_run_fetches_nothing(
     assert!(second["results"].as_array().unwrap().is_empty());
     let first_bytes = first["bytes_read"].as_u64().unwrap();
     let second_bytes = second["bytes_read"].as_u64().unwrap();
-    assert!(second_bytes * 5 < first_bytes, "a run with nothing new fetches nothing: {second_bytes} vs {first_bytes}");
+    assert!(
+        second_bytes * 5 < first_bytes,
+        "a run with nothing new fetches nothing: {second_bytes} vs {first_bytes}"
+    );
     assert_eq!(f.certificates_in_db().len(), 2);
 
     // New mail after that is found by the next run, and only it.
@@ -298,7 +338,10 @@ fn a_changed_uidvalidity_rescans_without_importing_twice() {
     let (code, second) = f.poll(&[]);
     assert_eq!(code, Some(0), "{second:#}");
     assert_eq!(second["uidvalidity_changed"], true);
-    assert_eq!(second["new_messages"], 2, "the whole window is looked at again");
+    assert_eq!(
+        second["new_messages"], 2,
+        "the whole window is looked at again"
+    );
     assert!(imported(&second).is_empty());
     assert_eq!(second["results"][0]["outcome"], "already_imported");
     assert_eq!(f.certificates_in_db().len(), 1);
@@ -320,10 +363,17 @@ fn oversized_mail_is_skipped_unfetched() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["too_large"], 1);
     assert_eq!(imported(&report), vec!["www.small.example.com"]);
-    assert!((report["bytes_read"].as_u64().unwrap()) < 14_000, "the big mail was not downloaded");
+    assert!(
+        (report["bytes_read"].as_u64().unwrap()) < 14_000,
+        "the big mail was not downloaded"
+    );
     let db = open_db(&f.home.default_db());
     let skipped: String = db
-        .query_row("SELECT detail FROM events WHERE kind = 'mail_too_large'", [], |r| r.get(0))
+        .query_row(
+            "SELECT detail FROM events WHERE kind = 'mail_too_large'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(skipped.contains("max_message_size"), "{skipped}");
 }
@@ -332,11 +382,13 @@ fn oversized_mail_is_skipped_unfetched() {
 fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let Some(mut f) = Fixture::new() else { return };
     let count = 25;
-    let names: Vec<String> = (0..count).map(|i| format!("www.crash{i}.example.com")).collect();
+    let names: Vec<String> = (0..count)
+        .map(|i| format!("www.crash{i}.example.com"))
+        .collect();
     let mails: Vec<Vec<u8>> = names.iter().map(|n| f.fulfillment_mail(n, true)).collect();
     f.dovecot.append_many("INBOX", &mails);
 
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
         .env("HOME", f.home.path())
         .env_remove("XDG_DATA_HOME")
         .env_remove("XDG_CONFIG_HOME")
@@ -352,7 +404,9 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     loop {
         let recorded = f.home.default_db().exists()
             && open_db(&f.home.default_db())
-                .query_row("SELECT count(*) FROM certificates", [], |r| r.get::<_, i64>(0))
+                .query_row("SELECT count(*) FROM certificates", [], |r| {
+                    r.get::<_, i64>(0)
+                })
                 .unwrap_or(0)
                 > 0;
         if recorded || started.elapsed() > Duration::from_secs(60) {
@@ -368,8 +422,16 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
         // The run finished before the kill landed; the rest of the test still holds.
         assert_eq!(done_before, count);
     } else {
-        assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
-        assert!(done_before < count, "killed mid-run: {done_before} of {count}");
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            done_before < count,
+            "killed mid-run: {done_before} of {count}"
+        );
     }
 
     f.dovecot.restart();
@@ -381,14 +443,18 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let mut expected = names.clone();
     expected.sort();
     assert_eq!(recorded, expected, "every certificate exactly once");
-    assert_eq!(imported(&report).len(), count - done_before, "the second run picked up where the first stopped");
+    assert_eq!(
+        imported(&report).len(),
+        count - done_before,
+        "the second run picked up where the first stopped"
+    );
 }
 
 #[test]
 fn wait_returns_when_idle_sees_the_mail_arrive() {
     let Some(mut f) = Fixture::new() else { return };
     let mail = f.fulfillment_mail("www.idle.example.com", true);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
         .env("HOME", f.home.path())
         .env_remove("XDG_DATA_HOME")
         .env_remove("XDG_CONFIG_HOME")
@@ -404,9 +470,18 @@ fn wait_returns_when_idle_sees_the_mail_arrive() {
     let delivered = Instant::now();
     f.dovecot.append("INBOX", &mail);
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // IDLE woke it: it did not sit out the 60 s deadline.
-    assert!(delivered.elapsed() < Duration::from_secs(30), "returned after {:?}", delivered.elapsed());
+    assert!(
+        delivered.elapsed() < Duration::from_secs(30),
+        "returned after {:?}",
+        delivered.elapsed()
+    );
     let report = stdout_json(&output);
     assert_eq!(imported(&report), vec!["www.idle.example.com"]);
     assert_eq!(report["timed_out"], false);
@@ -421,7 +496,10 @@ fn wait_deadline_exits_3_and_keeps_state() {
     assert_eq!(report["timed_out"], true);
     let (code, report) = f.poll(&[]);
     assert_eq!(code, Some(0));
-    assert_eq!(report["new_messages"], 0, "the state of the timed-out run was kept");
+    assert_eq!(
+        report["new_messages"], 0,
+        "the state of the timed-out run was kept"
+    );
 }
 
 #[test]
@@ -433,7 +511,10 @@ fn dry_run_changes_nothing_and_senders_filter_on_the_server() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["results"][0]["outcome"], "would_import");
     assert!(!f.home.default_db().exists(), "no database written");
-    assert!(f.dovecot.flags("INBOX", uid).unwrap().is_empty(), "no flag set");
+    assert!(
+        f.dovecot.flags("INBOX", uid).unwrap().is_empty(),
+        "no flag set"
+    );
 
     // Only mail from the listed senders is looked at.
     f.configure("senders = [\"someone-else@ca.example\"]\n");

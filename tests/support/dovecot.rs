@@ -27,14 +27,20 @@
 //!   text on the STARTTLS port is *accepted* despite `disable_plaintext_auth = yes` (the log
 //!   line says `secured` instead of `TLS`). A test that must prove a client used TLS should
 //!   look at the log (`Login: ... TLS`) rather than expect the server to refuse.
-
-#![allow(dead_code)]
+//! - After a failed login Dovecot delays every next attempt from the same IP (2 s, 4 s, ...
+//!   up to 15 s, its "auth penalty"): turned off here, so a refused login costs ~0.5 s.
+//! - Stopped right after its start, the master lingers ~5 s; `stop()` does not wait for it
+//!   once the processes that touch mail have exited (see [`Dovecot::stop`]).
+//!
+//! Include it with `#[allow(dead_code)] #[path = "support/dovecot.rs"] mod dovecot;` (or as
+//! a submodule of `tests/support/mod.rs`, whose `#![allow(dead_code)]` covers it): no test
+//! uses every helper.
 
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +66,18 @@ pub const TLS_NAME: &str = "localhost";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `stop()` waits after SIGTERM before SIGKILL.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long `stop()` lets the master finish once its IMAP, login and auth processes exited.
-pub const STOP_GRACE: Duration = Duration::from_millis(1500);
+/// How long `stop()` lets the master finish once its mail processes exited.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+/// The Dovecot processes that read or write the mail store: `stop()` lets them finish.
+const MAIL_PROCESSES: [&str; 7] = [
+    "imap",
+    "indexer",
+    "indexer-worker",
+    "imap-hibernate",
+    "doveadm-server",
+    "lmtp",
+    "dict",
+];
 /// Read/write timeout of the helpers' own IMAP connections: no helper waits forever.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Environment variable that overrides where the `dovecot` binary is.
@@ -102,7 +118,10 @@ pub struct TestCert {
 
 /// Makes a self-signed server certificate of the given kind (a new key every call).
 pub fn make_cert(kind: &ServerCert) -> TestCert {
-    use rcgen::{CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+        KeyUsagePurpose,
+    };
     use time::{Duration as TimeDuration, OffsetDateTime};
 
     let (name, with_ip) = match kind {
@@ -122,12 +141,20 @@ pub fn make_cert(kind: &ServerCert) -> TestCert {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let now = OffsetDateTime::now_utc();
     (params.not_before, params.not_after) = match kind {
-        ServerCert::Expired => (rcgen::date_time_ymd(2020, 1, 1), rcgen::date_time_ymd(2021, 1, 1)),
-        ServerCert::NotYetValid => (rcgen::date_time_ymd(2090, 1, 1), rcgen::date_time_ymd(2091, 1, 1)),
+        ServerCert::Expired => (
+            rcgen::date_time_ymd(2020, 1, 1),
+            rcgen::date_time_ymd(2021, 1, 1),
+        ),
+        ServerCert::NotYetValid => (
+            rcgen::date_time_ymd(2090, 1, 1),
+            rcgen::date_time_ymd(2091, 1, 1),
+        ),
         _ => (now - TimeDuration::days(1), now + TimeDuration::days(365)),
     };
     let key = KeyPair::generate().expect("generate a P-256 key");
-    let cert = params.self_signed(&key).expect("self-sign the test certificate");
+    let cert = params
+        .self_signed(&key)
+        .expect("self-sign the test certificate");
     let der = cert.der().to_vec();
     TestCert {
         kind: kind.clone(),
@@ -201,7 +228,8 @@ impl Identity {
     fn detect() -> Result<Identity, String> {
         let me = fs::metadata("/proc/self").map_err(|e| format!("cannot read /proc/self: {e}"))?;
         if me.uid() == 0 {
-            let (uid, gid) = passwd_entry_by_name("dovecot").ok_or("there is no `dovecot` user in /etc/passwd")?;
+            let (uid, gid) = passwd_entry_by_name("dovecot")
+                .ok_or("there is no `dovecot` user in /etc/passwd")?;
             if passwd_entry_by_name("dovenull").is_none() {
                 return Err("there is no `dovenull` user in /etc/passwd".into());
             }
@@ -217,7 +245,8 @@ impl Identity {
             let user = user_name_by_uid(me.uid())
                 .or_else(|| std::env::var("USER").ok())
                 .ok_or("cannot find the current user's name")?;
-            let group = group_name_by_gid(me.gid()).ok_or("cannot find the current user's group name")?;
+            let group =
+                group_name_by_gid(me.gid()).ok_or("cannot find the current user's group name")?;
             Ok(Identity {
                 root: false,
                 mail_uid: me.uid(),
@@ -265,7 +294,11 @@ fn find_binary(name: &str, env: &str, fixed: &[&str]) -> Option<PathBuf> {
     }
     let candidates = fixed.iter().map(PathBuf::from).chain(
         std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).collect::<Vec<_>>())
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default(),
     );
     candidates
@@ -278,7 +311,10 @@ fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
         .collect();
-    listeners.iter().map(|l| l.local_addr().expect("local address").port()).collect()
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -291,7 +327,10 @@ fn proc_state(pid: u32) -> Option<(char, u32)> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // state ppid pgrp session ...
-    Some((fields.first()?.chars().next()?, fields.get(3)?.parse().ok()?))
+    Some((
+        fields.first()?.chars().next()?,
+        fields.get(3)?.parse().ok()?,
+    ))
 }
 
 /// Alive = exists and is not a zombie (PID 1 here does not reap orphans).
@@ -307,12 +346,18 @@ fn session_members(sid: u32) -> Vec<u32> {
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| proc_state(pid).is_some_and(|(state, sid_of)| sid_of == sid && state != 'Z' && state != 'X'))
+        .filter(|&pid| {
+            proc_state(pid)
+                .is_some_and(|(state, sid_of)| sid_of == sid && state != 'Z' && state != 'X')
+        })
         .collect()
 }
 
 fn proc_name(pid: u32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn send_signal(pids: &[u32], signal: &str) {
@@ -335,7 +380,7 @@ fn send_signal(pids: &[u32], signal: &str) {
 
 /// A running private Dovecot. Dropping it stops the server and removes its temp dir.
 pub struct Dovecot {
-    // Declared first so that it is dropped last (after `Drop::drop` stopped the server).
+    // Fields drop after `Drop::drop` stopped the server, so the dir outlives it.
     dir: TempDir,
     binary: PathBuf,
     identity: Identity,
@@ -392,8 +437,11 @@ impl Dovecot {
     fn try_start(options: Options) -> Result<Dovecot, String> {
         let binary = match options.binary {
             Some(binary) => binary,
-            None => find_binary("dovecot", BINARY_ENV, &["/usr/sbin/dovecot"])
-                .ok_or_else(|| format!("no `dovecot` binary (not in /usr/sbin, PATH or ${BINARY_ENV})"))?,
+            None => {
+                find_binary("dovecot", BINARY_ENV, &["/usr/sbin/dovecot"]).ok_or_else(|| {
+                    format!("no `dovecot` binary (not in /usr/sbin, PATH or ${BINARY_ENV})")
+                })?
+            }
         };
         if !binary.is_file() {
             return Err(format!("no dovecot binary at {}", binary.display()));
@@ -426,12 +474,14 @@ impl Dovecot {
         for sub in ["run", "state"] {
             let path = root.join(sub);
             fs::create_dir_all(&path).map_err(|e| io("create dir", e))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| io("chmod", e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .map_err(|e| io("chmod", e))?;
         }
         for sub in ["mail", "home"] {
             let path = root.join(sub);
             fs::create_dir_all(&path).map_err(|e| io("create dir", e))?;
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).map_err(|e| io("chmod", e))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                .map_err(|e| io("chmod", e))?;
             self.chown(&path)?;
         }
         let home = self.home_path();
@@ -448,8 +498,12 @@ impl Dovecot {
 
     fn chown(&self, path: &Path) -> Result<(), String> {
         if self.identity.root {
-            std::os::unix::fs::chown(path, Some(self.identity.mail_uid), Some(self.identity.mail_gid))
-                .map_err(|e| format!("chown {}: {e}", path.display()))?;
+            std::os::unix::fs::chown(
+                path,
+                Some(self.identity.mail_uid),
+                Some(self.identity.mail_gid),
+            )
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
         }
         Ok(())
     }
@@ -475,6 +529,7 @@ impl Dovecot {
              state_dir = {d}/state\n\
              log_path = {d}/dovecot.log\n\
              auth_verbose = yes\n\
+             auth_failure_delay = 0\n\
              default_login_user = {login}\n\
              default_internal_user = {internal}\n\
              default_internal_group = {group}\n\
@@ -501,11 +556,16 @@ impl Dovecot {
             imaps = self.imaps_port,
         );
         if !id.root {
-            // chroot needs root.
-            conf.push_str("  chroot =\n}\nservice anvil {\n  chroot =\n}\n");
-        } else {
-            conf.push_str("}\n");
+            conf.push_str("  chroot =\n"); // chroot needs root
         }
+        conf.push_str("}\n");
+        // No growing per-IP delay after failed logins (2 s, 4 s, ... 15 s before every
+        // next attempt from 127.0.0.1): auth disables it when it cannot find this socket.
+        conf.push_str("service anvil {\n  unix_listener anvil-auth-penalty {\n    path = anvil-auth-penalty-disabled\n  }\n");
+        if !id.root {
+            conf.push_str("  chroot =\n");
+        }
+        conf.push_str("}\n");
         conf
     }
 
@@ -575,7 +635,8 @@ impl Dovecot {
             for (i, port) in [self.imaps_port, self.imap_port].into_iter().enumerate() {
                 if !ready[i] {
                     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                    ready[i] = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+                    ready[i] =
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
                 }
             }
             if ready == [true, true] && self.master_pid.is_some() {
@@ -598,13 +659,13 @@ impl Dovecot {
         }
     }
 
-    /// Stops the server: SIGTERM to the master, which ends the IMAP, login and auth
-    /// processes cleanly; then SIGKILL to whatever of it is still alive once those are gone
-    /// and the master had [`STOP_GRACE`] more to exit (or after [`STOP_TIMEOUT`]). Does
-    /// nothing if it is not running.
+    /// Stops the server: SIGTERM to the master, which ends the processes that touch mail
+    /// (`imap`, indexer, ...) cleanly; once those are gone and the master had
+    /// [`STOP_GRACE`] more to exit by itself (or after [`STOP_TIMEOUT`] at most), SIGKILL to
+    /// whatever of it is still alive. Does nothing if it is not running.
     ///
-    /// Why not just wait for the master: stopped right after its start, Dovecot 2.3 keeps
-    /// its `anvil` and `log` processes (and so the master) for about 5 s more.
+    /// Why not just wait for the master: stopped soon after its start, Dovecot 2.3 keeps its
+    /// `imap-login`, `anvil` and `log` processes (and so the master) for about 5 s more.
     pub fn stop(&mut self) {
         let Some(pid) = self.master_pid.take() else {
             return;
@@ -621,7 +682,7 @@ impl Dovecot {
             }
             let workers = session_members(pid)
                 .into_iter()
-                .filter(|&p| p != pid && !["log", "anvil", "config"].contains(&proc_name(p).as_str()))
+                .filter(|&p| MAIL_PROCESSES.contains(&proc_name(p).as_str()))
                 .count();
             if workers == 0 {
                 let since = *workers_gone.get_or_insert(now);
@@ -796,7 +857,8 @@ impl Dovecot {
     }
 
     fn tcp(&self, port: u16) -> std::io::Result<TcpStream> {
-        let tcp = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), IO_TIMEOUT)?;
+        let tcp =
+            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), IO_TIMEOUT)?;
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(tcp)
@@ -809,7 +871,11 @@ impl Dovecot {
     }
 
     /// As [`Dovecot::connect_imaps`] with the caller's connector and name.
-    pub fn connect_imaps_with(&self, connector: &native_tls::TlsConnector, name: &str) -> imap::Result<ImapClient> {
+    pub fn connect_imaps_with(
+        &self,
+        connector: &native_tls::TlsConnector,
+        name: &str,
+    ) -> imap::Result<ImapClient> {
         let tls = connector.connect(name, self.tcp(self.imaps_port)?)?;
         let mut client = imap::Client::new(tls);
         client.read_greeting()?;
@@ -823,13 +889,19 @@ impl Dovecot {
     }
 
     /// As [`Dovecot::connect_starttls`] with the caller's connector and name.
-    pub fn connect_starttls_with(&self, connector: &native_tls::TlsConnector, name: &str) -> imap::Result<ImapClient> {
+    pub fn connect_starttls_with(
+        &self,
+        connector: &native_tls::TlsConnector,
+        name: &str,
+    ) -> imap::Result<ImapClient> {
         // imap 3.0.0-alpha.15 has no public raw command before login, so the plain-text
         // part (greeting, CAPABILITY, STARTTLS) is spoken here.
         let mut tcp = self.tcp(self.imap_port)?;
         let greeting = read_line(&mut tcp)?;
         if !greeting.starts_with("* OK") {
-            return Err(imap::Error::Io(std::io::Error::other(format!("greeting: {greeting}"))));
+            return Err(imap::Error::Io(std::io::Error::other(format!(
+                "greeting: {greeting}"
+            ))));
         }
         let capabilities = command(&mut tcp, "S1", "CAPABILITY")?;
         if !capabilities
@@ -847,9 +919,9 @@ impl Dovecot {
 
     /// A logged-in session over IMAPS (verified TLS). Panics with the log on failure.
     pub fn login(&self) -> ImapSession {
-        let client = self
-            .connect_imaps()
-            .unwrap_or_else(|e| panic!("IMAPS connect to {}: {e}\n{}", self.imaps_port, self.log()));
+        let client = self.connect_imaps().unwrap_or_else(|e| {
+            panic!("IMAPS connect to {}: {e}\n{}", self.imaps_port, self.log())
+        });
         client
             .login(USER, PASSWORD)
             .unwrap_or_else(|(e, _)| panic!("IMAPS login: {e}\n{}", self.log()))
@@ -857,9 +929,13 @@ impl Dovecot {
 
     /// A logged-in session over IMAP + STARTTLS. Panics with the log on failure.
     pub fn login_starttls(&self) -> ImapSession {
-        let client = self
-            .connect_starttls()
-            .unwrap_or_else(|e| panic!("STARTTLS connect to {}: {e}\n{}", self.imap_port, self.log()));
+        let client = self.connect_starttls().unwrap_or_else(|e| {
+            panic!(
+                "STARTTLS connect to {}: {e}\n{}",
+                self.imap_port,
+                self.log()
+            )
+        });
         client
             .login(USER, PASSWORD)
             .unwrap_or_else(|(e, _)| panic!("STARTTLS login: {e}\n{}", self.log()))
@@ -873,9 +949,13 @@ impl Dovecot {
             .danger_accept_invalid_hostnames(true)
             .build()
             .expect("TLS connector");
-        let tcp = self
-            .tcp(self.imaps_port)
-            .unwrap_or_else(|e| panic!("connect to dovecot on {}: {e}\n{}", self.imaps_port, self.log()));
+        let tcp = self.tcp(self.imaps_port).unwrap_or_else(|e| {
+            panic!(
+                "connect to dovecot on {}: {e}\n{}",
+                self.imaps_port,
+                self.log()
+            )
+        });
         let tls = connector
             .connect(TLS_NAME, tcp)
             .unwrap_or_else(|e| panic!("TLS with dovecot: {e}\n{}", self.log()));
@@ -885,7 +965,11 @@ impl Dovecot {
             .flatten()
             .and_then(|c| c.to_der().ok())
             .unwrap_or_default();
-        assert_eq!(hex::encode(Sha256::digest(&der)), self.cert.sha256, "not our dovecot's certificate");
+        assert_eq!(
+            hex::encode(Sha256::digest(&der)),
+            self.cert.sha256,
+            "not our dovecot's certificate"
+        );
         let mut client = imap::Client::new(tls);
         client
             .read_greeting()
@@ -904,9 +988,8 @@ impl Dovecot {
     /// APPEND with flags and keywords (e.g. `["\\Seen", "$Forwarded"]`); returns the UID.
     pub fn append_with_flags(&self, folder: &str, raw_message: &[u8], flags: &[&str]) -> u32 {
         let mut session = self.admin();
-        let uid = append_on(&mut session, folder, raw_message, flags).unwrap_or_else(|e| {
-            panic!("APPEND to {folder}: {e}\n{}", self.log())
-        });
+        let uid = append_on(&mut session, folder, raw_message, flags)
+            .unwrap_or_else(|e| panic!("APPEND to {folder}: {e}\n{}", self.log()));
         let _ = session.logout();
         uid
     }
@@ -963,7 +1046,10 @@ impl Dovecot {
             .select(folder)
             .unwrap_or_else(|e| panic!("SELECT {folder}: {e}\n{}", self.log()));
         session
-            .uid_store(uid.to_string(), format!("+FLAGS.SILENT ({})", flags.join(" ")))
+            .uid_store(
+                uid.to_string(),
+                format!("+FLAGS.SILENT ({})", flags.join(" ")),
+            )
             .unwrap_or_else(|e| panic!("UID STORE {uid}: {e}\n{}", self.log()));
         let _ = session.logout();
     }
@@ -975,7 +1061,9 @@ impl Dovecot {
 
     /// The folder's UIDVALIDITY.
     pub fn uidvalidity(&self, folder: &str) -> u32 {
-        self.select_info(folder).uid_validity.expect("UIDVALIDITY in SELECT")
+        self.select_info(folder)
+            .uid_validity
+            .expect("UIDVALIDITY in SELECT")
     }
 
     /// What SELECT says about a folder.
@@ -1034,12 +1122,24 @@ impl Dovecot {
     /// Sets a folder's UIDVALIDITY to `value` while the server runs, keeping its messages
     /// AND their UIDs (`doveadm mailbox update --uid-validity`). Panics if doveadm fails.
     pub fn set_uidvalidity(&self, folder: &str, value: u32) {
-        let doveadm = find_binary("doveadm", "FULFILL_TEST_DOVEADM", &["/usr/bin/doveadm", "/usr/sbin/doveadm"])
-            .expect("doveadm (dovecot-core) is needed for set_uidvalidity");
+        let doveadm = find_binary(
+            "doveadm",
+            "FULFILL_TEST_DOVEADM",
+            &["/usr/bin/doveadm", "/usr/sbin/doveadm"],
+        )
+        .expect("doveadm (dovecot-core) is needed for set_uidvalidity");
         let out = Command::new(doveadm)
             .arg("-c")
             .arg(self.conf_path())
-            .args(["mailbox", "update", "-u", USER, "--uid-validity", &value.to_string(), folder])
+            .args([
+                "mailbox",
+                "update",
+                "-u",
+                USER,
+                "--uid-validity",
+                &value.to_string(),
+                folder,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run doveadm");
@@ -1062,7 +1162,8 @@ impl Dovecot {
     pub fn rebuild_folder(&mut self, folder: &str) -> u32 {
         self.stop();
         let path = self.folder_path(folder);
-        let entries = fs::read_dir(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let entries =
+            fs::read_dir(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "dovecot-uidlist" || name.starts_with("dovecot.index") {
@@ -1083,13 +1184,20 @@ impl Dovecot {
     }
 
     /// [`Dovecot::fill_maildir`] for a folder (created on disk if it does not exist).
-    pub fn fill_maildir_folder(&self, folder: &str, count: usize, mut make_message: impl FnMut(usize) -> Vec<u8>) {
+    pub fn fill_maildir_folder(
+        &self,
+        folder: &str,
+        count: usize,
+        mut make_message: impl FnMut(usize) -> Vec<u8>,
+    ) {
         let dir = self.folder_path(folder);
         for sub in ["", "cur", "new", "tmp"] {
             let path = dir.join(sub);
             if !path.exists() {
-                fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).expect("chmod maildir");
+                fs::create_dir_all(&path)
+                    .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                    .expect("chmod maildir");
                 self.chown(&path).unwrap_or_else(|e| panic!("{e}"));
             }
         }
@@ -1102,7 +1210,9 @@ impl Dovecot {
         }
         let cur = dir.join("cur");
         let host = maildir_host();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970");
         let pid = std::process::id();
         static BATCH: AtomicU64 = AtomicU64::new(0);
         let batch = BATCH.fetch_add(1, Ordering::Relaxed);
@@ -1118,7 +1228,13 @@ impl Dovecot {
                 message.len()
             );
             let path = cur.join(&name);
-            write_file(&path, &message, 0o600).unwrap_or_else(|e| panic!("{e}"));
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&message))
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
             self.chown(&path).unwrap_or_else(|e| panic!("{e}"));
         }
     }
@@ -1127,6 +1243,16 @@ impl Dovecot {
 impl Drop for Dovecot {
     fn drop(&mut self) {
         self.stop();
+        if thread::panicking() {
+            // Shown with the failing test's output.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!(
+                "--- last lines of the test Dovecot's log ({}) ---\n{tail}",
+                self.log_path().display()
+            );
+        }
         if thread::panicking() && std::env::var_os(KEEP_ENV).is_some_and(|v| v == "1") {
             self.dir.disable_cleanup(true);
             eprintln!("kept the test Dovecot's dir: {}", self.dir.path().display());
@@ -1134,7 +1260,12 @@ impl Drop for Dovecot {
     }
 }
 
-fn append_on(session: &mut ImapSession, folder: &str, raw: &[u8], flags: &[&str]) -> imap::Result<u32> {
+fn append_on(
+    session: &mut ImapSession,
+    folder: &str,
+    raw: &[u8],
+    flags: &[&str],
+) -> imap::Result<u32> {
     let appended = session
         .append(folder, raw)
         .flags(flags.iter().map(|f| Flag::from(*f)))
@@ -1158,7 +1289,10 @@ fn read_line(tcp: &mut TcpStream) -> std::io::Result<String> {
     let mut byte = [0u8; 1];
     while !line.ends_with(b"\r\n") {
         if tcp.read(&mut byte)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         line.push(byte[0]);
         if line.len() > 64 * 1024 {
@@ -1178,7 +1312,9 @@ fn command(tcp: &mut TcpStream, tag: &str, command: &str) -> imap::Result<Vec<St
             return if status.starts_with("OK") {
                 Ok(lines)
             } else {
-                Err(imap::Error::Io(std::io::Error::other(format!("{command}: {line}"))))
+                Err(imap::Error::Io(std::io::Error::other(format!(
+                    "{command}: {line}"
+                ))))
             };
         }
         lines.push(line);
@@ -1187,7 +1323,8 @@ fn command(tcp: &mut TcpStream, tag: &str, command: &str) -> imap::Result<Vec<St
 
 /// The host part of Maildir file names: the hostname with `/` and `:` escaped.
 fn maildir_host() -> String {
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
+    let host =
+        fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
     host.trim().replace('/', "\\057").replace(':', "\\072")
 }
 
@@ -1204,7 +1341,8 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("write {}: {e}", path.display()))?;
     file.write_all(contents)
         .map_err(|e| format!("write {}: {e}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| format!("chmod {}: {e}", path.display()))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
 }
 
 /// The temp dir, 0755, in a place whose every parent the server's users can traverse
@@ -1214,7 +1352,9 @@ fn make_temp_dir(identity: &Identity) -> Result<TempDir, String> {
         dir.ancestors().all(|a| {
             fs::metadata(a).is_ok_and(|m| {
                 let mode = m.permissions().mode();
-                !identity.root || mode & 0o001 != 0 || (m.uid() == identity.mail_uid && mode & 0o100 != 0)
+                !identity.root
+                    || mode & 0o001 != 0
+                    || (m.uid() == identity.mail_uid && mode & 0o100 != 0)
             })
         })
     };
@@ -1228,7 +1368,8 @@ fn make_temp_dir(identity: &Identity) -> Result<TempDir, String> {
         .tempdir_in(&base)
         .map_err(|e| format!("cannot make a temp dir in {}: {e}", base.display()))?;
     // The umask may have narrowed the mode.
-    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
     if !traversable(dir.path()) {
         return Err(format!(
             "{} or a parent is not traversable by the dovecot user (missing +x)",
