@@ -59,6 +59,37 @@ pub enum Command {
     Check,
     /// Scan the mailbox for fulfillment emails and import what matches
     Poll(PollArgs),
+    /// The whole loop, safe from cron: resend the fulfillment email, wait for it, validate,
+    /// upload, record, deploy
+    ResendAndImport(ResendAndImportArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["order", "all_pending"])))]
+pub struct ResendAndImportArgs {
+    /// An order to complete (repeatable)
+    #[arg(long, value_name = "ID")]
+    pub order: Vec<i64>,
+
+    /// Every order in the portal without an imported certificate
+    #[arg(long)]
+    pub all_pending: bool,
+
+    /// How long to wait for the mails
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// Do not ask the CA to resend; only wait for the mail
+    #[arg(long)]
+    pub no_resend: bool,
+
+    /// Read everything, write nothing: no resend, no upload, no database change, no mailbox flag
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run after each import with the certificate PEM on stdin (overrides deploy_hook)
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,12 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// No second resend for an order within this time (default "1h").
+    pub resend_cooldown: Option<String>,
+    /// Run after each import with the certificate PEM on stdin.
+    pub deploy_hook: Option<String>,
+    /// How long the deploy hook may run (default "60s").
+    pub deploy_hook_timeout: Option<String>,
     #[serde(default)]
     pub portal: PortalSection,
     #[serde(default)]
@@ -393,6 +399,28 @@ impl Settings {
             poll_interval,
             run_timeout,
         }))
+    }
+}
+
+impl Settings {
+    /// `resend_cooldown`, default one hour.
+    pub fn resend_cooldown(&self) -> Result<Duration, ConfigError> {
+        match &self.file.resend_cooldown {
+            Some(text) => {
+                parse_duration(text).map_err(|e| self.invalid(format!("resend_cooldown: {e}")))
+            }
+            None => Ok(Duration::from_secs(3600)),
+        }
+    }
+
+    /// `deploy_hook_timeout`, default one minute.
+    pub fn deploy_hook_timeout(&self) -> Result<Duration, ConfigError> {
+        match &self.file.deploy_hook_timeout {
+            Some(text) => {
+                parse_duration(text).map_err(|e| self.invalid(format!("deploy_hook_timeout: {e}")))
+            }
+            None => Ok(Duration::from_secs(60)),
+        }
     }
 }
 

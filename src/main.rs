@@ -40,6 +40,9 @@ fn try_main(cli: &Cli) -> anyhow::Result<Exit> {
         Command::Resend(args) => commands::resend::run(args, &settings, json, now),
         Command::Check => commands::check::run(&settings, json, now),
         Command::Poll(args) => commands::poll::run(args, &settings, json, cli.global.quiet, now),
+        Command::ResendAndImport(args) => {
+            commands::resend_and_import::run(args, &settings, json, cli.global.quiet, now)
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod list;
 pub mod orders;
 pub mod poll;
 pub mod resend;
+pub mod resend_and_import;
 pub mod show;
 
 mod local;

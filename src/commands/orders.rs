@@ -11,7 +11,7 @@ use super::{Exit, Table, connect_portal, print_json};
 use crate::config::Settings;
 use crate::keys::{self, KeyMaterial, PublicKeyId};
 use crate::portal::types::{RequestStatus, SslOrder};
-use crate::store::{CertificateRow, Store};
+use crate::store::Store;
 
 #[derive(Serialize)]
 struct OrderLine {
@@ -51,7 +51,7 @@ pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Res
     };
     let certificate_keys: Vec<(i64, Option<i64>, Option<PublicKeyId>)> = certificates
         .iter()
-        .map(|row| (row.id, row.order_id, certificate_key(row)))
+        .map(|row| (row.id, row.order_id, crate::pipeline::certificate_key(row)))
         .collect();
 
     let lines: Vec<OrderLine> = orders
@@ -138,14 +138,4 @@ fn status_name(order: &SslOrder, statuses: &[RequestStatus]) -> Option<String> {
 /// The date part of the API's ISO 8601 timestamps ("2016-01-20T10:56:44-06:00").
 fn day(timestamp: &str) -> String {
     timestamp.chars().take(10).collect()
-}
-
-fn certificate_key(row: &CertificateRow) -> Option<PublicKeyId> {
-    let block = crate::extract::scan_pem(&row.certificate_pem, usize::MAX)
-        .blocks
-        .into_iter()
-        .next()?;
-    let der = block.der.ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    keys::from_spki(cert.public_key()).ok()
 }

@@ -30,7 +30,13 @@ struct PollReport<'a> {
     bytes_written: u64,
 }
 
-pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: OffsetDateTime) -> anyhow::Result<Exit> {
+pub fn run(
+    args: &PollArgs,
+    settings: &Settings,
+    json: bool,
+    quiet: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Exit> {
     let config = settings.mailbox()?.ok_or_else(|| {
         UsageError("poll needs a mailbox: set [mailbox] host, username and password_cmd in the config file".into())
     })?;
@@ -45,16 +51,21 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
         std::process::exit(Exit::Failure as i32);
     });
 
-    let mut known_keys = load_known_keys(settings, &[])?;
+    let local_keys = load_known_keys(settings, &[])?;
     let portal = settings.portal()?.map(Portal::new).transpose()?;
-    // Open orders' CSRs tie mails to orders, as well as the keys on disk.
+    // The portal orders' CSRs tie mails to orders; they come first so that an import is
+    // recorded for its order. The keys on disk match too.
+    let mut known_keys = Vec::new();
     if let Some(portal) = &portal {
         let account = portal.account_id().context("finding the portal account")?;
-        for order in portal.ssl_orders(account).context("listing the SSL orders")? {
-            let keys = order_csr_keys(&order, &known_keys);
-            known_keys.extend(keys);
+        for order in portal
+            .ssl_orders(account)
+            .context("listing the SSL orders")?
+        {
+            known_keys.extend(order_csr_keys(&order, &local_keys));
         }
     }
+    known_keys.extend(local_keys);
     let checks = Checks {
         expectations: Expectations {
             name: None,
@@ -84,8 +95,12 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
 
     let mailbox = &config.session;
     let account = format!("{}@{}:{}", mailbox.username, mailbox.host, mailbox.port);
-    let mut session =
-        Session::connect(mailbox).with_context(|| format!("connecting to the mailbox {}:{}", mailbox.host, mailbox.port))?;
+    let mut session = Session::connect(mailbox).with_context(|| {
+        format!(
+            "connecting to the mailbox {}:{}",
+            mailbox.host, mailbox.port
+        )
+    })?;
     let started = Instant::now();
     let deadline = args.wait.map(|wait| started + wait);
     let mut report = PollReport {
@@ -101,7 +116,14 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
     loop {
         // The clock moves while we wait: validity and timestamps use the time of each pass.
         let pass_time = now + started.elapsed();
-        let scan = pipeline::scan_mailbox(&mut session, &config, &account, &checks, &mut destination, pass_time)?;
+        let scan = pipeline::scan_mailbox(
+            &mut session,
+            &config,
+            &account,
+            &checks,
+            &mut destination,
+            pass_time,
+        )?;
         report.new_messages += scan.new_messages;
         report.too_large += scan.too_large;
         report.uidvalidity_changed |= scan.uidvalidity_changed;
@@ -122,11 +144,20 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
         }
         // Re-issue IDLE well before servers drop it; without IDLE, NOOP every poll_interval.
         session
-            .wait_for_change(remaining.min(IDLE_REFRESH), config.poll_interval.min(remaining))
+            .wait_for_change(
+                remaining.min(IDLE_REFRESH),
+                config.poll_interval.min(remaining),
+            )
             .context("waiting for new mail")?;
     }
-    report.bytes_read = session.traffic().read.load(std::sync::atomic::Ordering::Relaxed);
-    report.bytes_written = session.traffic().written.load(std::sync::atomic::Ordering::Relaxed);
+    report.bytes_read = session
+        .traffic()
+        .read
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.bytes_written = session
+        .traffic()
+        .written
+        .load(std::sync::atomic::Ordering::Relaxed);
     session.logout();
     log::info!(
         "{account}/{}: {} new messages, {} bytes read, {} bytes written",
@@ -141,7 +172,9 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
     } else if results.iter().any(|r| is_import(r.outcome)) || results.is_empty() {
         Exit::Done
     } else {
-        results.iter().fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()))
+        results
+            .iter()
+            .fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()))
     };
     if json {
         report.results = &results;
@@ -157,10 +190,25 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
             mailbox.folder,
             report.new_messages,
             if report.new_messages == 1 { "" } else { "s" },
-            results.iter().filter(|r| r.outcome == Outcome::Imported).count(),
-            if results.iter().filter(|r| r.outcome == Outcome::Imported).count() == 1 { "" } else { "s" },
+            results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Imported)
+                .count(),
+            if results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Imported)
+                .count()
+                == 1
+            {
+                ""
+            } else {
+                "s"
+            },
             if report.timed_out {
-                format!("; no matching mail within {}", humantime::format_duration(args.wait.unwrap_or(Duration::ZERO)))
+                format!(
+                    "; no matching mail within {}",
+                    humantime::format_duration(args.wait.unwrap_or(Duration::ZERO))
+                )
             } else {
                 String::new()
             }
@@ -170,5 +218,8 @@ pub fn run(args: &PollArgs, settings: &Settings, json: bool, quiet: bool, now: O
 }
 
 fn is_import(outcome: Outcome) -> bool {
-    matches!(outcome, Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport)
+    matches!(
+        outcome,
+        Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport
+    )
 }

@@ -1,6 +1,9 @@
 //! The only place that chains steps: a message's bytes → extract → validate → record →
 //! upload, with each side effect committed before the next. Commands (`import`, `poll`)
-//! decide where bytes come from and how results are shown.
+//! decide where bytes come from and how results are shown. `orders` runs the whole loop
+//! for portal orders: resend, wait, import, upload, deploy.
+
+pub mod orders;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -8,12 +11,12 @@ use time::OffsetDateTime;
 
 use crate::commands::Exit;
 use crate::config::MailboxConfig;
-use crate::mailbox::Session;
 use crate::extract::{self, Extraction, Limits};
-use crate::keys::{self, KeyMaterial};
+use crate::keys::{self, KeyMaterial, PublicKeyId};
+use crate::mailbox::Session;
 use crate::portal::types::{CertificateTemplate, SslOrder};
 use crate::portal::{Portal, Uploaded};
-use crate::store::{MailboxPosition, NewCertificate, Recorded, Store, timestamp};
+use crate::store::{CertificateRow, MailboxPosition, NewCertificate, Recorded, Store, timestamp};
 use crate::validate::{self, Accepted, Expectations, KnownKey, Rejected};
 
 /// What a certificate must pass: the expectations, the trust anchors, the extraction limits.
@@ -171,7 +174,10 @@ pub fn scan_mailbox(
             uid,
         };
         // RFC 5092 IMAP URL: a reviewer can find the mail again from the record.
-        let source = format!("imap://{account}/{folder};UIDVALIDITY={};UID={uid}", status.uidvalidity);
+        let source = format!(
+            "imap://{account}/{folder};UIDVALIDITY={};UID={uid}",
+            status.uidvalidity
+        );
         if u64::from(size) > config.session.max_message_size {
             scan.too_large += 1;
             let detail = format!(
@@ -179,14 +185,22 @@ pub fn scan_mailbox(
                 config.session.max_message_size
             );
             log::warn!("{detail}");
-            if let Some(store) = destination.store.as_deref().filter(|_| !destination.dry_run) {
+            if let Some(store) = destination
+                .store
+                .as_deref()
+                .filter(|_| !destination.dry_run)
+            {
                 store.add_event_at(None, "mail_too_large", &detail, Some(&position), now)?;
             }
             continue;
         }
         let Some(bytes) = session.fetch(uid)? else {
             // Expunged between SEARCH and FETCH: nothing to learn, move on.
-            if let Some(store) = destination.store.as_deref().filter(|_| !destination.dry_run) {
+            if let Some(store) = destination
+                .store
+                .as_deref()
+                .filter(|_| !destination.dry_run)
+            {
                 store.advance_mailbox(&position, now)?;
             }
             continue;
@@ -200,8 +214,11 @@ pub fn scan_mailbox(
                 .after_import(uid, &config.session.after_import)
                 .with_context(|| format!("{source}: applying after_import"))?;
         }
-        scan.results
-            .extend(results.into_iter().filter(|r| r.outcome != Outcome::NoCertificate));
+        scan.results.extend(
+            results
+                .into_iter()
+                .filter(|r| r.outcome != Outcome::NoCertificate),
+        );
     }
     Ok(scan)
 }
@@ -294,10 +311,12 @@ pub struct ImportResult {
     pub outcome: Outcome,
     pub id: Option<i64>,
     pub common_name: Option<String>,
-    sha256: Option<String>,
+    pub sha256: Option<String>,
     pub serial: Option<String>,
     pub not_after: Option<String>,
     pub key_source: Option<String>,
+    /// The portal order the certificate was recorded for.
+    pub order_id: Option<i64>,
     /// The certificate's id in the portal's certificate store, once uploaded or found there.
     pub portal_certificate_id: Option<i64>,
     /// "uploaded", "already_in_portal", "would_upload", "not_uploaded" or "failed".
@@ -325,6 +344,7 @@ impl ImportResult {
             serial: None,
             not_after: None,
             key_source: None,
+            order_id: None,
             portal_certificate_id: None,
             upload: None,
             upload_error: None,
@@ -377,6 +397,17 @@ impl ImportResult {
         }
         detail
     }
+}
+
+/// The public key of a recorded certificate.
+pub fn certificate_key(row: &CertificateRow) -> Option<PublicKeyId> {
+    let block = crate::extract::scan_pem(&row.certificate_pem, usize::MAX)
+        .blocks
+        .into_iter()
+        .next()?;
+    let der = block.der.ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    keys::from_spki(cert.public_key()).ok()
 }
 
 /// The keys of an order's CSR, named as the order's, with the private key file that has the
@@ -572,6 +603,7 @@ fn record(
     result.not_after = Some(timestamp(leaf.not_after));
     result.not_after_time = Some(leaf.not_after);
     result.key_source = Some(accepted.key_source.clone());
+    result.order_id = destination.order_id.or(accepted.key.order_id);
 
     let existing = match destination.store.as_deref() {
         Some(store) => store.certificate_by_sha256(&leaf.sha256)?,

@@ -209,6 +209,57 @@ fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> 
     })
 }
 
+/// The kernel lock that keeps two runs apart: `flock` on a file beside the database, taken
+/// without waiting and released by the kernel when the process ends, even by SIGKILL
+/// (certbot's answer to overlapping cron runs, certbot#4449).
+pub struct RunLock {
+    _file: fs::File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another fulfill run holds {path}; this one stops (cron may simply retry)")]
+    Busy { path: PathBuf },
+    #[error("cannot take the lock {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl RunLock {
+    pub fn acquire(database: &Path) -> Result<RunLock, LockError> {
+        let mut name = database.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| LockError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy { path }),
+            Err(fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+        }
+    }
+}
+
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -493,6 +544,18 @@ impl Store {
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)
+    }
+
+    /// Forgets a resend that did not happen (the API refused it), so the cooldown does
+    /// not hold back the next attempt.
+    pub fn clear_resend(&self, order_id: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE orders SET resend_requested_at = NULL WHERE order_id = ?1",
+                [order_id],
+            )
+            .map(|_| ())
+            .map_err(self.sql())
     }
 
     pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {

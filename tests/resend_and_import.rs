@@ -1,0 +1,666 @@
+//! `fulfill resend-and-import` end to end: the local portal (tests/support/portal.rs), which
+//! on `resendEmail` delivers the order's fulfillment mail into a real Dovecot by IMAP APPEND
+//! after a short delay, as a CA would; the real binary; a real SQLite file.
+
+mod support;
+
+#[path = "pki/mod.rs"]
+mod pki;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use predicates::prelude::*;
+use support::dovecot::{Dovecot, dovecot_or_skip};
+use support::portal::{Account, Fault, LocalPortal, OrderSpec};
+use support::{Home, open_db, stdout_json};
+
+/// Mails the "CA" sends when an order's fulfillment email is resent.
+type Outbox = Arc<Mutex<HashMap<i64, Vec<Vec<u8>>>>>;
+
+struct Fixture {
+    dovecot: Arc<Dovecot>,
+    portal: LocalPortal,
+    home: Home,
+    issuing: pki::Ca,
+    keys: PathBuf,
+    config: PathBuf,
+    outbox: Outbox,
+    serial: u32,
+}
+
+/// An order with its key on disk and the mail that carries its certificate.
+struct Order {
+    id: i64,
+    name: String,
+    mail: Vec<u8>,
+    sha256: String,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        let dovecot = Arc::new(dovecot_or_skip()?);
+        let portal = LocalPortal::start(Account::default());
+        let home = Home::new();
+        let root = pki::root("Loop Test Root");
+        let issuing = pki::intermediate("Loop Test Issuing CA", &root);
+        let keys = home.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(home.path().join("root.pem"), &root.pem).unwrap();
+        std::fs::write(
+            home.path().join("sl-key"),
+            format!("{}\n", Account::default().api_key),
+        )
+        .unwrap();
+        std::fs::write(
+            home.path().join("imap-password"),
+            format!("{}\n", dovecot.password()),
+        )
+        .unwrap();
+        let config = home.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "resend_cooldown = \"1h\"\n\
+                 [portal]\nendpoint = \"{}\"\nusername = \"{}\"\napi_key_cmd = \"cat {}\"\ntimeout = \"2s\"\nretry_wait = \"10ms\"\n\
+                 [mailbox]\nhost = \"127.0.0.1\"\nport = {}\nca_file = \"{}\"\nusername = \"{}\"\npassword_cmd = \"cat {}\"\n\
+                 timeout = \"5s\"\npoll_interval = \"1s\"\nrun_timeout = \"2m\"\n\
+                 [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+                portal.endpoint(),
+                Account::default().username,
+                home.path().join("sl-key").display(),
+                dovecot.imaps_port(),
+                dovecot.cert_pem_path().display(),
+                dovecot.user(),
+                home.path().join("imap-password").display(),
+                keys.display(),
+                home.path().join("root.pem").display()
+            ),
+        )
+        .unwrap();
+        // The CA: on a FulfillmentEmail resend, deliver that order's mails after a moment.
+        let outbox: Outbox = Arc::default();
+        let (mails, server) = (outbox.clone(), dovecot.clone());
+        portal.set_on_resend(Some(Box::new(move |order_id| {
+            let pending = mails
+                .lock()
+                .unwrap()
+                .get(&order_id)
+                .cloned()
+                .unwrap_or_default();
+            let server = server.clone();
+            std::thread::spawn(move || {
+                for mail in pending {
+                    std::thread::sleep(Duration::from_millis(300));
+                    server.append("INBOX", &mail);
+                }
+            });
+        })));
+        Some(Fixture {
+            dovecot,
+            portal,
+            home,
+            issuing,
+            keys,
+            config,
+            outbox,
+            serial: 0,
+        })
+    }
+
+    /// A CA mail with a certificate for `name` and `key`.
+    fn mail(&mut self, name: &str, leaf: &pki::Leaf) -> Vec<u8> {
+        self.serial += 1;
+        format!(
+            "From: \"Test CA Orders\" <orders@ca.example>\r\nTo: certs@example.com\r\n\
+             Subject: Your certificate for {name}\r\nDate: Sun, 29 Nov 2026 10:00:00 +0000\r\n\
+             Message-ID: <{}.{name}@ca.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n\
+             Your certificate:\r\n\r\n{}{}\r\n",
+            self.serial,
+            leaf.pem.replace('\n', "\r\n"),
+            self.issuing.pem.replace('\n', "\r\n"),
+        )
+        .into_bytes()
+    }
+
+    /// An approved order in the portal whose key we hold, and the mail the CA will send.
+    fn order(&mut self, name: &str) -> Order {
+        let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(2025, 1, 1), pki::ymd(2034, 1, 1));
+        let leaf = pki::leaf(&spec, &self.issuing);
+        std::fs::write(self.keys.join(format!("{name}.key")), leaf.key_pem()).unwrap();
+        let csr = pki::csr_pem(&leaf.key, Some(name), &[name]);
+        let id = self.portal.add_order(OrderSpec {
+            approver_email: format!("admin@{name}"),
+            ..OrderSpec::new(name, &csr)
+        });
+        let mail = self.mail(name, &leaf);
+        Order {
+            id,
+            name: name.to_string(),
+            mail,
+            sha256: fulfill::extract::sha256_hex(&leaf.der),
+        }
+    }
+
+    /// What the CA sends when `order` is resent.
+    fn on_resend_send(&self, order: &Order, mails: Vec<Vec<u8>>) {
+        self.outbox.lock().unwrap().insert(order.id, mails);
+    }
+
+    fn fulfill(&self) -> assert_cmd::Command {
+        let mut cmd = self.home.fulfill();
+        cmd.arg("--config").arg(&self.config);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+        let output = self
+            .fulfill()
+            .args(["--json", "resend-and-import"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.stdout.is_empty(), "no output; stderr:\n{stderr}");
+        (output.status.code(), stdout_json(&output), stderr)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+            .env("HOME", self.home.path())
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("resend-and-import")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn rows(&self) -> Vec<(i64, String, Option<i64>)> {
+        if !self.home.default_db().exists() {
+            return Vec::new();
+        }
+        let db = open_db(&self.home.default_db());
+        // A run may be creating the schema right now.
+        let Ok(mut stmt) = db.prepare(
+            "SELECT order_id, sha256, portal_certificate_id FROM certificates ORDER BY id",
+        ) else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn order_state(&self, id: i64) -> Option<String> {
+        if !self.home.default_db().exists() {
+            return None;
+        }
+        open_db(&self.home.default_db())
+            .query_row("SELECT state FROM orders WHERE order_id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .ok()
+    }
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never happened: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kill(mut child: Child) {
+    // SIGKILL: no destructor, no rollback hook, nothing runs.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn one_order_is_resent_imported_uploaded_and_recorded() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.one.example.com");
+    f.on_resend_send(&order, vec![order.mail.clone()]);
+    let (code, results, stderr) = f.run(&["--order", &order.id.to_string(), "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["outcome"], "imported");
+    assert_eq!(results[0]["resent"], true);
+    assert_eq!(results[0]["sha256"], order.sha256.as_str());
+    assert_eq!(
+        f.portal.resends(),
+        vec![(order.id, "FulfillmentEmail".to_string())]
+    );
+    let stored = f.portal.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].sha256, order.sha256);
+    assert_eq!(results[0]["portal_certificate_id"], stored[0].id);
+    assert_eq!(
+        f.rows(),
+        vec![(order.id, order.sha256.clone(), Some(stored[0].id))]
+    );
+    assert_eq!(f.order_state(order.id).as_deref(), Some("imported"));
+
+    // A second run after success does nothing, says nothing with -q, and exits 0.
+    f.fulfill()
+        .args(["-q", "resend-and-import", "--order", &order.id.to_string()])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty());
+    assert_eq!(f.portal.resends().len(), 1);
+    assert_eq!(f.portal.calls("createObject"), 1);
+}
+
+#[test]
+fn three_orders_share_one_session_and_one_wait() {
+    let Some(mut f) = Fixture::new() else { return };
+    let orders: Vec<Order> = [
+        "www.a.example.com",
+        "www.b.example.com",
+        "www.c.example.com",
+    ]
+    .iter()
+    .map(|n| f.order(n))
+    .collect();
+    for order in &orders {
+        f.on_resend_send(order, vec![order.mail.clone()]);
+    }
+    let (code, results, stderr) = f.run(&["--all-pending", "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    assert_eq!(results.as_array().unwrap().len(), 3);
+    for (order, result) in orders.iter().zip(results.as_array().unwrap()) {
+        assert_eq!(result["order_id"], order.id);
+        assert_eq!(result["outcome"], "imported", "{result:#}");
+        assert_eq!(result["sha256"], order.sha256.as_str());
+    }
+    assert_eq!(f.portal.resends().len(), 3);
+    assert_eq!(f.portal.certificates().len(), 3);
+    assert_eq!(f.rows().len(), 3);
+    // One IMAP login for the whole run; the other three are the CA's deliveries.
+    let logins = f.dovecot.log().matches("imap-login: Info: Login:").count();
+    assert_eq!(logins, 1 + 3, "{}", f.dovecot.log());
+}
+
+#[test]
+fn mail_already_in_the_mailbox_needs_no_resend() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.early.example.com");
+    f.dovecot.append("INBOX", &order.mail);
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "imported");
+    assert_eq!(results[0]["resent"], false);
+    assert!(f.portal.resends().is_empty());
+}
+
+#[test]
+fn a_forged_mail_arriving_first_is_ignored() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.target.example.com");
+    // Same subject, sender and name, a genuine CA signature, but someone else's key.
+    let spec = pki::LeafSpec::new(&["www.target.example.com"])
+        .valid(pki::ymd(2025, 1, 1), pki::ymd(2034, 1, 1));
+    let forged_leaf = pki::leaf(&spec, &f.issuing);
+    let forged = f.mail("www.target.example.com", &forged_leaf);
+    f.on_resend_send(&order, vec![forged, order.mail.clone()]);
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(
+        results[0]["sha256"],
+        order.sha256.as_str(),
+        "the real certificate, not the forged one"
+    );
+    assert_eq!(f.portal.certificates().len(), 1);
+    assert_eq!(f.portal.certificates()[0].sha256, order.sha256);
+    let db = open_db(&f.home.default_db());
+    let rejected: i64 = db
+        .query_row("SELECT count(*) FROM events WHERE kind = 'certificate_rejected' AND detail LIKE '%rule 1 (key)%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rejected, 1);
+}
+
+#[test]
+fn a_timeout_keeps_the_state_and_the_next_run_completes_without_resending() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.slow.example.com");
+    // The CA is slow: nothing arrives during the first run.
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "2s"]);
+    assert_eq!(code, Some(3), "{results:#}");
+    assert_eq!(results[0]["outcome"], "timed_out");
+    assert_eq!(f.order_state(order.id).as_deref(), Some("waiting_for_mail"));
+    assert_eq!(f.portal.resends().len(), 1);
+
+    f.dovecot.append("INBOX", &order.mail);
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "imported");
+    assert_eq!(
+        results[0]["resent"], false,
+        "within the cooldown: no second resend"
+    );
+    assert_eq!(f.portal.resends().len(), 1);
+}
+
+#[test]
+fn sigkill_at_each_step_then_a_rerun_imports_exactly_once() {
+    // (where to stop, the fault that holds the run there, when the step is reached)
+    type Reached = fn(&Fixture, &Order) -> bool;
+    type Hold = Option<(&'static str, Fault)>;
+    let steps: Vec<(&str, Hold, Reached)> = vec![
+        (
+            "during resendEmail",
+            Some(("resendEmail", Fault::Delay(Duration::from_secs(20)))),
+            |f, _| !f.portal.resends().is_empty(),
+        ),
+        ("waiting for the mail", None, |f, o| {
+            !f.portal.resends().is_empty()
+                && f.order_state(o.id).as_deref() == Some("resend_requested")
+        }),
+        (
+            "recorded, before the upload",
+            Some((
+                "getSecurityCertificates",
+                Fault::Delay(Duration::from_secs(20)),
+            )),
+            |f, _| !f.rows().is_empty(),
+        ),
+        (
+            "during createObject",
+            Some(("createObject", Fault::Delay(Duration::from_secs(20)))),
+            |f, _| !f.portal.certificates().is_empty(),
+        ),
+    ];
+    for (step, fault, reached) in steps {
+        let Some(mut f) = Fixture::new() else { return };
+        let order = f.order("www.crash.example.com");
+        if step != "waiting for the mail" {
+            f.on_resend_send(&order, vec![order.mail.clone()]);
+        }
+        if let Some((method, fault)) = fault {
+            f.portal.inject(method, fault, 1);
+        }
+        let child = f.spawn(&["--order", &order.id.to_string(), "--timeout", "60s"]);
+        wait_until(step, || reached(&f, &order));
+        kill(child);
+        if step == "waiting for the mail" {
+            f.dovecot.append("INBOX", &order.mail);
+        }
+        f.portal.clear_faults();
+
+        let (code, results, stderr) =
+            f.run(&["--order", &order.id.to_string(), "--timeout", "30s"]);
+        assert_eq!(code, Some(0), "{step}: {results:#}\n{stderr}");
+        assert_eq!(f.portal.resends().len(), 1, "{step}: resent once");
+        let stored = f.portal.certificates();
+        assert_eq!(stored.len(), 1, "{step}: one certificate in the portal");
+        assert_eq!(
+            f.rows(),
+            vec![(order.id, order.sha256.clone(), Some(stored[0].id))],
+            "{step}: one row"
+        );
+    }
+}
+
+#[test]
+fn a_second_concurrent_run_exits_75() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.busy.example.com");
+    let child = f.spawn(&[
+        "--order",
+        &order.id.to_string(),
+        "--timeout",
+        "20s",
+        "--no-resend",
+    ]);
+    wait_until("the first run holds the lock", || {
+        let lock = f.home.default_db().with_extension("db.lock");
+        lock.exists() && f.home.default_db().exists()
+    });
+    f.fulfill()
+        .args(["resend-and-import", "--order", &order.id.to_string()])
+        .assert()
+        .code(75)
+        .stderr(predicate::str::contains("another fulfill run holds"));
+    kill(child);
+    // The lock died with the process: the next run goes ahead.
+    f.dovecot.append("INBOX", &order.mail);
+    f.fulfill()
+        .args([
+            "resend-and-import",
+            "--no-resend",
+            "--timeout",
+            "10s",
+            "--order",
+            &order.id.to_string(),
+        ])
+        .assert()
+        .success();
+}
+
+#[test]
+fn portal_faults_during_resend_and_upload() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.faults.example.com");
+    f.on_resend_send(&order, vec![order.mail.clone()]);
+    // A transient fault on resend is retried; a refused upload is reported and kept.
+    f.portal.inject("resendEmail", Fault::InternalError, 1);
+    f.portal.inject(
+        "createObject",
+        Fault::Raw {
+            status: 500,
+            body: r#"{"error":"Unable to validate the certificate.","code":"SoftLayer_Exception_Public"}"#.into(),
+        },
+        1,
+    );
+    let (code, results, stderr) = f.run(&["--order", &order.id.to_string(), "--timeout", "30s"]);
+    assert_eq!(code, Some(1), "{results:#}");
+    assert_eq!(results[0]["outcome"], "failed");
+    assert!(
+        results[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Unable to validate"),
+        "{results:#}"
+    );
+    assert!(
+        stderr.contains("Unable to validate"),
+        "errors go to stderr too: {stderr}"
+    );
+    assert_eq!(f.portal.resends().len(), 1);
+    assert_eq!(f.order_state(order.id).as_deref(), Some("upload_failed"));
+    // The next run uploads what was recorded, without resending.
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "imported");
+    assert_eq!(f.portal.certificates().len(), 1);
+    assert_eq!(f.portal.resends().len(), 1);
+
+    // A refused resend (the retired product) is the API's own words, exit 1.
+    let retired = f.portal.add_order(OrderSpec {
+        refuses_resend: true,
+        ..OrderSpec::new(
+            "www.retired.example.com",
+            &pki::csr_pem(
+                &pki::leaf(&pki::LeafSpec::new(&["x.example.com"]), &f.issuing).key,
+                Some("www.retired.example.com"),
+                &["www.retired.example.com"],
+            ),
+        )
+    });
+    let (code, results, _) = f.run(&["--order", &retired.to_string(), "--timeout", "2s"]);
+    assert_eq!(code, Some(1));
+    let reason = results[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("SoftLayer_Exception_Public") && reason.contains("no longer supported"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let Some(mut f) = Fixture::new() else { return };
+    let waiting = f.order("www.waiting.example.com");
+    let present = f.order("www.present.example.com");
+    let uid = f.dovecot.append("INBOX", &present.mail);
+    let (code, results, _) = f.run(&["--all-pending", "--dry-run"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    let outcome = |id: i64| {
+        results
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["order_id"] == id)
+            .map(|r| r["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome(waiting.id).as_deref(), Some("would_resend"));
+    assert_eq!(outcome(present.id).as_deref(), Some("would_import"));
+    assert!(f.portal.resends().is_empty(), "no resend");
+    assert_eq!(f.portal.calls("createObject"), 0, "no upload");
+    assert!(
+        f.dovecot.flags("INBOX", uid).unwrap().is_empty(),
+        "no mailbox flag"
+    );
+    assert!(!f.home.default_db().exists(), "no database");
+    assert!(
+        !f.home
+            .path()
+            .join(".local/share/fulfill/fulfill.db.lock")
+            .exists(),
+        "no lock file"
+    );
+}
+
+#[test]
+fn the_deploy_hook_receives_the_certificate_and_its_facts() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.deploy.example.com");
+    f.dovecot.append("INBOX", &order.mail);
+    let out = f.home.path().join("deployed");
+    let hook = format!(
+        "cat > {out}.pem && env | grep '^FULFILL_' | sort > {out}.env",
+        out = out.display()
+    );
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--deploy-hook", &hook]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["deploy_hook"], "ok");
+    let pem_text = std::fs::read_to_string(out.with_extension("pem")).unwrap();
+    let blocks = pem::parse_many(&pem_text).unwrap();
+    assert_eq!(blocks.len(), 2, "certificate and chain");
+    assert_eq!(
+        fulfill::extract::sha256_hex(blocks[0].contents()),
+        order.sha256
+    );
+    let env = std::fs::read_to_string(out.with_extension("env")).unwrap();
+    assert!(
+        env.contains(&format!("FULFILL_ORDER_ID={}", order.id)),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("FULFILL_COMMON_NAME={}", order.name)),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("FULFILL_SHA256={}", order.sha256)),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!(
+            "FULFILL_PORTAL_ID={}",
+            f.portal.certificates()[0].id
+        )),
+        "{env}"
+    );
+
+    // A failing hook is reported, not fatal.
+    let other = f.order("www.deploy2.example.com");
+    f.dovecot.append("INBOX", &other.mail);
+    let (code, results, _) = f.run(&["--order", &other.id.to_string(), "--deploy-hook", "exit 7"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        results[0]["deploy_hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed:"),
+        "{results:#}"
+    );
+}
+
+/// The command lines of contrib/fulfill.cron and contrib/fulfill.service, as the README
+/// shows them, run here with the paths of this test.
+#[test]
+fn the_cron_and_systemd_examples_run() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.cron.example.com");
+    f.on_resend_send(&order, vec![order.mail.clone()]);
+    let repo = support::repo();
+    let cron = std::fs::read_to_string(repo.join("contrib/fulfill.cron")).unwrap();
+    let cron_line = cron
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    // minute hour day month weekday user command...
+    let cron_command: String = cron_line
+        .split_whitespace()
+        .skip(6)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let service = std::fs::read_to_string(repo.join("contrib/fulfill.service")).unwrap();
+    let exec_start = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .to_string();
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    assert!(
+        readme.contains(cron_line),
+        "the README shows contrib/fulfill.cron's line"
+    );
+    assert!(
+        readme.contains(&exec_start),
+        "the README shows contrib/fulfill.service's ExecStart"
+    );
+    let success: Vec<i32> = service
+        .lines()
+        .find_map(|l| l.strip_prefix("SuccessExitStatus="))
+        .unwrap()
+        .split_whitespace()
+        .map(|c| c.parse().unwrap())
+        .collect();
+
+    for command in [cron_command, exec_start] {
+        let command = command
+            .replace(
+                "/usr/local/bin/fulfill",
+                assert_cmd::cargo::cargo_bin("fulfill").to_str().unwrap(),
+            )
+            .replace("/etc/fulfill/config.toml", f.config.to_str().unwrap())
+            .replace("--timeout 20m", "--timeout 30s");
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .env("HOME", f.home.path())
+            .env_remove("XDG_DATA_HOME")
+            .output()
+            .unwrap();
+        let code = output.status.code().unwrap();
+        assert!(
+            code == 0 || success.contains(&code),
+            "{command}: exit {code}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(f.portal.certificates().len(), 1);
+    assert_eq!(f.portal.resends().len(), 1);
+}
