@@ -55,11 +55,16 @@ fn poll(dovecot: &dovecot::Dovecot, home: &std::path::Path) -> Run {
         .output()
         .expect("run fulfill");
     let elapsed = started.elapsed();
-    assert!(output.status.success(), "poll failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "poll failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("poll --json");
     Run {
         elapsed,
-        bytes: report["bytes_read"].as_u64().unwrap_or(0) + report["bytes_written"].as_u64().unwrap_or(0),
+        bytes: report["bytes_read"].as_u64().unwrap_or(0)
+            + report["bytes_written"].as_u64().unwrap_or(0),
         new_messages: report["new_messages"].as_u64().unwrap_or(0),
     }
 }
@@ -70,10 +75,13 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![100, 100_000]);
-    println!("| mails in INBOX | first scan | first scan bytes | no-news poll (median of {QUIET_RUNS}) | no-news bytes |");
+    println!(
+        "| mails in INBOX | first scan | first scan bytes | no-news poll (median of {QUIET_RUNS}) | no-news bytes |"
+    );
     println!("|---|---|---|---|---|");
     for count in sizes {
-        let mut server = dovecot::Dovecot::start().expect("dovecot starts (scripts/test installs it)");
+        let mut server =
+            dovecot::Dovecot::start().expect("dovecot starts (scripts/test installs it)");
         let filled = Instant::now();
         server.fill_maildir(count, unrelated_mail);
         let fill_time = filled.elapsed();
@@ -82,7 +90,9 @@ fn main() {
         let home = tempfile::tempdir().expect("temp dir");
         let first = poll(&server, home.path());
         assert_eq!(first.new_messages as usize, count);
-        let mut quiet: Vec<Run> = (0..QUIET_RUNS).map(|_| poll(&server, home.path())).collect();
+        let mut quiet: Vec<Run> = (0..QUIET_RUNS)
+            .map(|_| poll(&server, home.path()))
+            .collect();
         quiet.sort_by_key(|r| r.elapsed);
         let median = &quiet[QUIET_RUNS / 2];
         assert_eq!(median.new_messages, 0);
