@@ -68,6 +68,9 @@ pub struct PortalSection {
     pub retries: Option<u32>,
     /// Wait before the first retry, doubled each time (default "1s").
     pub retry_wait: Option<String>,
+    /// PEM certificates trusted for the endpoint besides the system's (a TLS-inspecting
+    /// proxy's CA, a private endpoint). Added to the system store, never replacing it.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +152,15 @@ pub struct Settings {
 /// Default size limit for one mail: CA mails with a zip are well under 1 MiB.
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 25 * 1024 * 1024;
 
+/// Relative paths in the config file are taken from the file's own folder, so a config
+/// works whatever directory cron starts fulfill in.
+fn relative_to_config(config_file: Option<&Path>, path: &Path) -> PathBuf {
+    match config_file.and_then(Path::parent) {
+        Some(folder) if path.is_relative() => folder.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 pub fn load(global: &GlobalArgs) -> Result<Settings, ConfigError> {
     let (config_file, file) = match &global.config {
         // An explicit file must exist; the default one may not.
@@ -162,18 +174,7 @@ pub fn load(global: &GlobalArgs) -> Result<Settings, ConfigError> {
             }
         }
     };
-    let base = config_file
-        .as_deref()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    let relative = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let relative = |p: &Path| relative_to_config(config_file.as_deref(), p);
 
     let database = match &global.db {
         Some(path) => path.clone(),
@@ -295,6 +296,10 @@ impl Settings {
             connect_timeout: timeout.min(Duration::from_secs(10)),
             retries: section.retries.unwrap_or(3),
             retry_wait,
+            ca_file: section
+                .ca_file
+                .as_deref()
+                .map(|p| relative_to_config(self.config_file.as_deref(), p)),
         }))
     }
 }
@@ -374,10 +379,7 @@ impl Settings {
             &section.run_timeout,
             Duration::from_secs(600),
         )?;
-        let relative = |p: &Path| match &self.config_file {
-            Some(file) if p.is_relative() => file.parent().unwrap_or(Path::new("")).join(p),
-            _ => p.to_path_buf(),
-        };
+        let relative = |p: &Path| relative_to_config(self.config_file.as_deref(), p);
         Ok(Some(MailboxConfig {
             session: MailboxSettings {
                 host,

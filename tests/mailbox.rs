@@ -252,12 +252,27 @@ fn an_untrusted_server_certificate_is_refused_and_a_pinned_one_accepted() {
         .stderr(predicate::str::contains("not the pinned"));
 }
 
+/// Every way a server certificate can be wrong, over implicit TLS and over STARTTLS: the
+/// poll fails before the password is sent, naming the host and OpenSSL's reason. The
+/// certificate is the server's own ca_file, so only the named fault can refuse it.
 #[test]
-fn server_certificates_for_another_name_or_expired_are_refused() {
-    for cert in [
-        ServerCert::OtherName("mail.elsewhere.example".into()),
-        ServerCert::Expired,
-    ] {
+fn server_certificates_for_another_name_expired_or_self_signed_are_refused() {
+    let cases = [
+        (
+            ServerCert::OtherName("mail.elsewhere.example".into()),
+            true,
+            "IP address mismatch",
+        ),
+        (ServerCert::Expired, true, "certificate has expired"),
+        (
+            ServerCert::NotYetValid,
+            true,
+            "certificate is not yet valid",
+        ),
+        // Self-signed and not in ca_file: nothing vouches for it.
+        (ServerCert::Localhost, false, "self-signed certificate"),
+    ];
+    for (cert, trusted, reason) in cases {
         let Some(dovecot) = dovecot_or_skip_with(Options {
             cert: cert.clone(),
             ..Options::default()
@@ -265,11 +280,22 @@ fn server_certificates_for_another_name_or_expired_are_refused() {
             return;
         };
         let f = Fixture::with(dovecot);
-        f.fulfill()
-            .arg("poll")
-            .assert()
-            .code(1)
-            .stderr(predicate::str::contains("TLS with 127.0.0.1 failed"));
+        for (security, port) in [
+            ("tls", f.dovecot.imaps_port()),
+            ("starttls", f.dovecot.imap_port()),
+        ] {
+            let mut connection =
+                format!("host = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"");
+            if trusted {
+                let ca_file = f.dovecot.cert_pem_path().display().to_string();
+                connection.push_str(&format!("\nca_file = \"{ca_file}\""));
+            }
+            f.configure_raw(&connection);
+            f.fulfill().arg("poll").assert().code(1).stderr(
+                predicate::str::contains("TLS with 127.0.0.1 failed")
+                    .and(predicate::str::contains(reason)),
+            );
+        }
     }
 }
 

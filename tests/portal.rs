@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use predicates::prelude::*;
+use support::dovecot::{ServerCert, TestCert, make_cert};
 use support::portal::{Account, Auth, Fault, LocalPortal, NewCertificate, OrderSpec};
 use support::{Home, open_db, samples, stdout_json};
 
@@ -605,4 +606,110 @@ fn the_api_key_appears_nowhere() {
     // Never in the database.
     let db = std::fs::read(s.home.default_db()).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(&key));
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS: the real endpoint is https; the client verifies its certificate on every call.
+// ---------------------------------------------------------------------------------------
+
+/// A TLS portal presenting `cert`, and a config that names it by `localhost`, trusting
+/// `ca_file` when given (the test certificates are self-signed: each is its own anchor).
+fn tls_setup(cert: &TestCert, ca_file: Option<&str>) -> (Home, LocalPortal, PathBuf) {
+    let home = Home::new();
+    let portal = LocalPortal::start_tls(Account::default(), cert);
+    let key_file = home.path().join("sl-key");
+    std::fs::write(&key_file, format!("{}\n", api_key())).unwrap();
+    let mut text = format!(
+        "[portal]\nendpoint = \"{}\"\nusername = \"{}\"\napi_key_cmd = \"cat {}\"\ntimeout = \"5s\"\nretry_wait = \"10ms\"\n",
+        portal.endpoint(),
+        Account::default().username,
+        key_file.display(),
+    );
+    if let Some(pem) = ca_file {
+        let path = home.path().join("portal-ca.pem");
+        std::fs::write(&path, pem).unwrap();
+        text.push_str(&format!("ca_file = \"{}\"\n", path.display()));
+    }
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    (home, portal, config)
+}
+
+fn orders_over_tls(cert: &TestCert, ca_file: Option<&str>) -> (LocalPortal, std::process::Output) {
+    let (home, portal, config) = tls_setup(cert, ca_file);
+    let output = home
+        .fulfill()
+        .arg("--config")
+        .arg(&config)
+        // -v shows retries, which a refused certificate must not cause.
+        .args(["-v", "orders"])
+        .output()
+        .unwrap();
+    (portal, output)
+}
+
+/// The refusal: exit 1, the reason and the endpoint named, the way out (ca_file) given,
+/// not retried, and no request (so no API key) ever reached the server.
+fn assert_refused(portal: &LocalPortal, output: &std::process::Output, reason: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("TLS certificate that was refused"),
+        "stderr: {stderr}"
+    );
+    assert!(stderr.contains(reason), "expected '{reason}' in: {stderr}");
+    assert!(stderr.contains(&portal.endpoint()), "stderr: {stderr}");
+    assert!(stderr.contains("[portal] ca_file"), "stderr: {stderr}");
+    assert!(
+        !stderr.contains("retrying"),
+        "a refused certificate is not retried: {stderr}"
+    );
+    assert!(portal.requests().is_empty(), "a request got through");
+}
+
+#[test]
+fn an_https_portal_with_a_trusted_certificate_is_used() {
+    let cert = make_cert(&ServerCert::Localhost);
+    let (portal, output) = orders_over_tls(&cert, Some(&cert.cert_pem));
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let requests = portal.requests();
+    assert!(!requests.is_empty(), "no request reached the portal");
+    assert!(requests.iter().all(|r| r.auth.is_valid()));
+}
+
+#[test]
+fn an_expired_portal_certificate_is_refused() {
+    let cert = make_cert(&ServerCert::Expired);
+    let (portal, output) = orders_over_tls(&cert, Some(&cert.cert_pem));
+    assert_refused(&portal, &output, "expired");
+}
+
+#[test]
+fn a_portal_certificate_for_another_name_is_refused() {
+    let cert = make_cert(&ServerCert::OtherName("api.elsewhere.example".into()));
+    let (portal, output) = orders_over_tls(&cert, Some(&cert.cert_pem));
+    assert_refused(&portal, &output, "mismatch");
+}
+
+#[test]
+fn a_self_signed_portal_certificate_is_refused() {
+    // Not in ca_file, so only the system store could vouch for it, and it does not.
+    let cert = make_cert(&ServerCert::Localhost);
+    let (portal, output) = orders_over_tls(&cert, None);
+    assert_refused(&portal, &output, "self-signed");
+}
+
+#[test]
+fn an_unreadable_portal_ca_file_is_an_error_naming_it() {
+    let cert = make_cert(&ServerCert::Localhost);
+    let (portal, output) = orders_over_tls(&cert, Some("not a certificate\n"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains("[portal] ca_file"), "stderr: {stderr}");
+    assert!(stderr.contains("portal-ca.pem"), "stderr: {stderr}");
+    assert!(portal.requests().is_empty());
 }

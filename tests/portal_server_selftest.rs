@@ -6,6 +6,10 @@
 
 #[path = "support/portal.rs"]
 mod portal;
+// The portal's TLS mode takes its server certificates from here.
+#[allow(dead_code)]
+#[path = "support/dovecot.rs"]
+mod dovecot;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

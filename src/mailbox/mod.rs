@@ -448,10 +448,18 @@ fn handshake(
             path: path.clone(),
             cause: e.to_string(),
         })?;
-        for block in pem::parse_many(&pem).map_err(|e| MailboxError::CaFile {
+        let blocks = pem::parse_many(&pem).map_err(|e| MailboxError::CaFile {
             path: path.clone(),
             cause: e.to_string(),
-        })? {
+        })?;
+        // An empty file would silently leave only the system store: refuse it instead.
+        if blocks.is_empty() {
+            return Err(MailboxError::CaFile {
+                path: path.clone(),
+                cause: "it holds no PEM certificate".into(),
+            });
+        }
+        for block in blocks {
             let cert = native_tls::Certificate::from_der(block.contents()).map_err(|e| {
                 MailboxError::CaFile {
                     path: path.clone(),

@@ -9,6 +9,7 @@
 
 pub mod types;
 
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,6 +40,8 @@ pub struct PortalSettings {
     pub retries: u32,
     /// Wait before the first retry; doubled each time, with jitter.
     pub retry_wait: Duration,
+    /// Extra trusted certificates (`[portal] ca_file`), added to the system store.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,15 @@ pub enum PortalError {
     Timeout { call: String, seconds: u64 },
     #[error("{call}: cannot reach the portal at {endpoint}: {cause}")]
     Connection {
+        call: String,
+        endpoint: String,
+        cause: String,
+    },
+    #[error(
+        "{call}: the portal at {endpoint} presented a TLS certificate that was refused ({cause}); \
+         nothing was sent. Check the endpoint; if a proxy inspects TLS here, add its CA with [portal] ca_file"
+    )]
+    Certificate {
         call: String,
         endpoint: String,
         cause: String,
@@ -185,15 +197,21 @@ pub struct Portal {
 impl Portal {
     pub fn new(settings: PortalSettings) -> Result<Portal, PortalError> {
         let base = endpoint_url(&settings.endpoint)?;
-        let http = Client::builder()
+        // Certificate and host name verification stay reqwest's defaults (on); there is
+        // deliberately no setting that turns them off. A ca_file only adds anchors.
+        let mut builder = Client::builder()
             .user_agent(concat!("fulfill/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .build()
-            .map_err(|e| PortalError::Endpoint {
-                endpoint: settings.endpoint.clone(),
-                why: format!("cannot set up the HTTP client: {e}"),
-            })?;
+            .timeout(settings.timeout);
+        if let Some(path) = &settings.ca_file {
+            for certificate in read_ca_file(path, &settings.endpoint)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().map_err(|e| PortalError::Endpoint {
+            endpoint: settings.endpoint.clone(),
+            why: format!("cannot set up the HTTP client: {e}"),
+        })?;
         Ok(Portal {
             http,
             base,
@@ -436,6 +454,21 @@ impl Portal {
             cause.push_str(&format!(": {inner}"));
             source = inner.source();
         }
+        // A refused server certificate is not a fault to retry: the next try meets the
+        // same certificate. OpenSSL (native-tls) says "...certificate verify failed:...:
+        // (certificate has expired)": the part in brackets is what a person needs.
+        if let Some((_, after)) = cause.split_once("certificate verify failed") {
+            let reason = after
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .map(|(reason, _)| reason)
+                .unwrap_or("no reason given");
+            return PortalError::Certificate {
+                call: call.name(),
+                endpoint: self.base.to_string(),
+                cause: format!("certificate verify failed: {reason}"),
+            };
+        }
         PortalError::Connection {
             call: call.name(),
             endpoint: self.base.to_string(),
@@ -524,6 +557,22 @@ pub fn pem_sha256(pem: &str) -> Option<String> {
         .into_iter()
         .find_map(|block| block.der.ok())
         .map(|der| crate::extract::sha256_hex(&der))
+}
+
+/// The certificates of `[portal] ca_file`; an unreadable or empty file is an error, not
+/// a silent fall-back to the system store alone.
+fn read_ca_file(path: &Path, endpoint: &str) -> Result<Vec<reqwest::Certificate>, PortalError> {
+    let refuse = |why: String| PortalError::Endpoint {
+        endpoint: endpoint.to_string(),
+        why: format!("[portal] ca_file {}: {why}", path.display()),
+    };
+    let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot read it: {e}")))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| refuse(format!("not a PEM certificate bundle: {e}")))?;
+    if certificates.is_empty() {
+        return Err(refuse("it holds no PEM certificate".into()));
+    }
+    Ok(certificates)
 }
 
 /// Parses and checks the endpoint: https, or http only to this machine (tests, tunnels),

@@ -35,6 +35,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
+
+use super::dovecot::TestCert;
 use serde_json::{Map, Value, json};
 use time::{OffsetDateTime, UtcOffset};
 use x509_parser::certificate::X509Certificate;
@@ -332,6 +334,8 @@ type SharedHook = Arc<dyn Fn(i64) + Send + Sync>;
 pub struct LocalPortal {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// Set for [`LocalPortal::start_tls`]: the endpoint is then `https://localhost:PORT`.
+    tls: bool,
 }
 
 struct Shared {
@@ -363,8 +367,23 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LocalPortal {
-    /// Binds 127.0.0.1 on a free port and starts serving.
+    /// Binds 127.0.0.1 on a free port and starts serving plain HTTP (the client allows
+    /// `http://` only on loopback).
     pub fn start(account: Account) -> LocalPortal {
+        LocalPortal::start_serving(account, None)
+    }
+
+    /// The same portal behind TLS with this server certificate, as the real endpoint is
+    /// (https://api.softlayer.com): for the tests that a bad certificate is refused.
+    pub fn start_tls(account: Account, cert: &TestCert) -> LocalPortal {
+        let identity =
+            native_tls::Identity::from_pkcs8(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                .expect("the test certificate and key make a TLS identity");
+        let acceptor = native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor");
+        LocalPortal::start_serving(account, Some(Arc::new(acceptor)))
+    }
+
+    fn start_serving(account: Account, tls: Option<Arc<native_tls::TlsAcceptor>>) -> LocalPortal {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared {
@@ -385,16 +404,23 @@ impl LocalPortal {
             next_connection: AtomicU64::new(1),
         });
         let accept_shared = Arc::clone(&shared);
+        let tls_acceptor = tls;
+        let tls = tls_acceptor.is_some();
         thread::Builder::new()
             .name("portal-accept".into())
-            .spawn(move || accept_loop(accept_shared, listener))
+            .spawn(move || accept_loop(accept_shared, listener, tls_acceptor))
             .expect("spawn the accept loop");
-        LocalPortal { shared, addr }
+        LocalPortal { shared, addr, tls }
     }
 
-    /// `http://127.0.0.1:PORT/rest/v3.1/`
+    /// `http://127.0.0.1:PORT/rest/v3.1/`, or `https://localhost:PORT/rest/v3.1/` for
+    /// [`LocalPortal::start_tls`] (the name the test certificates are made for).
     pub fn endpoint(&self) -> String {
-        format!("http://{}{BASE_PATH}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}{BASE_PATH}", self.addr.port())
+        } else {
+            format!("http://{}{BASE_PATH}", self.addr)
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -584,7 +610,11 @@ fn status_id(name: &str) -> Option<i64> {
 // HTTP
 // ---------------------------------------------------------------------------------------
 
-fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<native_tls::TlsAcceptor>>,
+) {
     for incoming in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
             break;
@@ -606,10 +636,22 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             break;
         }
         let connection_shared = Arc::clone(&shared);
+        let tls = tls.clone();
         let spawned = thread::Builder::new()
             .name(format!("portal-conn-{id}"))
             .spawn(move || {
-                serve_connection(&connection_shared, stream, id);
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+                match tls {
+                    None => serve_connection(&connection_shared, stream, id),
+                    // A client that refuses the certificate ends the handshake here: the
+                    // connection is then simply over, as with the real endpoint.
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream) {
+                            serve_connection(&connection_shared, stream, id);
+                        }
+                    }
+                }
                 lock(&connection_shared.connections).remove(&id);
             });
         if spawned.is_err()
@@ -706,9 +748,9 @@ fn bad(status: u16, message: &str) -> ReadError {
     })
 }
 
-fn serve_connection(shared: &Shared, mut stream: TcpStream, connection: u64) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+/// Serves one connection, plain or TLS. `Outcome::Drop` shuts the socket down through
+/// the clone kept in `shared.connections`.
+fn serve_connection(shared: &Shared, mut stream: impl Read + Write, connection: u64) {
     let mut buffer = Vec::new();
     loop {
         if shared.stop.load(Ordering::SeqCst) {
@@ -748,7 +790,9 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream, connection: u64) {
                 }
             }
             Outcome::Drop => {
-                let _ = stream.shutdown(Shutdown::Both);
+                if let Some(socket) = lock(&shared.connections).get(&connection) {
+                    let _ = socket.shutdown(Shutdown::Both);
+                }
                 break;
             }
         }
@@ -783,7 +827,10 @@ fn record_bad_request(shared: &Shared, bad: &BadRequest, connection: u64) {
 }
 
 /// Reads one request; bytes after it (a pipelined request) stay in `buffer`.
-fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<HttpRequest, ReadError> {
+fn read_request(
+    stream: &mut (impl Read + Write),
+    buffer: &mut Vec<u8>,
+) -> Result<HttpRequest, ReadError> {
     loop {
         if !buffer.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -828,7 +875,7 @@ fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<HttpRequ
 }
 
 fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut (impl Read + Write),
     buffer: &mut Vec<u8>,
     method: String,
     target: String,
@@ -922,7 +969,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_response(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     response: &HttpResponse,
     keep_alive: bool,
 ) -> std::io::Result<()> {
