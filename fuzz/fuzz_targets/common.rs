@@ -13,8 +13,15 @@ pub fn check_invariants(extraction: &Extraction, limits: &Limits) {
     );
     let mut seen = HashSet::new();
     for cert in &extraction.certificates {
-        assert_eq!(cert.sha256, sha256_hex(&cert.der), "fingerprint is not of the DER");
-        assert!(seen.insert(&cert.sha256), "the same certificate was kept twice");
+        assert_eq!(
+            cert.sha256,
+            sha256_hex(&cert.der),
+            "fingerprint is not of the DER"
+        );
+        assert!(
+            seen.insert(&cert.sha256),
+            "the same certificate was kept twice"
+        );
     }
 }
 
