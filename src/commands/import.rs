@@ -8,14 +8,11 @@ use std::path::Path;
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use super::{Exit, Table, days_left, load_known_keys, load_trust_anchors, print_json};
+use super::{Exit, Table, days_left, import_checks, load_known_keys, open_store, print_json};
 use crate::cli::ImportArgs;
 use crate::config::Settings;
-use crate::extract::Limits;
-use crate::pipeline::{self, Checks, Destination, ImportResult, Outcome, Upload, order_csr_keys};
+use crate::pipeline::{self, Destination, ImportResult, Outcome, Upload, order_csr_keys};
 use crate::portal::Portal;
-use crate::store::Store;
-use crate::validate::Expectations;
 
 pub fn run(
     args: &ImportArgs,
@@ -24,7 +21,6 @@ pub fn run(
     now: OffsetDateTime,
 ) -> anyhow::Result<Exit> {
     let mut known_keys = load_known_keys(settings, &args.key)?;
-    let trust_anchors = load_trust_anchors(settings)?;
     let portal = if args.no_upload {
         None
     } else {
@@ -52,25 +48,12 @@ pub fn run(
     if let Some(order) = &order {
         known_keys.extend(order_csr_keys(order, &known_keys));
     }
-    let checks = Checks {
-        expectations: Expectations {
-            name: args
-                .expect_name
-                .clone()
-                .or_else(|| order.as_ref().and_then(|o| o.common_name.clone())),
-            keys: known_keys,
-        },
-        trust_anchors,
-        limits: Limits {
-            max_message_size: settings.max_message_size,
-            ..Limits::default()
-        },
-    };
-    let mut store = if args.dry_run {
-        Store::open_read_only(&settings.database)?
-    } else {
-        Some(Store::open(&settings.database)?)
-    };
+    let name = args
+        .expect_name
+        .clone()
+        .or_else(|| order.as_ref().and_then(|o| o.common_name.clone()));
+    let checks = import_checks(settings, name, known_keys)?;
+    let mut store = open_store(settings, args.dry_run)?;
     let mut destination = Destination {
         store: store.as_mut(),
         upload: Upload {

@@ -1,4 +1,5 @@
-//! Local files the validation needs: private keys and CSRs, trust anchors.
+//! Local files the validation needs (private keys and CSRs, trust anchors), and the checks
+//! and database every importing command sets up the same way.
 
 use std::collections::HashMap;
 use std::fs;
@@ -8,8 +9,11 @@ use anyhow::Context;
 
 use super::UsageError;
 use crate::config::{Settings, TrustRoots};
+use crate::extract::Limits;
 use crate::keys::{self, KeyMaterial, PublicKeyId};
-use crate::validate::KnownKey;
+use crate::pipeline::Checks;
+use crate::store::Store;
+use crate::validate::{Expectations, KnownKey};
 
 /// Key files are small; anything bigger in a keys folder is not a key.
 const MAX_KEY_FILE: u64 = 1024 * 1024;
@@ -23,6 +27,33 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
+
+/// The checks of `import`, `poll` and `resend-and-import`: these keys, this name (or the
+/// one each key's CSR asked for), the configured trust anchors and message size limit.
+pub fn import_checks(
+    settings: &Settings,
+    name: Option<String>,
+    keys: Vec<KnownKey>,
+) -> anyhow::Result<Checks> {
+    Ok(Checks {
+        expectations: Expectations { name, keys },
+        trust_anchors: load_trust_anchors(settings)?,
+        limits: Limits {
+            max_message_size: settings.max_message_size,
+            ..Limits::default()
+        },
+    })
+}
+
+/// The database to record in; with `--dry-run`, only read, and `None` when it does not
+/// exist yet (a dry run never creates it).
+pub fn open_store(settings: &Settings, dry_run: bool) -> anyhow::Result<Option<Store>> {
+    Ok(if dry_run {
+        Store::open_read_only(&settings.database)?
+    } else {
+        Some(Store::open(&settings.database)?)
+    })
+}
 
 /// Every private key and CSR we know: `--key` files (errors are fatal: the user named
 /// them) and the files of `[keys] dirs` (errors are warnings: a folder holds other files).

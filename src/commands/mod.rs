@@ -13,7 +13,7 @@ pub mod show;
 mod local;
 mod output;
 
-pub use self::local::{load_known_keys, load_trust_anchors};
+pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_store};
 pub use self::output::{Table, days_left, print_json};
 
 /// The exit codes of the design, the same for every command.

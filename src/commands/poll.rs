@@ -9,15 +9,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::import::print_report;
-use super::{Exit, UsageError, load_known_keys, load_trust_anchors, print_json};
+use super::{Exit, UsageError, import_checks, load_known_keys, open_store, print_json};
 use crate::cli::PollArgs;
 use crate::config::Settings;
-use crate::extract::Limits;
 use crate::mailbox::{IDLE_REFRESH, Session};
-use crate::pipeline::{self, Checks, Destination, ImportResult, Outcome, Upload, order_csr_keys};
+use crate::pipeline::{self, Destination, ImportResult, Outcome, Upload, order_csr_keys};
 use crate::portal::Portal;
-use crate::store::Store;
-use crate::validate::Expectations;
 
 #[derive(Serialize)]
 struct PollReport<'a> {
@@ -66,22 +63,8 @@ pub fn run(
         }
     }
     known_keys.extend(local_keys);
-    let checks = Checks {
-        expectations: Expectations {
-            name: None,
-            keys: known_keys,
-        },
-        trust_anchors: load_trust_anchors(settings)?,
-        limits: Limits {
-            max_message_size: settings.max_message_size,
-            ..Limits::default()
-        },
-    };
-    let mut store = if args.dry_run {
-        Store::open_read_only(&settings.database)?
-    } else {
-        Some(Store::open(&settings.database)?)
-    };
+    let checks = import_checks(settings, None, known_keys)?;
+    let mut store = open_store(settings, args.dry_run)?;
     let mut destination = Destination {
         store: store.as_mut(),
         upload: Upload {

@@ -7,15 +7,15 @@ use std::io::{self, Write};
 use anyhow::Context;
 use time::OffsetDateTime;
 
-use super::{Exit, UsageError, connect_portal, load_known_keys, load_trust_anchors, print_json};
+use super::{
+    Exit, UsageError, connect_portal, import_checks, load_known_keys, open_store, print_json,
+};
 use crate::cli::ResendAndImportArgs;
 use crate::config::Settings;
-use crate::extract::Limits;
 use crate::mailbox::Session;
+use crate::pipeline::order_csr_keys;
 use crate::pipeline::orders::{DeployHook, Loop, LoopOptions, OrderOutcome, OrderResult};
-use crate::pipeline::{Checks, order_csr_keys};
-use crate::store::{LockError, RunLock, Store};
-use crate::validate::Expectations;
+use crate::store::{LockError, RunLock};
 
 pub fn run(
     args: &ResendAndImportArgs,
@@ -88,19 +88,8 @@ pub fn run(
         .flat_map(|o| order_csr_keys(o, &local_keys))
         .collect();
     keys.extend(local_keys);
-    let checks = Checks {
-        expectations: Expectations { name: None, keys },
-        trust_anchors: load_trust_anchors(settings)?,
-        limits: Limits {
-            max_message_size: settings.max_message_size,
-            ..Limits::default()
-        },
-    };
-    let mut store = if args.dry_run {
-        Store::open_read_only(&settings.database)?
-    } else {
-        Some(Store::open(&settings.database)?)
-    };
+    let checks = import_checks(settings, None, keys)?;
+    let mut store = open_store(settings, args.dry_run)?;
     let config = &mailbox.session;
     let mut session = Session::connect(config)
         .with_context(|| format!("connecting to the mailbox {}:{}", config.host, config.port))?;
