@@ -13,7 +13,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, UnixTime};
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 use crate::extract::{FoundCertificate, sha256_hex};
 use crate::keys::{self, PublicKeyId};
@@ -100,8 +100,7 @@ impl CertificateInfo {
                 .collect(),
             _ => Vec::new(),
         };
-        let self_signed = cert.subject().as_raw() == cert.issuer().as_raw()
-            && cert.verify_signature(None).is_ok();
+        let self_signed = is_self_signed(cert);
         CertificateInfo {
             der: der.to_vec(),
             sha256: sha256_hex(der),
@@ -128,6 +127,43 @@ impl CertificateInfo {
             "'{}' (serial {}, sha256 {})",
             self.subject, self.serial, self.sha256
         )
+    }
+}
+
+/// Issued under its own name and signed with its own key.
+///
+/// The signature is the proof, but ring (behind x509-parser's `verify`) cannot check every
+/// algorithm: ECDSA over P-521 or with SHA-512 comes back "unsupported". Such a certificate
+/// used to count as not self-signed, so a self-signed P-521 root sent in the mail was kept
+/// as an intermediate instead of being dropped (x509-parser's `p521-selfsigned.der`,
+/// `tests/corpora.rs`). When the algorithm is unsupported, the key identifiers decide: a
+/// self-issued certificate whose authority key identifier names another key is a CA's
+/// key rollover, not self-signed. Calling too much self-signed is safe: webpki cannot
+/// verify these algorithms either, and a dropped certificate is never accepted.
+fn is_self_signed(cert: &X509Certificate<'_>) -> bool {
+    if cert.subject().as_raw() != cert.issuer().as_raw() {
+        return false;
+    }
+    match cert.verify_signature(None) {
+        Ok(()) => true,
+        Err(x509_parser::error::X509Error::SignatureUnsupportedAlgorithm) => {
+            let mut subject_key = None;
+            let mut authority_key = None;
+            for extension in cert.extensions() {
+                match extension.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(id) => subject_key = Some(id.0),
+                    ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                        authority_key = aki.key_identifier.as_ref().map(|id| id.0);
+                    }
+                    _ => {}
+                }
+            }
+            match (authority_key, subject_key) {
+                (Some(authority), Some(subject)) => authority == subject,
+                _ => true,
+            }
+        }
+        Err(_) => false,
     }
 }
 
@@ -529,4 +565,81 @@ pub fn covers(dns_names: &[String], name: &str) -> bool {
 pub fn date(t: OffsetDateTime) -> String {
     let d = t.date();
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ECDSA P-521 with SHA-512, which ring cannot verify (made with `openssl req -x509`,
+    /// key secp521r1, `-sha512`, basicConstraints CA:TRUE): a self-signed root.
+    const P521_ROOT: &str = "-----BEGIN CERTIFICATE-----
+MIICEDCCAXGgAwIBAgIBATAKBggqhkjOPQQDBDAaMRgwFgYDVQQDDA9QLTUyMSBU
+ZXN0IFJvb3QwIBcNMjYxMTI5MDU0NjA2WhgPMjEyNjExMDUwNTQ2MDZaMBoxGDAW
+BgNVBAMMD1AtNTIxIFRlc3QgUm9vdDCBmzAQBgcqhkjOPQIBBgUrgQQAIwOBhgAE
+APNyMIMxf8wJhXqj1n3j8WE72B0sKxxWrKSyEEuMKtoCtGOksHkUpyWqaKiEH30M
+Taz7OBAt45nIXaiIFsATNCOHAZCXE5n9KH4H/tnDxME0bdKvDZM3WMuDo/UViNPc
+lOf6FEZywedysvEwVZeAQToKTxd1KFOwK3yhZ6nFmr4IKMj0o2MwYTAdBgNVHQ4E
+FgQUHN6j/0eIyfBDfxwW+9QlQ4wfaK4wHwYDVR0jBBgwFoAUHN6j/0eIyfBDfxwW
++9QlQ4wfaK4wDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAQYwCgYIKoZI
+zj0EAwQDgYwAMIGIAkIBefwsLtAHTjHwDiOWBiCiYzaJQtW50LS1/IAtb1PSZxgr
+wsTrQRODvSmakdZMpBCgA2MRMZuIBjXRDTJ8lYZNhSoCQgHwyynwcvhr2n2Up0XS
+JOdwk7BZ0pmqj8cWn8QXqQ86Ac7jQTbIpYSqW8AFIWnGlIpGtmjYxroD0pTbu6cK
+nVQuEA==
+-----END CERTIFICATE-----";
+
+    /// The same name with a new key, signed by the root's key (a CA key rollover): issued
+    /// under its own name, but its authority key identifier names the root's key.
+    const P521_ROLLOVER: &str = "-----BEGIN CERTIFICATE-----
+MIICEDCCAXGgAwIBAgIBAjAKBggqhkjOPQQDBDAaMRgwFgYDVQQDDA9QLTUyMSBU
+ZXN0IFJvb3QwIBcNMjYxMTI5MDU0NjA2WhgPMjEyNjExMDUwNTQ2MDZaMBoxGDAW
+BgNVBAMMD1AtNTIxIFRlc3QgUm9vdDCBmzAQBgcqhkjOPQIBBgUrgQQAIwOBhgAE
+AOm47idCT+1Xb6navmk2JgW5u0T1Oh4kQzzffADZWTaW+ZVmy7v1fmYSj6JComCm
+MuY492DQT8hvPsDd5odSp8OOAAENMgaUEbeF1kMzoYO4fddjy95J8rKRaRmc5WIi
+ssOLTr9r/SeZuFsK2UH/f0eLFf1kq51/sbd28GEobG5YdWTpo2MwYTAPBgNVHRMB
+Af8EBTADAQH/MA4GA1UdDwEB/wQEAwIBBjAdBgNVHQ4EFgQUpUVqxHzwqlFAwJ+X
+qlqO/ml+XTAwHwYDVR0jBBgwFoAUHN6j/0eIyfBDfxwW+9QlQ4wfaK4wCgYIKoZI
+zj0EAwQDgYwAMIGIAkIBrZTm+dUO5yRLI8RcIAMEPPXN3mLA+X3CCoqMrUql/psM
+ex4Y0JICaPfBlIiIkRHEOgWfS47KaOszXRVQCHRmDJwCQgEP1uof8414C0Ms1kyR
+FRf9XTjYx2qF3aiETPpVXwyZh8JMCSU532ZFhUfxxQFSGFe8tmtFLJdAJJGpI3O3
+p5AB0g==
+-----END CERTIFICATE-----";
+
+    fn found(pem_text: &str) -> FoundCertificate {
+        let der = pem::parse(pem_text).expect("test PEM").into_contents();
+        FoundCertificate {
+            sha256: sha256_hex(&der),
+            der,
+            found_in: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_self_signed_root_with_a_signature_ring_cannot_check_is_dropped_as_a_root() {
+        let root = found(P521_ROOT);
+        let rollover = found(P521_ROLLOVER);
+        assert!(CertificateInfo::parse(&root.der).expect("root").self_signed);
+        assert!(
+            !CertificateInfo::parse(&rollover.der)
+                .expect("rollover")
+                .self_signed
+        );
+
+        let now = time::macros::datetime!(2027-01-01 00:00 UTC);
+        let report = validate(
+            &[root.clone(), rollover],
+            &Expectations::default(),
+            &[],
+            now,
+        );
+        let dropped: Vec<&str> = report
+            .dropped_roots
+            .iter()
+            .map(|r| r.sha256.as_str())
+            .collect();
+        // The rollover certificate is a CA issued by another key: an intermediate, which
+        // validate keeps for chains and does not report.
+        assert_eq!(dropped, [root.sha256.as_str()]);
+        assert!(report.verdicts.is_empty() && report.unreadable.is_empty());
+    }
 }
