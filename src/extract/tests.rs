@@ -706,208 +706,6 @@ fn zip_with_pem_der_and_ca_bundle_entries() {
 }
 
 #[test]
-fn zip_nested_one_level_is_read_two_levels_are_refused() {
-    let c = chain();
-    let innermost = deflated(&[("root.crt", c.root.pem.as_bytes())]);
-    let inner = deflated(&[
-        ("IntermediateCA.crt", c.ca.pem.as_bytes()),
-        ("more.zip", &innermost),
-    ]);
-    let outer = deflated(&[
-        ("ssl_certificate.crt", &c.leaf.der),
-        ("PKCS7/bundle.zip", &inner),
-    ]);
-    let out = extract_file(&outer, "cert.zip", &Limits::default()).expect("extract");
-    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
-    let refused = problems_mentioning(&out, "max_zip_depth");
-    assert_eq!(refused.len(), 1, "{:#?}", out.problems);
-    assert!(
-        refused[0].found_in.contains("more.zip"),
-        "{}",
-        refused[0].found_in
-    );
-
-    // With max_zip_depth 0 only the attached zip itself is opened.
-    let limits = Limits {
-        max_zip_depth: 0,
-        ..Limits::default()
-    };
-    let out = extract_file(&outer, "cert.zip", &limits).expect("extract");
-    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
-    assert_eq!(
-        problems_mentioning(&out, "max_zip_depth").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
-}
-
-#[test]
-fn zip_entry_count_limit() {
-    let c = chain();
-    let names: Vec<String> = (0..5).map(|i| format!("file{i}.txt")).collect();
-    let mut entries: Vec<(&str, &[u8])> =
-        names.iter().map(|n| (n.as_str(), &b"hello"[..])).collect();
-    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
-    let archive = deflated(&entries);
-    let limits = Limits {
-        max_zip_entries: 5,
-        ..Limits::default()
-    };
-    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
-    assert!(out.certificates.is_empty());
-    assert_eq!(
-        problems_mentioning(&out, "max_zip_entries").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
-    let out = extract_file(&archive, "cert.zip", &Limits::default()).expect("extract");
-    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
-}
-
-#[test]
-fn zip_entry_size_limit() {
-    let c = chain();
-    let big = vec![b'x'; 5000];
-    let archive = zip_of(
-        &[("big.txt", &big), ("cert.der", &c.leaf.der)],
-        ::zip::CompressionMethod::Stored,
-    );
-    let limits = Limits {
-        max_zip_entry_size: 4096,
-        ..Limits::default()
-    };
-    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
-    assert_eq!(
-        shas(&out),
-        vec![sha(&c.leaf.der)],
-        "later entries are still read"
-    );
-    let found = problems_mentioning(&out, "max_zip_entry_size");
-    assert_eq!(found.len(), 1, "{:#?}", out.problems);
-    assert!(found[0].found_in.contains("big.txt"));
-}
-
-#[test]
-fn zip_total_size_limit() {
-    let c = chain();
-    let filler = vec![b'y'; 3000];
-    let archive = zip_of(
-        &[
-            ("a.txt", &filler),
-            ("b.txt", &filler),
-            ("cert.der", &c.leaf.der),
-        ],
-        ::zip::CompressionMethod::Stored,
-    );
-    let limits = Limits {
-        max_zip_total_size: 5000,
-        ..Limits::default()
-    };
-    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
-    assert!(
-        out.certificates.is_empty(),
-        "entries past the total are not read"
-    );
-    assert_eq!(
-        problems_mentioning(&out, "max_zip_total_size").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
-}
-
-#[test]
-fn zip_compression_ratio_limit() {
-    let c = chain();
-    let bomb = vec![0u8; 2 * 1024 * 1024];
-    let archive = deflated(&[("zeros.bin", &bomb), ("cert.crt", c.leaf.pem.as_bytes())]);
-    let out = extract_file(&archive, "cert.zip", &Limits::default()).expect("extract");
-    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
-    let found = problems_mentioning(&out, "max_zip_ratio");
-    assert_eq!(found.len(), 1, "{:#?}", out.problems);
-    assert!(found[0].found_in.contains("zeros.bin"));
-}
-
-#[test]
-fn refused_zip_bombs_still_count_against_the_total() {
-    // Forty 1 MiB bombs of about 1 KiB each: each is refused by its ratio after about
-    // 100 KiB are unpacked (never the whole MiB), and those bytes are the cost, so they
-    // count against max_zip_total_size: the reading stops after some 20 bombs.
-    let c = chain();
-    let bomb = vec![0u8; 1024 * 1024];
-    let names: Vec<String> = (0..40).map(|i| format!("bomb{i}.bin")).collect();
-    let mut entries: Vec<(&str, &[u8])> = names
-        .iter()
-        .map(|n| (n.as_str(), bomb.as_slice()))
-        .collect();
-    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
-    let archive = deflated(&entries);
-    let limits = Limits {
-        max_zip_total_size: 2 * 1024 * 1024,
-        ..Limits::default()
-    };
-    let out = extract_file(&archive, "bombs.zip", &limits).expect("extract");
-    let refused = problems_mentioning(&out, "max_zip_ratio").len();
-    assert!(
-        (10..=21).contains(&refused),
-        "{refused} bombs unpacked: {:#?}",
-        out.problems
-    );
-    assert_eq!(
-        problems_mentioning(&out, "max_zip_total_size").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
-}
-
-#[test]
-fn nested_zips_share_one_total() {
-    // Incompressible bytes, so only the total can stop them.
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..1024 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let c = chain();
-    let inner = zip_of(
-        &[
-            ("a.bin", &noise),
-            ("b.bin", &noise),
-            ("c.bin", &noise),
-            ("cert.crt", c.leaf.pem.as_bytes()),
-        ],
-        ::zip::CompressionMethod::Stored,
-    );
-    let outer = zip_of(&[("inner.zip", &inner)], ::zip::CompressionMethod::Stored);
-    let limits = Limits {
-        max_zip_total_size: 5 * 1024 * 1024,
-        ..Limits::default()
-    };
-    let out = extract_file(&outer, "outer.zip", &limits).expect("extract");
-    assert!(
-        out.certificates.is_empty(),
-        "the inner archive ran out of the shared total"
-    );
-    let found = problems_mentioning(&out, "max_zip_total_size");
-    assert_eq!(found.len(), 1, "{:#?}", out.problems);
-    assert!(
-        found[0].found_in.contains("inner.zip"),
-        "{}",
-        found[0].found_in
-    );
-    // With room for both, everything is read.
-    let out = extract_file(&outer, "outer.zip", &Limits::default()).expect("extract");
-    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
-}
-
-#[test]
 fn broken_zip_is_a_problem() {
     let c = chain();
     let archive = deflated(&[("cert.crt", c.leaf.pem.as_bytes())]);
@@ -1238,8 +1036,160 @@ fn broken_mime_bad_base64_and_truncated_der_are_problems_not_panics() {
     assert_eq!(out.problems.len(), 1, "{:#?}", out.problems);
 }
 
+// ---------------------------------------------------------------------------------------
+// Limits: one `limit_<field>_...` group per `Limits` field. Each proves the boundary (an
+// input exactly at the limit is read in full, without a problem), that one step past it
+// nothing beyond the limit is kept, and that the problem or error names the field.
+
+/// The one problem reporting `field`, which its text must name.
+fn the_limit_problem<'a>(out: &'a Extraction, field: &str) -> &'a Problem {
+    let found: Vec<&Problem> = out
+        .problems
+        .iter()
+        .filter(|p| p.what.contains(field))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "one problem naming {field}: {:#?}",
+        out.problems
+    );
+    found[0]
+}
+
+/// Fails to compile when `Limits` gains a field: give it a `limit_<field>_...` test too.
 #[test]
-fn ten_thousand_nested_multiparts_stop_at_max_mime_depth() {
+fn limit_every_field_has_a_test() {
+    let Limits {
+        max_message_size: _,
+        max_mime_depth: _,
+        max_parts: _,
+        max_zip_entries: _,
+        max_zip_entry_size: _,
+        max_zip_total_size: _,
+        max_zip_ratio: _,
+        max_zip_depth: _,
+        max_pem_blocks: _,
+        max_certificates: _,
+        max_line_length: _,
+    } = Limits::default();
+}
+
+#[test]
+fn limit_max_message_size_refuses_the_message_one_byte_over() {
+    let c = chain();
+    let message = text_mail(&c.leaf.pem);
+    let limits = Limits {
+        max_message_size: message.len() - 1,
+        ..Limits::default()
+    };
+    let refused = extract(&message, &limits);
+    assert_eq!(
+        refused,
+        Err(ExtractError::TooLarge {
+            size: message.len(),
+            limit: message.len() - 1
+        })
+    );
+    let error = refused.unwrap_err().to_string();
+    assert!(error.contains("max_message_size"), "{error}");
+    for refused in [
+        extract_file(&message, "x", &limits),
+        extract_any(&message, "x", &limits),
+    ] {
+        let error = refused.expect_err("over the limit").to_string();
+        assert!(error.contains("max_message_size"), "{error}");
+    }
+    // A bare DER file is held to the same limit.
+    let limits = Limits {
+        max_message_size: c.leaf.der.len() - 1,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        extract_any(&c.leaf.der, "x", &limits),
+        Err(ExtractError::TooLarge { .. })
+    ));
+
+    // Exactly at the limit the message is read.
+    let limits = Limits {
+        max_message_size: message.len(),
+        ..Limits::default()
+    };
+    let out = extract(&message, &limits).expect("at the limit");
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    let limits = Limits {
+        max_message_size: c.leaf.der.len(),
+        ..Limits::default()
+    };
+    let out = extract_any(&c.leaf.der, "x", &limits).expect("at the limit");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+/// A mail whose body is `levels` multiparts nested in each other, the certificate in the
+/// innermost one. The top multipart is level 1.
+fn nested_multiparts(levels: usize, pem: &str) -> Vec<u8> {
+    let mut body = text(pem);
+    for _ in 0..levels {
+        body = mixed(vec![body]);
+    }
+    mail("deep", body)
+}
+
+#[test]
+fn limit_max_mime_depth_nested_multiparts_boundary() {
+    let c = chain();
+    let limits = Limits {
+        max_mime_depth: 3,
+        ..Limits::default()
+    };
+    let out = run_with(&nested_multiparts(3, &c.leaf.pem), &limits);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let out = run_with(&nested_multiparts(4, &c.leaf.pem), &limits);
+    assert!(
+        out.certificates.is_empty(),
+        "the certificate is below the limit"
+    );
+    let problem = the_limit_problem(&out, "max_mime_depth");
+    assert!(problem.what.contains("more than 3"), "{}", problem.what);
+}
+
+/// `levels` forwards, each a message/rfc822 holding the next, the certificate innermost.
+fn nested_forwards(levels: usize, pem: &str) -> Vec<u8> {
+    let mut inner = format!(
+        "From: a@example.com\r\nSubject: original\r\nContent-Type: text/plain\r\n\r\n{pem}"
+    )
+    .into_bytes();
+    for _ in 0..levels {
+        let mut wrapped =
+            b"From: a@example.com\r\nSubject: Fwd\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
+        wrapped.extend_from_slice(&inner);
+        inner = wrapped;
+    }
+    inner
+}
+
+#[test]
+fn limit_max_mime_depth_nested_forwards_boundary() {
+    let c = chain();
+    let limits = Limits {
+        max_mime_depth: 3,
+        ..Limits::default()
+    };
+    let out = run_with(&nested_forwards(3, &c.leaf.pem), &limits);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let out = run_with(&nested_forwards(4, &c.leaf.pem), &limits);
+    assert!(out.certificates.is_empty());
+    let problem = the_limit_problem(&out, "max_mime_depth");
+    assert!(problem.what.contains("more than 3"), "{}", problem.what);
+}
+
+#[test]
+fn limit_max_mime_depth_ten_thousand_nested_multiparts() {
     let c = chain();
     let depth = 10_000;
     let mut message = b"From: a@example.com\r\nSubject: deep\r\nMIME-Version: 1.0\r\n".to_vec();
@@ -1266,51 +1216,31 @@ fn ten_thousand_nested_multiparts_stop_at_max_mime_depth() {
         out.certificates.is_empty(),
         "the certificate is below the depth limit"
     );
-    assert_eq!(
-        problems_mentioning(&out, "max_mime_depth").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
+    the_limit_problem(&out, "max_mime_depth");
 
-    // Within the limit the same structure is read.
+    // Exactly at the limit the same structure is read.
     let limits = Limits {
-        max_mime_depth: depth + 1,
+        max_mime_depth: depth,
         max_parts: 2 * depth,
         ..Limits::default()
     };
     let out = run_with(&message, &limits);
+    assert_no_problems(&out);
     assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
 }
 
 #[test]
-fn ten_thousand_nested_forwards_stop_at_max_mime_depth() {
+fn limit_max_mime_depth_ten_thousand_nested_forwards() {
     let c = chain();
-    let mut inner = format!(
-        "From: a@example.com\r\nSubject: original\r\nContent-Type: text/plain\r\n\r\n{}",
-        c.leaf.pem
-    )
-    .into_bytes();
-    for _ in 0..10_000 {
-        let mut wrapped =
-            b"From: a@example.com\r\nSubject: Fwd\r\nContent-Type: message/rfc822\r\n\r\n".to_vec();
-        wrapped.extend_from_slice(&inner);
-        inner = wrapped;
-    }
     let started = Instant::now();
-    let out = run(&inner);
+    let out = run(&nested_forwards(10_000, &c.leaf.pem));
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
         started.elapsed()
     );
     assert!(out.certificates.is_empty());
-    assert_eq!(
-        problems_mentioning(&out, "max_mime_depth").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
+    the_limit_problem(&out, "max_mime_depth");
 
     // The same forwards inside multiparts, as mail clients write them.
     let mut inner = text_mail(&c.leaf.pem);
@@ -1325,40 +1255,357 @@ fn ten_thousand_nested_forwards_stop_at_max_mime_depth() {
         started.elapsed()
     );
     assert!(out.certificates.is_empty());
-    assert_eq!(
-        problems_mentioning(&out, "max_mime_depth").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
+    the_limit_problem(&out, "max_mime_depth");
 }
 
-// ---------------------------------------------------------------------------------------
-// Limits
-
 #[test]
-fn max_parts() {
+fn limit_max_parts_stops_the_walk_one_part_over() {
     let c = chain();
-    let mut parts: Vec<Part> = (0..30).map(|i| text(&format!("part {i}\r\n"))).collect();
+    // The multipart itself and 10 children, the certificate in the last: 11 parts.
+    let mut parts: Vec<Part> = (0..9).map(|i| text(&format!("part {i}\r\n"))).collect();
     parts.push(text(&c.leaf.pem));
     let message = mail("many parts", mixed(parts));
-    let limits = Limits {
+
+    let at_limit = Limits {
+        max_parts: 11,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let over = Limits {
         max_parts: 10,
         ..Limits::default()
     };
-    let out = run_with(&message, &limits);
-    assert!(out.certificates.is_empty());
-    assert_eq!(
-        problems_mentioning(&out, "max_parts").len(),
-        1,
-        "{:#?}",
-        out.problems
+    let out = run_with(&message, &over);
+    assert!(
+        out.certificates.is_empty(),
+        "the part past the limit is not read"
     );
-    assert_eq!(shas(&run(&message)), vec![sha(&c.leaf.der)]);
+    let problem = the_limit_problem(&out, "max_parts");
+    assert!(problem.what.contains("more than 10"), "{}", problem.what);
 }
 
 #[test]
-fn max_pem_blocks() {
+fn limit_max_zip_entries_refuses_the_archive_one_entry_over() {
+    let c = chain();
+    let names: Vec<String> = (0..5).map(|i| format!("file{i}.txt")).collect();
+    let mut entries: Vec<(&str, &[u8])> =
+        names.iter().map(|n| (n.as_str(), &b"hello"[..])).collect();
+    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
+    let archive = deflated(&entries);
+
+    let at_limit = Limits {
+        max_zip_entries: 6,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &at_limit).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let over = Limits {
+        max_zip_entries: 5,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &over).expect("extract");
+    assert!(out.certificates.is_empty(), "the archive is not opened");
+    let problem = the_limit_problem(&out, "max_zip_entries");
+    assert!(problem.what.contains("6 entries"), "{}", problem.what);
+}
+
+#[test]
+fn limit_max_zip_entry_size_refuses_the_entry_one_byte_over() {
+    let c = chain();
+    // The certificate padded well past the size of the entry after it.
+    let padded = format!("{}{}", c.leaf.pem, "\n".repeat(2000));
+    let size = padded.len() as u64;
+    let archive = zip_of(
+        &[("padded.crt", padded.as_bytes()), ("ca.der", &c.ca.der)],
+        ::zip::CompressionMethod::Stored,
+    );
+
+    let at_limit = Limits {
+        max_zip_entry_size: size,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &at_limit).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der)],
+        "at the limit"
+    );
+
+    let over = Limits {
+        max_zip_entry_size: size - 1,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &over).expect("extract");
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.ca.der)],
+        "only the oversized entry is refused; later entries are still read"
+    );
+    let problem = the_limit_problem(&out, "max_zip_entry_size");
+    assert!(
+        problem.found_in.contains("padded.crt"),
+        "{}",
+        problem.found_in
+    );
+}
+
+#[test]
+fn limit_max_zip_total_size_stops_one_byte_over() {
+    let c = chain();
+    let entries: [(&str, &[u8]); 3] = [
+        ("leaf.crt", c.leaf.pem.as_bytes()),
+        ("ca.der", &c.ca.der),
+        ("root.crt", c.root.pem.as_bytes()),
+    ];
+    let total: u64 = entries.iter().map(|(_, b)| b.len() as u64).sum();
+    let archive = zip_of(&entries, ::zip::CompressionMethod::Stored);
+
+    let at_limit = Limits {
+        max_zip_total_size: total,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &at_limit).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der), sha(&c.root.der)],
+        "at the limit"
+    );
+
+    let over = Limits {
+        max_zip_total_size: total - 1,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &over).expect("extract");
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der)],
+        "the entry that crosses the total is not kept"
+    );
+    let problem = the_limit_problem(&out, "max_zip_total_size");
+    assert!(
+        problem.found_in.contains("root.crt"),
+        "{}",
+        problem.found_in
+    );
+}
+
+#[test]
+fn limit_max_zip_total_size_stops_later_entries() {
+    let c = chain();
+    let filler = vec![b'y'; 3000];
+    let archive = zip_of(
+        &[
+            ("a.txt", &filler),
+            ("b.txt", &filler),
+            ("cert.der", &c.leaf.der),
+        ],
+        ::zip::CompressionMethod::Stored,
+    );
+    let limits = Limits {
+        max_zip_total_size: 5000,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &limits).expect("extract");
+    assert!(
+        out.certificates.is_empty(),
+        "entries past the total are not read"
+    );
+    the_limit_problem(&out, "max_zip_total_size");
+}
+
+#[test]
+fn limit_max_zip_total_size_counts_refused_zip_bombs() {
+    // Forty 1 MiB bombs of about 1 KiB each: each is refused by its ratio after about
+    // 100 KiB are unpacked (never the whole MiB), and those bytes are the cost, so they
+    // count against max_zip_total_size: the reading stops after some 20 bombs.
+    let c = chain();
+    let bomb = vec![0u8; 1024 * 1024];
+    let names: Vec<String> = (0..40).map(|i| format!("bomb{i}.bin")).collect();
+    let mut entries: Vec<(&str, &[u8])> = names
+        .iter()
+        .map(|n| (n.as_str(), bomb.as_slice()))
+        .collect();
+    entries.push(("cert.crt", c.leaf.pem.as_bytes()));
+    let archive = deflated(&entries);
+    let limits = Limits {
+        max_zip_total_size: 2 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "bombs.zip", &limits).expect("extract");
+    let refused = problems_mentioning(&out, "max_zip_ratio").len();
+    assert!(
+        (10..=21).contains(&refused),
+        "{refused} bombs unpacked: {:#?}",
+        out.problems
+    );
+    the_limit_problem(&out, "max_zip_total_size");
+}
+
+#[test]
+fn limit_max_zip_total_size_is_shared_by_nested_zips() {
+    // Incompressible bytes, so only the total can stop them.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let c = chain();
+    let inner = zip_of(
+        &[
+            ("a.bin", &noise),
+            ("b.bin", &noise),
+            ("c.bin", &noise),
+            ("cert.crt", c.leaf.pem.as_bytes()),
+        ],
+        ::zip::CompressionMethod::Stored,
+    );
+    let outer = zip_of(&[("inner.zip", &inner)], ::zip::CompressionMethod::Stored);
+    let limits = Limits {
+        max_zip_total_size: 5 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let out = extract_file(&outer, "outer.zip", &limits).expect("extract");
+    assert!(
+        out.certificates.is_empty(),
+        "the inner archive ran out of the shared total"
+    );
+    let problem = the_limit_problem(&out, "max_zip_total_size");
+    assert!(
+        problem.found_in.contains("inner.zip"),
+        "{}",
+        problem.found_in
+    );
+    // With room for both, everything is read.
+    let out = extract_file(&outer, "outer.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
+fn limit_max_zip_ratio_boundary() {
+    let c = chain();
+    // A certificate followed by 300 000 newlines deflates some 250:1.
+    let padded = format!("{}{}", c.leaf.pem, "\n".repeat(300_000));
+    let archive = deflated(&[("padded.crt", padded.as_bytes()), ("ca.der", &c.ca.der)]);
+    let compressed = ::zip::ZipArchive::new(Cursor::new(&archive))
+        .expect("zip")
+        .by_index(0)
+        .expect("entry")
+        .compressed_size();
+    let size = padded.len() as u64;
+    let ratio = size.div_ceil(compressed);
+    assert!(
+        compressed * (ratio - 1) > 64 * 1024,
+        "judged by its ratio, not spared as a small entry"
+    );
+
+    let at_limit = Limits {
+        max_zip_ratio: ratio,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &at_limit).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der)],
+        "at the limit"
+    );
+
+    let over = Limits {
+        max_zip_ratio: ratio - 1,
+        ..Limits::default()
+    };
+    let out = extract_file(&archive, "cert.zip", &over).expect("extract");
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.ca.der)],
+        "only the entry over the ratio is refused"
+    );
+    let problem = the_limit_problem(&out, "max_zip_ratio");
+    assert!(
+        problem.found_in.contains("padded.crt"),
+        "{}",
+        problem.found_in
+    );
+}
+
+#[test]
+fn limit_max_zip_ratio_refuses_a_bomb() {
+    let c = chain();
+    let bomb = vec![0u8; 2 * 1024 * 1024];
+    let archive = deflated(&[("zeros.bin", &bomb), ("cert.crt", c.leaf.pem.as_bytes())]);
+    let out = extract_file(&archive, "cert.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    let problem = the_limit_problem(&out, "max_zip_ratio");
+    assert!(
+        problem.found_in.contains("zeros.bin"),
+        "{}",
+        problem.found_in
+    );
+}
+
+#[test]
+fn limit_max_zip_depth_one_level_is_read_two_levels_are_refused() {
+    let c = chain();
+    let innermost = deflated(&[("root.crt", c.root.pem.as_bytes())]);
+    let inner = deflated(&[
+        ("IntermediateCA.crt", c.ca.pem.as_bytes()),
+        ("more.zip", &innermost),
+    ]);
+    let outer = deflated(&[
+        ("ssl_certificate.crt", &c.leaf.der),
+        ("PKCS7/bundle.zip", &inner),
+    ]);
+    // The default, 1: the zip inside the attached zip is read, the one below is not.
+    assert_eq!(Limits::default().max_zip_depth, 1);
+    let out = extract_file(&outer, "cert.zip", &Limits::default()).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    let problem = the_limit_problem(&out, "max_zip_depth");
+    assert!(
+        problem.found_in.contains("more.zip"),
+        "{}",
+        problem.found_in
+    );
+
+    // One level deeper allowed: everything is read.
+    let limits = Limits {
+        max_zip_depth: 2,
+        ..Limits::default()
+    };
+    let out = extract_file(&outer, "cert.zip", &limits).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der), sha(&c.root.der)]
+    );
+
+    // With max_zip_depth 0 only the attached zip itself is opened.
+    let limits = Limits {
+        max_zip_depth: 0,
+        ..Limits::default()
+    };
+    let out = extract_file(&outer, "cert.zip", &limits).expect("extract");
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+    let problem = the_limit_problem(&out, "max_zip_depth");
+    assert!(
+        problem.found_in.contains("bundle.zip"),
+        "{}",
+        problem.found_in
+    );
+}
+
+#[test]
+fn limit_max_pem_blocks_counts_over_the_whole_message() {
     let c = chain();
     let leaves: Vec<Leaf> = (0..3)
         .map(|i| pki::leaf(&LeafSpec::new(&[&format!("host{i}.example.com")]), &c.ca))
@@ -1368,115 +1615,153 @@ fn max_pem_blocks() {
         .map(|l| l.pem.clone())
         .collect::<Vec<_>>()
         .join("\r\n");
-    let limits = Limits {
-        max_pem_blocks: 2,
-        ..Limits::default()
-    };
-    // Blocks spread over several parts count together, and the limit is reported once.
+    // Five blocks spread over three parts: they count together.
     let message = mail(
         "many blocks",
         mixed(vec![text(&body), text(&c.ca.pem), text(&c.root.pem)]),
     );
+
+    let at_limit = Limits {
+        max_pem_blocks: 5,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(out.certificates.len(), 5, "at the limit");
+
+    let over = Limits {
+        max_pem_blocks: 4,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &over);
+    assert_eq!(
+        shas(&out),
+        vec![
+            sha(&leaves[0].der),
+            sha(&leaves[1].der),
+            sha(&leaves[2].der),
+            sha(&c.ca.der)
+        ],
+        "the block past the limit is not read"
+    );
+    let problem = the_limit_problem(&out, "max_pem_blocks");
+    assert!(problem.what.contains("more than 4"), "{}", problem.what);
+
+    // Reported once, where it was hit, however many blocks follow.
+    let limits = Limits {
+        max_pem_blocks: 2,
+        ..Limits::default()
+    };
     let out = run_with(&message, &limits);
     assert_eq!(shas(&out), vec![sha(&leaves[0].der), sha(&leaves[1].der)]);
-    assert_eq!(
-        problems_mentioning(&out, "max_pem_blocks").len(),
-        1,
-        "{:#?}",
-        out.problems
-    );
+    the_limit_problem(&out, "max_pem_blocks");
 }
 
 #[test]
-fn max_certificates() {
+fn limit_max_certificates_boundary() {
     let c = chain();
     let leaves: Vec<Leaf> = (0..5)
         .map(|i| pki::leaf(&LeafSpec::new(&[&format!("host{i}.example.com")]), &c.ca))
         .collect();
     let ders: Vec<&[u8]> = leaves.iter().map(|l| l.der.as_slice()).collect();
     let bundle = pki::pkcs7(Some(&ders));
+
+    let at_limit = Limits {
+        max_certificates: 5,
+        ..Limits::default()
+    };
+    let out = extract_file(&bundle, "many.p7b", &at_limit).expect("extract");
+    assert_no_problems(&out);
+    assert_eq!(out.certificates.len(), 5, "at the limit");
+
+    let over = Limits {
+        max_certificates: 4,
+        ..Limits::default()
+    };
+    let out = extract_file(&bundle, "many.p7b", &over).expect("extract");
+    let kept: Vec<String> = leaves[..4].iter().map(|l| sha(&l.der)).collect();
+    assert_eq!(
+        shas(&out),
+        kept,
+        "the certificate past the limit is not kept"
+    );
+    let problem = the_limit_problem(&out, "max_certificates");
+    assert!(
+        problem.found_in.contains("bundle certificate 5"),
+        "{}",
+        problem.found_in
+    );
+
+    // Across the parts of a mail, and a duplicate does not count.
+    let message = mail(
+        "chain",
+        mixed(vec![
+            text(&format!("{}{}", c.leaf.pem, c.leaf.pem)),
+            text(&c.ca.pem),
+            attachment("application/octet-stream", "root.cer", &c.root.der),
+        ]),
+    );
     let limits = Limits {
         max_certificates: 3,
         ..Limits::default()
     };
-    let out = extract_file(&bundle, "many.p7b", &limits).expect("extract");
+    let out = run_with(&message, &limits);
+    assert_no_problems(&out);
     assert_eq!(out.certificates.len(), 3);
-    assert_eq!(
-        problems_mentioning(&out, "max_certificates").len(),
-        1,
-        "{:#?}",
-        out.problems
+    let limits = Limits {
+        max_certificates: 2,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &limits);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der), sha(&c.ca.der)]);
+    let problem = the_limit_problem(&out, "max_certificates");
+    assert!(
+        problem.found_in.contains("root.cer"),
+        "{}",
+        problem.found_in
     );
 }
 
 #[test]
-fn max_line_length() {
+fn limit_max_line_length_boundary() {
     let c = chain();
-    let one_line = format!(
-        "-----BEGIN CERTIFICATE-----\r\n{}\r\n-----END CERTIFICATE-----\r\n",
-        pki::base64_encode(&c.leaf.der)
-    );
-    let limits = Limits {
-        max_line_length: 100,
+    let base64 = pki::base64_encode(&c.leaf.der);
+    let one_line =
+        format!("-----BEGIN CERTIFICATE-----\r\n{base64}\r\n-----END CERTIFICATE-----\r\n");
+    let message = text_mail(&format!("{one_line}{}", c.ca.pem));
+
+    let at_limit = Limits {
+        max_line_length: base64.len(),
         ..Limits::default()
     };
-    let out = run_with(&text_mail(&format!("{one_line}{}", c.ca.pem)), &limits);
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(
+        shas(&out),
+        vec![sha(&c.leaf.der), sha(&c.ca.der)],
+        "at the limit"
+    );
+
+    let over = Limits {
+        max_line_length: base64.len() - 1,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &over);
     assert_eq!(
         shas(&out),
         vec![sha(&c.ca.der)],
-        "the next block is still read"
+        "the block with the long line is cut; the next block is still read"
     );
-    assert_eq!(
-        problems_mentioning(&out, "max_line_length").len(),
-        1,
-        "{:#?}",
-        out.problems
+    let problem = the_limit_problem(&out, "max_line_length");
+    assert!(
+        problem
+            .what
+            .contains(&format!("{} characters", base64.len())),
+        "{}",
+        problem.what
     );
     // The default reads a certificate on one line.
     assert_eq!(shas(&run(&text_mail(&one_line))), vec![sha(&c.leaf.der)]);
-}
-
-#[test]
-fn message_over_max_message_size_is_refused() {
-    let c = chain();
-    let message = text_mail(&c.leaf.pem);
-    let limits = Limits {
-        max_message_size: message.len() - 1,
-        ..Limits::default()
-    };
-    assert_eq!(
-        extract(&message, &limits),
-        Err(ExtractError::TooLarge {
-            size: message.len(),
-            limit: message.len() - 1
-        })
-    );
-    assert!(matches!(
-        extract_file(&message, "x", &limits),
-        Err(ExtractError::TooLarge { .. })
-    ));
-    assert!(matches!(
-        extract_any(
-            &c.leaf.der,
-            "x",
-            &Limits {
-                max_message_size: 10,
-                ..Limits::default()
-            }
-        ),
-        Err(ExtractError::TooLarge { .. })
-    ));
-    let limits = Limits {
-        max_message_size: message.len(),
-        ..Limits::default()
-    };
-    assert_eq!(
-        extract(&message, &limits)
-            .expect("at the limit")
-            .certificates
-            .len(),
-        1
-    );
 }
 
 // ---------------------------------------------------------------------------------------
