@@ -1,8 +1,9 @@
 //! `fulfill poll` against a real Dovecot over TLS on loopback (tests/support/dovecot.rs):
 //! both TLS modes, login refusal, certificate trust and pinning, finding fulfillment mail
 //! among unrelated mail, incremental runs, UIDVALIDITY changes, oversized mail, a server
-//! killed mid-run, IDLE, and the --wait deadline. Mail arrives by IMAP APPEND, as a CA's
-//! mail server would deliver it.
+//! killed mid-run, IDLE, the --wait deadline, and XOAUTH2 with a token from
+//! `oauth2_token_cmd` checked by Dovecot's oauth2 passdb. Mail arrives by IMAP APPEND, as a
+//! CA's mail server would deliver it.
 
 mod support;
 
@@ -14,7 +15,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
-use support::dovecot::{Dovecot, Options, ServerCert, dovecot_or_skip, dovecot_or_skip_with};
+use support::dovecot::{
+    Dovecot, OAuth2, Options, ServerCert, dovecot_or_skip, dovecot_or_skip_with,
+};
 use support::{Home, open_db, stdout_json};
 
 /// A private Dovecot, a private home, a test CA, and a keys folder that fills up as
@@ -26,6 +29,8 @@ struct Fixture {
     keys: PathBuf,
     config: PathBuf,
     serial: u32,
+    /// The `[mailbox]` line that says how to log in (`password_cmd` unless changed).
+    credential: String,
 }
 
 impl Fixture {
@@ -46,6 +51,10 @@ impl Fixture {
         )
         .unwrap();
         let config = home.path().join("config.toml");
+        let credential = format!(
+            "password_cmd = \"cat {}\"",
+            home.path().join("imap-password").display()
+        );
         let fixture = Fixture {
             dovecot,
             home,
@@ -53,6 +62,7 @@ impl Fixture {
             keys,
             config,
             serial: 0,
+            credential,
         };
         fixture.configure("");
         fixture
@@ -73,10 +83,10 @@ impl Fixture {
         std::fs::write(
             &self.config,
             format!(
-                "[mailbox]\n{connection}\nusername = \"{}\"\npassword_cmd = \"cat {}\"\ntimeout = \"5s\"\nrun_timeout = \"2m\"\n\
+                "[mailbox]\n{connection}\nusername = \"{}\"\n{}\ntimeout = \"5s\"\nrun_timeout = \"2m\"\n\
                  [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
                 self.dovecot.user(),
-                self.home.path().join("imap-password").display(),
+                self.credential,
                 self.keys.display(),
                 self.home.path().join("root.pem").display()
             ),
@@ -552,4 +562,190 @@ fn dry_run_changes_nothing_and_senders_filter_on_the_server() {
     assert_eq!(imported(&report), vec!["www.dry.example.com"]);
     assert_eq!(f.dovecot.count("INBOX"), 0);
     assert_eq!(f.dovecot.count("Imported"), 1, "moved, not deleted");
+}
+
+// ---------------------------------------------------------------------------------------
+// XOAUTH2 (Gmail, Office 365): the token comes from oauth2_token_cmd, and Dovecot's oauth2
+// passdb asks the test's introspection endpoint whether it is active.
+// ---------------------------------------------------------------------------------------
+
+/// Shaped like a Google access token, so nothing in between treats it specially.
+const VALID_TOKEN: &str = "ya29.fulfill-valid-token-7f3a9c01e5d2";
+const WRONG_TOKEN: &str = "ya29.fulfill-wrong-token-2b8d4e6f1093";
+
+impl Fixture {
+    /// A Dovecot that offers XOAUTH2 and knows only `valid` as a token, and a config that
+    /// logs in with `oauth2_token_cmd` (no password anywhere): the command appends a line
+    /// to `token-runs` (see [`Fixture::token_runs`]) and prints the `imap-token` file.
+    fn oauth2(valid: &str) -> Option<Fixture> {
+        let dovecot = dovecot_or_skip_with(Options {
+            oauth2: Some(OAuth2::token(valid)),
+            ..Options::default()
+        })?;
+        let mut f = Fixture::with(dovecot);
+        std::fs::remove_file(f.home.path().join("imap-password")).unwrap();
+        f.set_token(valid);
+        f.credential = format!(
+            "oauth2_token_cmd = \"echo run >> {}; cat {}\"",
+            f.home.path().join("token-runs").display(),
+            f.home.path().join("imap-token").display()
+        );
+        f.configure("");
+        Some(f)
+    }
+
+    /// What `oauth2_token_cmd` prints from now on.
+    fn set_token(&self, token: &str) {
+        std::fs::write(self.home.path().join("imap-token"), format!("{token}\n")).unwrap();
+    }
+
+    /// How many times `oauth2_token_cmd` ran.
+    fn token_runs(&self) -> usize {
+        std::fs::read_to_string(self.home.path().join("token-runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+}
+
+/// `token`, and the XOAUTH2 string carrying it as it goes on the wire (base64): output
+/// holding any of them leaked the token.
+fn token_forms(user: &str, token: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let sasl = format!("user={user}\x01auth=Bearer {token}\x01\x01");
+    vec![
+        token.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(sasl),
+    ]
+}
+
+#[test]
+fn xoauth2_with_a_token_from_the_command_logs_in_and_imports() {
+    let Some(mut f) = Fixture::oauth2(VALID_TOKEN) else {
+        return;
+    };
+    let mail = f.fulfillment_mail("www.oauth.example.com", true);
+    let uid = f.dovecot.append("INBOX", &mail);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", f.dovecot.log());
+    assert_eq!(imported(&report), vec!["www.oauth.example.com"]);
+    assert_eq!(f.certificates_in_db(), vec!["www.oauth.example.com"]);
+    let flags = f.dovecot.flags("INBOX", uid).unwrap();
+    assert!(flags.iter().any(|k| k == "$FulfillImported"), "{flags:?}");
+
+    // The login really went through XOAUTH2 and the oauth2 passdb: the endpoint was asked
+    // about exactly this token, once, and Dovecot logged the mechanism.
+    let introspection = f.dovecot.introspection();
+    assert_eq!(introspection.tokens(), vec![VALID_TOKEN]);
+    assert_eq!(introspection.bad_requests(), 0);
+    let log = f.dovecot.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("Login: user=<fulfill-test>") && l.contains("method=XOAUTH2")),
+        "{log}"
+    );
+    assert_eq!(f.token_runs(), 1);
+}
+
+/// The password sent as a token, a wrong token and an expired one (valid before, no longer
+/// active): refused with exit 1, an error that names XOAUTH2 and oauth2_token_cmd and says
+/// what to do, and no token in any output, at -vvv and with --json.
+#[test]
+fn a_refused_xoauth2_token_says_what_to_do_and_leaks_nothing() {
+    let Some(f) = Fixture::oauth2(VALID_TOKEN) else {
+        return;
+    };
+    let user = f.dovecot.user();
+    let secrets: Vec<String> = [VALID_TOKEN, WRONG_TOKEN]
+        .iter()
+        .flat_map(|t| token_forms(user, t))
+        .collect();
+    let mut expected_tokens = Vec::new();
+    let refused = |args: &[&str]| {
+        let output = f.fulfill().args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let all = format!(
+            "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        );
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        // The server's reason travels in its XOAUTH2 error challenge (a JSON object).
+        for needle in [
+            "refused the login",
+            "XOAUTH2",
+            "oauth2_token_cmd",
+            "fresh access token",
+            "\"status\":\"401\"",
+        ] {
+            assert!(
+                stderr.contains(needle),
+                "no {needle:?} in the error:\n{all}"
+            );
+        }
+        for secret in &secrets {
+            assert!(!all.contains(secret.as_str()), "{secret} leaked:\n{all}");
+        }
+    };
+
+    // The account's password is no token: only the oauth2 passdb answers XOAUTH2, so a
+    // login through it is always the token check.
+    f.set_token(f.dovecot.password());
+    refused(&["poll"]);
+    expected_tokens.push(f.dovecot.password());
+    // Wrong token.
+    f.set_token(WRONG_TOKEN);
+    for args in [&["-vvv", "poll"][..], &["-vvv", "--json", "poll"]] {
+        refused(args);
+        expected_tokens.push(WRONG_TOKEN);
+    }
+    // Expired: it logs in, then the authorization server stops accepting it.
+    f.set_token(VALID_TOKEN);
+    f.fulfill().arg("poll").assert().success();
+    expected_tokens.push(VALID_TOKEN);
+    f.dovecot
+        .introspection()
+        .set_valid_token("ya29.fulfill-renewed-token");
+    for args in [&["-vvv", "poll"][..], &["-vvv", "--json", "poll"]] {
+        refused(args);
+        expected_tokens.push(VALID_TOKEN);
+    }
+
+    // Each attempt was one question to the endpoint: the refusals came from the token check,
+    // not from some other fault before it. (That the client answers the server's error
+    // challenge with an empty line is a unit test in src/mailbox: Dovecot ends the exchange
+    // the same way whatever the answer, so it cannot be seen from here.)
+    assert_eq!(f.dovecot.introspection().tokens(), expected_tokens);
+    let log = f.dovecot.log();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("auth failed") && l.contains("method=XOAUTH2"))
+            .count(),
+        5,
+        "{log}"
+    );
+}
+
+/// Tokens expire within the hour, so the command runs on every connect: once per run, and
+/// a token renewed between runs is the one sent.
+#[test]
+fn the_token_command_runs_on_every_connect() {
+    let Some(f) = Fixture::oauth2(VALID_TOKEN) else {
+        return;
+    };
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(f.token_runs(), 1);
+
+    let renewed = "ya29.fulfill-renewed-token-93c1d0";
+    f.dovecot.introspection().set_valid_token(renewed);
+    f.set_token(renewed);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", f.dovecot.log());
+    assert_eq!(f.token_runs(), 2);
+    assert_eq!(
+        f.dovecot.introspection().tokens(),
+        vec![VALID_TOKEN, renewed],
+        "the second run sent the renewed token, not a remembered one"
+    );
 }

@@ -101,6 +101,20 @@ pub enum MailboxError {
         server_says: String,
     },
     #[error(
+        "{host} refused the login of '{username}' by XOAUTH2: {server_says}{details}. The access \
+         token from [mailbox] oauth2_token_cmd was not accepted: it may have expired or been \
+         revoked, or be for another account or lack mail access. Make oauth2_token_cmd print a \
+         fresh access token (not a refresh token) for '{username}'"
+    )]
+    TokenRefused {
+        host: String,
+        username: String,
+        server_says: String,
+        /// The server's XOAUTH2 error (a JSON object such as
+        /// `{"status":"401","schemes":"bearer","scope":"mail"}`), as ` (details: ...)`.
+        details: String,
+    },
+    #[error(
         "{host} has no STARTTLS; refusing to send the password in clear (use security = \"tls\")"
     )]
     NoStartTls { host: String },
@@ -134,19 +148,60 @@ pub struct Session {
 struct XOAuth2<'a> {
     user: &'a str,
     token: &'a Secret,
+    /// Whether the credentials went out already.
+    sent: std::cell::Cell<bool>,
+    /// The server's error challenge, if it sent one.
+    error: std::cell::RefCell<Option<String>>,
+}
+
+impl<'a> XOAuth2<'a> {
+    fn new(user: &'a str, token: &'a Secret) -> XOAuth2<'a> {
+        XOAuth2 {
+            user,
+            token,
+            sent: std::cell::Cell::new(false),
+            error: std::cell::RefCell::new(None),
+        }
+    }
 }
 
 impl imap::Authenticator for XOAuth2<'_> {
     type Response = String;
 
-    /// RFC 7628-style initial response used by Gmail and Office 365 for XOAUTH2.
-    fn process(&self, _challenge: &[u8]) -> String {
+    /// The first continuation (empty: no SASL-IR here) gets the XOAUTH2 string used by
+    /// Gmail and Office 365. A refused token comes back as a second continuation holding a
+    /// base64 JSON error, which the client must answer with an empty response before the
+    /// server sends its NO (Google's XOAUTH2 protocol, as RFC 7628 §3.2.3 for
+    /// OAUTHBEARER): sending the credentials again there would be a protocol error, and
+    /// would put the token on the wire a second time for nothing.
+    fn process(&self, challenge: &[u8]) -> String {
+        if self.sent.replace(true) {
+            *self.error.borrow_mut() = Some(printable(challenge));
+            return String::new();
+        }
         format!(
             "user={}\x01auth=Bearer {}\x01\x01",
             self.user,
             self.token.expose()
         )
     }
+}
+
+/// Server-sent text made safe to show in one line: printable ASCII only, at most 200
+/// characters.
+fn printable(bytes: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect();
+    text.trim().to_string()
 }
 
 fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> MailboxError + '_ {
@@ -217,15 +272,23 @@ impl Session {
             Credential::Password(password) => client
                 .login(&settings.username, password.expose())
                 .map_err(refused)?,
-            Credential::OAuth2Token(token) => client
-                .authenticate(
-                    "XOAUTH2",
-                    &XOAuth2 {
-                        user: &settings.username,
-                        token,
-                    },
-                )
-                .map_err(refused)?,
+            Credential::OAuth2Token(token) => {
+                let xoauth2 = XOAuth2::new(&settings.username, token);
+                client
+                    .authenticate("XOAUTH2", &xoauth2)
+                    .map_err(|(error, _client)| MailboxError::TokenRefused {
+                        host: settings.host.clone(),
+                        username: settings.username.clone(),
+                        // The sentence goes on after it: no "failed.. The".
+                        server_says: server_text(&error).trim_end_matches('.').to_string(),
+                        details: xoauth2
+                            .error
+                            .take()
+                            .filter(|e| !e.is_empty())
+                            .map(|e| format!(" (details: {e})"))
+                            .unwrap_or_default(),
+                    })?
+            }
         };
         let capabilities = imap
             .capabilities()
@@ -638,6 +701,23 @@ fn uid_set(uids: &[u32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xoauth2_sends_the_token_once_and_answers_the_error_challenge_empty() {
+        let token = Secret::new("ya29.token");
+        let xoauth2 = XOAuth2::new("someone@example.com", &token);
+        assert_eq!(
+            imap::Authenticator::process(&xoauth2, b""),
+            "user=someone@example.com\x01auth=Bearer ya29.token\x01\x01"
+        );
+        let error = br#"{"status":"401","schemes":"bearer","scope":"mail"}"#;
+        assert_eq!(imap::Authenticator::process(&xoauth2, error), "");
+        assert_eq!(
+            xoauth2.error.take().as_deref(),
+            Some(r#"{"status":"401","schemes":"bearer","scope":"mail"}"#)
+        );
+        assert_eq!(printable(b"a\r\nb\x1b[2J"), "a??b?[2J");
+    }
 
     #[test]
     fn uid_sets_are_compact() {

@@ -31,6 +31,13 @@
 //!   up to 15 s, its "auth penalty"): turned off here, so a refused login costs ~0.5 s.
 //! - Stopped right after its start, the master lingers ~5 s; `stop()` does not wait for it
 //!   once the processes that touch mail have exited (see [`Dovecot::stop`]).
+//! - XOAUTH2 ([`Options::oauth2`]): the Debian package's auth process has the oauth2 passdb
+//!   and the XOAUTH2/OAUTHBEARER mechanisms built in (`dovecot --build-options` does not
+//!   list it). With `introspection_mode = post` it POSTs `token=...` to the endpoint and
+//!   logs in the user if the JSON answer has `active: true` and the same `username`; the
+//!   user's UID and home still come from the passwd-file userdb. A refused token gets the
+//!   continuation `+ <base64 {"status":"401","schemes":"bearer","scope":"mail"}>` and,
+//!   whatever the client answers to it, `NO [AUTHENTICATIONFAILED]`.
 //!
 //! Include it with `#[allow(dead_code)] #[path = "support/dovecot.rs"] mod dovecot;` (or as
 //! a submodule of `tests/support/mod.rs`, whose `#![allow(dead_code)]` covers it): no test
@@ -43,7 +50,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -178,6 +186,10 @@ pub struct Options {
     pub binary: Option<PathBuf>,
     /// Whether a failure to start panics (CI) or returns `Err`; default: `CI` is `true`.
     pub ci: Option<bool>,
+    /// Also offer XOAUTH2 and OAUTHBEARER, checked by Dovecot's oauth2 passdb against an
+    /// in-process token introspection endpoint (see [`OAuth2`]); default: off, and the
+    /// server offers password logins only.
+    pub oauth2: Option<OAuth2>,
 }
 
 impl Default for Options {
@@ -186,6 +198,31 @@ impl Default for Options {
             cert: ServerCert::Localhost,
             binary: None,
             ci: None,
+            oauth2: None,
+        }
+    }
+}
+
+/// XOAUTH2/OAUTHBEARER for [`USER`], as Gmail or Office 365 offer it: the server does not
+/// know the token, it asks an OAuth 2 authorization server whether the token is active
+/// (RFC 7662 token introspection) and for whom. Here that server is a tiny HTTP endpoint
+/// on 127.0.0.1 run by the test process ([`Introspection`]), so a test can count the
+/// questions and see which tokens reached it.
+///
+/// Password logins keep working (the helpers use them): the passwd-file passdb answers
+/// only PLAIN/LOGIN, the oauth2 passdb only XOAUTH2/OAUTHBEARER, so the password is never
+/// a valid token and a token never a valid password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth2 {
+    /// The one access token the endpoint calls active (for [`USER`]); every other token is
+    /// `{"active": false}`. Changeable later with [`Introspection::set_valid_token`].
+    pub valid_token: String,
+}
+
+impl OAuth2 {
+    pub fn token(valid_token: &str) -> OAuth2 {
+        OAuth2 {
+            valid_token: valid_token.to_string(),
         }
     }
 }
@@ -375,6 +412,235 @@ fn send_signal(pids: &[u32], signal: &str) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The OAuth 2 token introspection endpoint (for XOAUTH2)
+// ---------------------------------------------------------------------------------------
+
+/// What the endpoint knows and saw.
+#[derive(Debug, Default)]
+struct IntrospectionState {
+    valid_token: String,
+    /// Every token asked about, in order (a token never seen here never reached Dovecot's
+    /// passdb, so it was not what the client logged in with).
+    seen: Vec<String>,
+    /// Requests it could not read a token from.
+    bad_requests: usize,
+}
+
+/// A minimal RFC 7662 token introspection endpoint on 127.0.0.1 (a thread of the test
+/// process; `std` only), which Dovecot's oauth2 passdb asks about every XOAUTH2 login. It
+/// answers `{"active": true, "username": USER}` for the valid token and
+/// `{"active": false}` for anything else, one request per connection
+/// (`Connection: close`), and remembers every token it was asked about.
+pub struct Introspection {
+    addr: SocketAddr,
+    state: Arc<Mutex<IntrospectionState>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Introspection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Introspection")
+            .field("url", &self.url())
+            .finish()
+    }
+}
+
+impl Introspection {
+    fn start(valid_token: &str) -> Result<Introspection, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("cannot bind the token introspection endpoint: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let state = Arc::new(Mutex::new(IntrospectionState {
+            valid_token: valid_token.to_string(),
+            ..IntrospectionState::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            thread::Builder::new()
+                .name("introspection".into())
+                .spawn(move || {
+                    for stream in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        // One at a time is enough: Dovecot's oauth2 client opens one
+                        // connection at a time by default (max_parallel_connections = 1).
+                        if let Ok(stream) = stream {
+                            let _ = introspect(stream, &state);
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the introspection thread: {e}"))?
+        };
+        Ok(Introspection {
+            addr,
+            state,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The `introspection_url` Dovecot is configured with.
+    pub fn url(&self) -> String {
+        format!("http://{}/introspect", self.addr)
+    }
+
+    /// How many introspection requests arrived (one per XOAUTH2 login attempt that
+    /// reached the passdb).
+    pub fn count(&self) -> usize {
+        self.tokens().len()
+    }
+
+    /// The tokens asked about, in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.lock().seen.clone()
+    }
+
+    /// Requests that carried no token the endpoint could read (a sign that Dovecot's
+    /// request format is not what this endpoint expects).
+    pub fn bad_requests(&self) -> usize {
+        self.lock().bad_requests
+    }
+
+    /// From now on only `token` is active (an expired token is one that is no longer).
+    pub fn set_valid_token(&self, token: &str) {
+        self.lock().valid_token = token.to_string();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, IntrospectionState> {
+        // A panic elsewhere must not hide what was recorded.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Introspection {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept() so the thread sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Answers one HTTP request: the token is read from a form body (`token=...`, what
+/// `introspection_mode = post` sends), an `Authorization: Bearer` header (`auth`), or a
+/// `token`/`access_token` query parameter.
+fn introspect(mut stream: TcpStream, state: &Mutex<IntrospectionState>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head_len, path, bearer, content_length) = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(()); // the accept() wake-up, or a client that gave up
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let header = |name: &str| {
+                    request
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+                };
+                let bearer = header("authorization").and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                        .map(str::to_string)
+                });
+                let length = header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (len, request.path.unwrap_or("").to_string(), bearer, length);
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => continue,
+            _ => return Err(std::io::Error::other("bad HTTP request")),
+        }
+    };
+    while buf.len() < head_len + content_length.min(64 * 1024) {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = String::from_utf8_lossy(&buf[head_len..]).into_owned();
+    let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let token = form_value(&body, "token")
+        .or(bearer)
+        .or_else(|| form_value(query, "token"))
+        .or_else(|| form_value(query, "access_token"));
+    let answer = {
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        match token {
+            Some(token) => {
+                let active = token == state.valid_token;
+                state.seen.push(token);
+                if active {
+                    format!("{{\"active\": true, \"username\": \"{USER}\"}}")
+                } else {
+                    "{\"active\": false}".to_string()
+                }
+            }
+            None => {
+                state.bad_requests += 1;
+                "{\"active\": false}".to_string()
+            }
+        }
+    };
+    // 200 also for an inactive token: RFC 7662 §2.2 says so, and Dovecot then reports a
+    // refused login rather than an internal failure ("Temporary authentication failure").
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{answer}",
+        answer.len()
+    )?;
+    stream.flush()
+}
+
+/// The value of `name` in `a=1&b=2` (application/x-www-form-urlencoded), decoded.
+fn form_value(form: &str, name: &str) -> Option<String> {
+    form.trim()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| percent_decode(value))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
 // The server
 // ---------------------------------------------------------------------------------------
 
@@ -392,6 +658,8 @@ pub struct Dovecot {
     master_pid: Option<u32>,
     starts: u32,
     last_start: Duration,
+    /// The token endpoint when XOAUTH2 is on; it keeps its port across restarts.
+    introspection: Option<Introspection>,
 }
 
 impl std::fmt::Debug for Dovecot {
@@ -402,6 +670,10 @@ impl std::fmt::Debug for Dovecot {
             .field("imap_port", &self.imap_port)
             .field("master_pid", &self.master_pid)
             .field("cert", &self.cert.kind)
+            .field(
+                "introspection",
+                &self.introspection.as_ref().map(|i| i.url()),
+            )
             .finish()
     }
 }
@@ -449,6 +721,10 @@ impl Dovecot {
         let identity = Identity::detect()?;
         let dir = make_temp_dir(&identity)?;
         let cert = make_cert(&options.cert);
+        let introspection = options
+            .oauth2
+            .map(|oauth2| Introspection::start(&oauth2.valid_token))
+            .transpose()?;
         let mut dovecot = Dovecot {
             cert_path: PathBuf::new(),
             key_path: PathBuf::new(),
@@ -461,6 +737,7 @@ impl Dovecot {
             master_pid: None,
             starts: 0,
             last_start: Duration::ZERO,
+            introspection,
         };
         dovecot.prepare_dir()?;
         dovecot.write_cert()?;
@@ -540,7 +817,7 @@ impl Dovecot {
              ssl_key = <{key}\n\
              disable_plaintext_auth = yes\n\
              mail_location = maildir:{d}/mail/%u\n\
-             passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n}}\n\
+             {passdbs}\
              userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
              service imap-login {{\n\
              \x20 inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
@@ -554,6 +831,7 @@ impl Dovecot {
             key = self.key_path.display(),
             imap = self.imap_port,
             imaps = self.imaps_port,
+            passdbs = self.passdbs(),
         );
         if !id.root {
             conf.push_str("  chroot =\n"); // chroot needs root
@@ -569,6 +847,49 @@ impl Dovecot {
         conf
     }
 
+    /// The `passdb` sections (and with XOAUTH2 the mechanisms), as config text.
+    fn passdbs(&self) -> String {
+        let d = self.dir.path().display();
+        let passwd_file =
+            format!("passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN {d}/passwd\n");
+        if self.introspection.is_none() {
+            return format!("{passwd_file}}}\n");
+        }
+        // `mechanisms` keeps each passdb to its own kind of secret: Dovecot 2.3 hands an
+        // XOAUTH2 token to every passdb like a plain password, so without it the password
+        // would log in through XOAUTH2 too (and a PLAIN login would cost an introspection).
+        // The user still comes from the passwd-file userdb (UID, home).
+        format!(
+            "auth_mechanisms = plain login xoauth2 oauthbearer\n\
+             {passwd_file}  mechanisms = plain login\n}}\n\
+             passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+            self.oauth2_conf_path().display()
+        )
+    }
+
+    /// Dovecot's oauth2 passdb settings (`dovecot-oauth2.conf.ext`), pointing at the
+    /// in-process endpoint. `post` sends the token as a form field `token=...`, as RFC 7662
+    /// introspection does; the answer's `active` must be `true` and its `username` the
+    /// user who logs in. Without a `tokeninfo_url`, Dovecot goes straight to introspection.
+    fn oauth2_conf(&self, introspection: &Introspection) -> String {
+        format!(
+            "# Written by tests/support/dovecot.rs: tokens are checked by the test process.\n\
+             introspection_mode = post\n\
+             introspection_url = {}\n\
+             force_introspection = yes\n\
+             username_attribute = username\n\
+             active_attribute = active\n\
+             active_value = true\n\
+             timeout_msecs = {}\n",
+            introspection.url(),
+            IO_TIMEOUT.as_millis()
+        )
+    }
+
+    fn oauth2_conf_path(&self) -> PathBuf {
+        self.dir.path().join("dovecot-oauth2.conf.ext")
+    }
+
     /// Writes the config for fresh ports and starts the master; waits until both ports
     /// accept connections.
     fn launch(&mut self) -> Result<(), String> {
@@ -580,6 +901,10 @@ impl Dovecot {
             self.imaps_port = ports[0];
             self.imap_port = ports[1];
             write_file(&self.conf_path(), self.config().as_bytes(), 0o644)?;
+            if let Some(introspection) = &self.introspection {
+                let conf = self.oauth2_conf(introspection);
+                write_file(&self.oauth2_conf_path(), conf.as_bytes(), 0o644)?;
+            }
             // A master that died (killed, or crashed) leaves its pid file, and it may be a
             // zombie that `dovecot` takes for alive: remove the stale file.
             let pid_file = self.master_pid_path();
@@ -832,6 +1157,14 @@ impl Dovecot {
     /// The server log so far (for failure messages).
     pub fn log(&self) -> String {
         fs::read_to_string(self.log_path()).unwrap_or_else(|e| format!("(no log: {e})"))
+    }
+
+    /// The token introspection endpoint of a server started with [`Options::oauth2`].
+    /// Panics if XOAUTH2 is off.
+    pub fn introspection(&self) -> &Introspection {
+        self.introspection
+            .as_ref()
+            .expect("this Dovecot was started without Options::oauth2")
     }
 
     /// How long the last (re)start took until both ports accepted connections.
