@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::cli::GlobalArgs;
 use crate::mailbox::{AfterImport, Credential, MailboxSettings, Security};
 use crate::portal::{DEFAULT_ENDPOINT, PortalSettings};
-use crate::secret::Secret;
+use crate::secret::{SECRET_ENV_VARS, Secret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -502,7 +502,8 @@ fn refuse_readable_secret_file(path: &Path) -> Result<(), ConfigError> {
 const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `command` with `sh -c` and returns its first line of output as a secret. The
-/// secret comes back through a pipe, never through arguments or the environment.
+/// secret comes back through a pipe, never through arguments or the environment; the
+/// command's environment holds no secret fulfill was given ([`SECRET_ENV_VARS`]).
 pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigError> {
     use std::io::Read;
     use std::process::{Command, Stdio};
@@ -511,12 +512,17 @@ pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigErr
         what: what.to_string(),
         why,
     };
-    let mut child = Command::new("sh")
-        .arg("-c")
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
         .arg(command)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // One secret's command never sees another secret given in the environment.
+    for name in SECRET_ENV_VARS {
+        sh.env_remove(name);
+    }
+    let mut child = sh
         .spawn()
         .map_err(|e| fail(format!("cannot start sh: {e}")))?;
     let mut stdout = child
@@ -579,8 +585,24 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Invalid {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: toml_error_without_source(&text, &e),
     })
+}
+
+/// Where and what the parse error is, without the line of the file that toml's own
+/// message quotes: that line may hold a secret (`api_key = …` with a missing quote, or a
+/// `password = …` under a misspelt key), and errors end up in cron mail and logs.
+fn toml_error_without_source(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim();
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
+    }
 }
 
 fn home() -> Result<PathBuf, ConfigError> {
@@ -640,7 +662,26 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{ConfigFile, parse_size, toml_error_without_source};
+
+    #[test]
+    fn toml_errors_do_not_quote_the_line() {
+        for (text, says) in [
+            (
+                "[portal]\napi_key = hunter2-secret\n",
+                "line 2, column 11: ",
+            ),
+            (
+                "[mailbox]\npassword = \"hunter2-secret\"\n",
+                "line 2, column 1: unknown field `password`",
+            ),
+        ] {
+            let error = toml::from_str::<ConfigFile>(text).expect_err("invalid");
+            let message = toml_error_without_source(text, &error);
+            assert!(message.starts_with(says), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
 
     #[test]
     fn sizes() {

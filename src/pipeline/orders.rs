@@ -26,6 +26,7 @@ use crate::keys::{self, KeyMaterial, PublicKeyId};
 use crate::mailbox::{IDLE_REFRESH, Session};
 use crate::portal::Portal;
 use crate::portal::types::{CertificateTemplate, SslOrder};
+use crate::secret::SECRET_ENV_VARS;
 use crate::store::{CertificateRow, Store, timestamp};
 use crate::validate::KnownKey;
 
@@ -493,7 +494,12 @@ fn order_csr_key(order: &SslOrder) -> Option<PublicKeyId> {
 /// `sh -c COMMAND` with the PEM on stdin and the facts in the environment, its output sent
 /// to our stderr (stdout is for `--json`), stopped after the timeout.
 fn run_hook(hook: &DeployHook, row: &CertificateRow, result: &OrderResult) -> Result<(), String> {
-    let mut child = Command::new("sh")
+    let mut sh = Command::new("sh");
+    // The hook gets the facts, never the secrets fulfill was given in its environment.
+    for name in SECRET_ENV_VARS {
+        sh.env_remove(name);
+    }
+    let mut child = sh
         .arg("-c")
         .arg(&hook.command)
         .env("FULFILL_ORDER_ID", result.order_id.to_string())
