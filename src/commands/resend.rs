@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::{Exit, connect_portal, print_json};
 use crate::cli::ResendArgs;
 use crate::config::Settings;
+use crate::pipeline::orders::request_resend;
 use crate::store::{Store, timestamp};
 
 #[derive(Serialize)]
@@ -57,28 +58,12 @@ pub fn run(
     }
 
     let store = Store::open(&settings.database)?;
-    if let Err(error) = portal.resend_fulfillment_email(order.id) {
-        store.update_order(
-            order.id,
-            order.common_name.as_deref(),
-            "resend_failed",
-            None,
-            Some(&error.to_string()),
-            now,
-        )?;
+    if let Err(error) = request_resend(&portal, &store, &order, now)? {
         return Err(anyhow::Error::new(error).context(format!(
             "the portal refused to resend the fulfillment email of order {} ({name})",
             order.id
         )));
     }
-    store.update_order(
-        order.id,
-        order.common_name.as_deref(),
-        "resend_requested",
-        Some(now),
-        None,
-        now,
-    )?;
 
     if json {
         print_json(&ResendResult {

@@ -24,10 +24,10 @@ use crate::commands::Exit;
 use crate::config::MailboxConfig;
 use crate::keys::{self, KeyMaterial, PublicKeyId};
 use crate::mailbox::{IDLE_REFRESH, Session};
-use crate::portal::Portal;
 use crate::portal::types::{CertificateTemplate, SslOrder};
+use crate::portal::{Portal, PortalError};
 use crate::secret::SECRET_ENV_VARS;
-use crate::store::{CertificateRow, Store, timestamp};
+use crate::store::{CertificateRow, Store, StoreError, timestamp};
 use crate::validate::KnownKey;
 
 /// How the loop behaves.
@@ -365,34 +365,14 @@ impl Loop<'_> {
         let Some(store) = self.store.as_deref() else {
             anyhow::bail!("internal: no database for a real run");
         };
-        store.update_order(
-            order.id,
-            order.common_name.as_deref(),
-            "resend_requested",
-            Some(now),
-            None,
-            now,
-        )?;
-        match self.portal.resend_fulfillment_email(order.id) {
-            Ok(()) => {
-                result.resent = true;
-                Ok(())
-            }
+        match request_resend(self.portal, store, order, now)? {
+            Ok(()) => result.resent = true,
             Err(error) => {
-                store.clear_resend(order.id)?;
-                store.update_order(
-                    order.id,
-                    order.common_name.as_deref(),
-                    "resend_failed",
-                    None,
-                    Some(&error.to_string()),
-                    now,
-                )?;
                 result.outcome = OrderOutcome::Failed;
                 result.reason = Some(format!("the portal refused the resend: {error}"));
-                Ok(())
             }
         }
+        Ok(())
     }
 
     /// Uploads a certificate that an earlier run recorded but did not get into the portal.
@@ -489,6 +469,28 @@ fn order_csr_key(order: &SslOrder) -> Option<PublicKeyId> {
             KeyMaterial::SigningRequest { key, .. } => Some(key),
             KeyMaterial::PrivateKey(_) => None,
         })
+}
+
+/// Asks the portal to have the CA resend the order's fulfillment email, recorded the one
+/// way `resend` and `resend-and-import` share: the request time is committed before the
+/// call, so a run killed during it cannot resend again within the cooldown; a refusal
+/// clears it and records the portal's answer. The outer error is the database's, the
+/// inner one the portal's refusal.
+pub fn request_resend(
+    portal: &Portal,
+    store: &Store,
+    order: &SslOrder,
+    now: OffsetDateTime,
+) -> Result<Result<(), PortalError>, StoreError> {
+    let name = order.common_name.as_deref();
+    store.update_order(order.id, name, "resend_requested", Some(now), None, now)?;
+    match portal.resend_fulfillment_email(order.id) {
+        Ok(()) => Ok(Ok(())),
+        Err(error) => {
+            store.resend_refused(order.id, name, &error.to_string(), now)?;
+            Ok(Err(error))
+        }
+    }
 }
 
 /// `sh -c COMMAND` with the PEM on stdin and the facts in the environment, its output sent

@@ -548,14 +548,29 @@ impl Store {
 
     /// Forgets a resend that did not happen (the API refused it), so the cooldown does
     /// not hold back the next attempt.
-    pub fn clear_resend(&self, order_id: i64) -> Result<(), StoreError> {
+    /// The portal refused a resend that [`Store::update_order`] had recorded as requested:
+    /// no mail is on its way, so the cooldown must not hold the next run back.
+    pub fn resend_refused(
+        &self,
+        order_id: i64,
+        common_name: Option<&str>,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "UPDATE orders SET resend_requested_at = NULL WHERE order_id = ?1",
                 [order_id],
             )
-            .map(|_| ())
-            .map_err(self.sql())
+            .map_err(self.sql())?;
+        self.update_order(
+            order_id,
+            common_name,
+            "resend_failed",
+            None,
+            Some(error),
+            now,
+        )
     }
 
     pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {
