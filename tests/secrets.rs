@@ -512,17 +512,11 @@ impl Fixture {
             .args(args)
             // As Home::fulfill: a private HOME and nothing inherited that changes behaviour.
             .env("HOME", self.home.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("FULFILL_CONFIG")
-            .env_remove("FULFILL_DB")
-            .env_remove("SL_USERNAME")
-            .env_remove("SL_API_KEY")
-            .env_remove("SL_ENDPOINT_URL")
-            .env_remove("FULFILL_IMAP_PASSWORD")
-            .env_remove("RUST_LOG")
             .current_dir(support::repo())
             .stdin(Stdio::null());
+        for name in support::FULFILL_ENVIRONMENT {
+            cmd.env_remove(name);
+        }
         for (name, value) in env {
             cmd.env(name, value);
         }

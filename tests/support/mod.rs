@@ -30,6 +30,20 @@ pub fn sample_mails() -> Vec<PathBuf> {
     mails
 }
 
+/// The environment variables fulfill reads (or, RUST_LOG, might be thought to): a test
+/// run inherits none of them from the developer's shell, so only what the test sets counts.
+pub const FULFILL_ENVIRONMENT: [&str; 9] = [
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "FULFILL_CONFIG",
+    "FULFILL_DB",
+    "SL_USERNAME",
+    "SL_API_KEY",
+    "SL_ENDPOINT_URL",
+    "FULFILL_IMAP_PASSWORD",
+    "RUST_LOG",
+];
+
 /// A private home: HOME and the XDG folders point into it.
 pub struct Home {
     pub dir: TempDir,
@@ -54,15 +68,10 @@ impl Home {
     /// `fulfill` with this home and nothing inherited that could change its behaviour.
     pub fn fulfill(&self) -> Command {
         let mut cmd = Command::cargo_bin("fulfill").expect("the fulfill binary is built");
-        cmd.env("HOME", self.path())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("FULFILL_CONFIG")
-            .env_remove("FULFILL_DB")
-            .env_remove("SL_USERNAME")
-            .env_remove("SL_API_KEY")
-            .env_remove("FULFILL_IMAP_PASSWORD")
-            .current_dir(repo());
+        cmd.env("HOME", self.path()).current_dir(repo());
+        for name in FULFILL_ENVIRONMENT {
+            cmd.env_remove(name);
+        }
         cmd
     }
 
