@@ -224,24 +224,30 @@ pub enum LockError {
     Io { path: PathBuf, source: io::Error },
 }
 
+/// Creates the folder that will hold `path`, readable by its owner only (0700), when it
+/// does not exist yet; an existing folder is left as the user made it.
+fn create_private_folder_for(path: &Path) -> std::io::Result<()> {
+    match path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+    {
+        Some(dir) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        None => Ok(()),
+    }
+}
+
 impl RunLock {
     pub fn acquire(database: &Path) -> Result<RunLock, LockError> {
         let mut name = database.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| LockError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        create_private_folder_for(&path).map_err(|source| LockError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let file = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -263,19 +269,10 @@ impl RunLock {
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| StoreError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-        }
+        create_private_folder_for(path).map_err(|source| StoreError::CreateDir {
+            path: path.parent().unwrap_or(path).to_path_buf(),
+            source,
+        })?;
         if !path.exists() {
             fs::OpenOptions::new()
                 .write(true)
