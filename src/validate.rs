@@ -242,190 +242,258 @@ pub fn validate(
     now: OffsetDateTime,
 ) -> Report {
     let mut report = Report::default();
-    let mut parsed = Vec::new();
-    for cert in found {
-        match x509_parser::parse_x509_certificate(&cert.der) {
-            Ok((_, x509)) => parsed.push((CertificateInfo::from_parsed(&cert.der, &x509), x509)),
-            Err(e) => report
-                .unreadable
-                .push((cert.found_in.clone(), e.to_string())),
-        }
-    }
-    // A root is a self-signed CA. A self-signed v3 certificate without CA:TRUE can sign
-    // nothing (RFC 5280 §4.2.1.9): it is a leaf, and is judged like one rather than
-    // silently dropped. v1 certificates have no extensions, so old v1 roots count as roots.
-    let (roots, others): (Vec<_>, Vec<_>) = parsed.into_iter().partition(|(info, x509)| {
-        info.self_signed && (info.is_ca || x509.version() != x509_parser::x509::X509Version::V3)
-    });
+    let parsed = parse_all(found, &mut report.unreadable);
+    let (roots, others): (Vec<_>, Vec<_>) = parsed
+        .into_iter()
+        .partition(|(info, x509)| is_root(info, x509));
     report.dropped_roots = roots.into_iter().map(|(info, _)| info).collect();
 
-    let intermediates: Vec<CertificateDer<'_>> = others
-        .iter()
-        .filter(|(info, _)| info.is_ca)
-        .map(|(info, _)| CertificateDer::from(info.der.as_slice()))
-        .collect();
     let anchor_ders: Vec<CertificateDer<'_>> = trust_anchors
         .iter()
         .map(|der| CertificateDer::from(der.as_slice()))
         .collect();
-    let anchors: Vec<_> = anchor_ders
+    let paths = Paths {
+        intermediates: others
+            .iter()
+            .filter(|(info, _)| info.is_ca)
+            .map(|(info, _)| CertificateDer::from(info.der.as_slice()))
+            .collect(),
+        anchors: anchor_ders
+            .iter()
+            .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+            .collect(),
+        cas: others
+            .iter()
+            .filter(|(i, _)| i.is_ca)
+            .map(|(i, _)| i)
+            .collect(),
+        dropped_roots: &report.dropped_roots,
+        no_anchors: trust_anchors.is_empty(),
+    };
+    let verdicts = others
         .iter()
-        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+        .filter(|(info, _)| !info.is_ca)
+        .map(|(leaf, x509)| judge(leaf, x509, expectations, &paths, now))
         .collect();
-    let ca_infos: Vec<&CertificateInfo> = others
-        .iter()
-        .filter(|(i, _)| i.is_ca)
-        .map(|(i, _)| i)
-        .collect();
-
-    for (leaf, x509) in others.iter().filter(|(info, _)| !info.is_ca) {
-        let mut reasons = Vec::new();
-
-        // Rule 1: the key.
-        let matched = match keys::from_spki(x509.public_key()) {
-            Ok(leaf_key) => {
-                let matched = expectations.keys.iter().find(|k| k.key == leaf_key);
-                if matched.is_none() {
-                    reasons.push(Rejection {
-                        rule: Rule::KeyMatch,
-                        detail: if expectations.keys.is_empty() {
-                            "no private key or CSR to compare with: give --key, or put the keys in a [keys] dirs folder".into()
-                        } else {
-                            format!(
-                                "its {} key {} matches none of the {} known keys (private keys and CSRs); the mail may be forged or for another order",
-                                leaf_key.describe(),
-                                leaf_key.fingerprint(),
-                                distinct_keys(&expectations.keys)
-                            )
-                        },
-                    });
-                }
-                matched
-            }
-            Err(e) => {
-                reasons.push(Rejection {
-                    rule: Rule::KeyMatch,
-                    detail: format!("its public key cannot be used: {e}"),
-                });
-                None
-            }
-        };
-
-        // Rule 2: the name.
-        // The same key can be known twice (its key file and its CSR): the name comes from
-        // whichever of them knows one, not only from the first match.
-        let expected_name = expectations.name.clone().or_else(|| {
-            matched.and_then(|m| {
-                expectations
-                    .keys
-                    .iter()
-                    .filter(|k| k.key == m.key)
-                    .find_map(|k| k.requested_name.clone())
-            })
-        });
-        match &expected_name {
-            Some(name) if covers(&leaf.dns_names, name) => {}
-            Some(name) => reasons.push(Rejection {
-                rule: Rule::Name,
-                detail: format!(
-                    "it does not cover {name}; it names {}",
-                    if leaf.dns_names.is_empty() {
-                        "no DNS name in subjectAltName".to_string()
-                    } else {
-                        leaf.dns_names.join(", ")
-                    }
-                ),
-            }),
-            None if matched.is_some() => reasons.push(Rejection {
-                rule: Rule::Name,
-                detail: "no expected name is known for its key: give --expect-name, or put the order's CSR next to the key".into(),
-            }),
-            // Without a key match there is nothing to say about the name.
-            None => {}
-        }
-
-        // Rule 3: the validity window.
-        let expired_or_early = if now < leaf.not_before {
-            reasons.push(Rejection {
-                rule: Rule::Validity,
-                detail: format!("not valid before {}", date(leaf.not_before)),
-            });
-            true
-        } else if now > leaf.not_after {
-            reasons.push(Rejection {
-                rule: Rule::Validity,
-                detail: format!("expired on {}", date(leaf.not_after)),
-            });
-            true
-        } else {
-            false
-        };
-
-        // Rule 4: the path to a trust anchor.
-        let chain = match verify_path(leaf, &intermediates, &anchors, now) {
-            Ok(chain) => chain,
-            Err(e) => {
-                let explain = |e: &webpki::Error, at| Rejection {
-                    rule: Rule::Chain,
-                    detail: explain_path_error(
-                        e,
-                        leaf,
-                        &ca_infos,
-                        &report.dropped_roots,
-                        trust_anchors.is_empty(),
-                        at,
-                    ),
-                };
-                if !(expired_or_early && is_time_error(&e)) {
-                    reasons.push(explain(&e, now));
-                } else {
-                    // webpki checks the leaf's own dates before anything else, so with rule 3
-                    // broken the chain's faults would go unsaid. Judge the path again on the
-                    // leaf's valid day nearest `now`: a date error then is a CA's, unless the
-                    // leaf's dates are inverted, which rule 3 has said already.
-                    let at = if now < leaf.not_before {
-                        leaf.not_before
-                    } else {
-                        leaf.not_after
-                    };
-                    let inverted = leaf.not_before > leaf.not_after;
-                    match verify_path(leaf, &intermediates, &anchors, at) {
-                        Err(e) if !(inverted && is_time_error(&e)) => reasons.push(explain(&e, at)),
-                        _ => {}
-                    }
-                }
-                Vec::new()
-            }
-        };
-
-        if reasons.is_empty() {
-            // Both are set when no reason was recorded: the key matched and a name was known.
-            if let (Some(key), Some(name)) = (matched, expected_name) {
-                let chain = chain
-                    .iter()
-                    .filter_map(|der| {
-                        ca_infos
-                            .iter()
-                            .find(|info| info.der == *der)
-                            .map(|info| (*info).clone())
-                    })
-                    .collect();
-                report.verdicts.push(Verdict::Accepted(Accepted {
-                    leaf: leaf.clone(),
-                    chain,
-                    key_source: key.source.clone(),
-                    key: key.clone(),
-                    expected_name: name,
-                }));
-                continue;
-            }
-        }
-        report.verdicts.push(Verdict::Rejected(Rejected {
-            leaf: leaf.clone(),
-            reasons,
-        }));
-    }
+    report.verdicts = verdicts;
     report
+}
+
+/// Every certificate that parses, with its facts; the others go to `unreadable`.
+fn parse_all<'a>(
+    found: &'a [FoundCertificate],
+    unreadable: &mut Vec<(String, String)>,
+) -> Vec<(CertificateInfo, X509Certificate<'a>)> {
+    let mut parsed = Vec::new();
+    for cert in found {
+        match x509_parser::parse_x509_certificate(&cert.der) {
+            Ok((_, x509)) => parsed.push((CertificateInfo::from_parsed(&cert.der, &x509), x509)),
+            Err(e) => unreadable.push((cert.found_in.clone(), e.to_string())),
+        }
+    }
+    parsed
+}
+
+/// A root is a self-signed CA. A self-signed v3 certificate without CA:TRUE can sign
+/// nothing (RFC 5280 §4.2.1.9): it is a leaf, and is judged like one rather than silently
+/// dropped. v1 certificates have no extensions, so old v1 roots count as roots.
+fn is_root(info: &CertificateInfo, x509: &X509Certificate<'_>) -> bool {
+    info.self_signed && (info.is_ca || x509.version() != x509_parser::x509::X509Version::V3)
+}
+
+/// What rule 4 checks a leaf against: the mail's CA certificates and the configured
+/// trust anchors, with what explaining a failed path needs.
+struct Paths<'a> {
+    intermediates: Vec<CertificateDer<'a>>,
+    anchors: Vec<rustls_pki_types::TrustAnchor<'a>>,
+    cas: Vec<&'a CertificateInfo>,
+    dropped_roots: &'a [CertificateInfo],
+    no_anchors: bool,
+}
+
+/// Applies the four rules to one leaf. Every broken rule gives a reason, in rule order;
+/// the leaf is accepted only when there is none.
+fn judge(
+    leaf: &CertificateInfo,
+    x509: &X509Certificate<'_>,
+    expectations: &Expectations,
+    paths: &Paths<'_>,
+    now: OffsetDateTime,
+) -> Verdict {
+    let mut reasons = Vec::new();
+    let matched = match key_rule(x509, &expectations.keys) {
+        Ok(key) => Some(key),
+        Err(reason) => {
+            reasons.push(reason);
+            None
+        }
+    };
+    let expected_name = expected_name(expectations, matched);
+    reasons.extend(name_rule(leaf, expected_name.as_deref(), matched.is_some()));
+    let validity = validity_rule(leaf, now);
+    let outside_validity = validity.is_some();
+    reasons.extend(validity);
+    let chain = match chain_rule(leaf, paths, now, outside_validity) {
+        Ok(chain) => chain,
+        Err(reason) => {
+            reasons.extend(reason);
+            Vec::new()
+        }
+    };
+
+    if reasons.is_empty() {
+        // Both are set when no reason was recorded: the key matched and a name was known.
+        if let (Some(key), Some(name)) = (matched, expected_name) {
+            let chain = chain
+                .iter()
+                .filter_map(|der| {
+                    paths
+                        .cas
+                        .iter()
+                        .find(|info| info.der == *der)
+                        .map(|info| (*info).clone())
+                })
+                .collect();
+            return Verdict::Accepted(Accepted {
+                leaf: leaf.clone(),
+                chain,
+                key_source: key.source.clone(),
+                key: key.clone(),
+                expected_name: name,
+            });
+        }
+    }
+    Verdict::Rejected(Rejected {
+        leaf: leaf.clone(),
+        reasons,
+    })
+}
+
+/// Rule 1: the leaf's public key is one of the known keys. Returns the first that matches.
+fn key_rule<'k>(
+    x509: &X509Certificate<'_>,
+    keys: &'k [KnownKey],
+) -> Result<&'k KnownKey, Rejection> {
+    let leaf_key = keys::from_spki(x509.public_key()).map_err(|e| Rejection {
+        rule: Rule::KeyMatch,
+        detail: format!("its public key cannot be used: {e}"),
+    })?;
+    keys.iter().find(|k| k.key == leaf_key).ok_or_else(|| Rejection {
+        rule: Rule::KeyMatch,
+        detail: if keys.is_empty() {
+            "no private key or CSR to compare with: give --key, or put the keys in a [keys] dirs folder".into()
+        } else {
+            format!(
+                "its {} key {} matches none of the {} known keys (private keys and CSRs); the mail may be forged or for another order",
+                leaf_key.describe(),
+                leaf_key.fingerprint(),
+                distinct_keys(keys)
+            )
+        },
+    })
+}
+
+/// The name rule 2 checks: the one given, else the one the matched key's CSR asked for.
+fn expected_name(expectations: &Expectations, matched: Option<&KnownKey>) -> Option<String> {
+    // The same key can be known twice (its key file and its CSR): the name comes from
+    // whichever of them knows one, not only from the first match.
+    expectations.name.clone().or_else(|| {
+        matched.and_then(|m| {
+            expectations
+                .keys
+                .iter()
+                .filter(|k| k.key == m.key)
+                .find_map(|k| k.requested_name.clone())
+        })
+    })
+}
+
+/// Rule 2: the leaf covers the expected name.
+fn name_rule(
+    leaf: &CertificateInfo,
+    expected_name: Option<&str>,
+    key_matched: bool,
+) -> Option<Rejection> {
+    match expected_name {
+        Some(name) if covers(&leaf.dns_names, name) => None,
+        Some(name) => Some(Rejection {
+            rule: Rule::Name,
+            detail: format!(
+                "it does not cover {name}; it names {}",
+                if leaf.dns_names.is_empty() {
+                    "no DNS name in subjectAltName".to_string()
+                } else {
+                    leaf.dns_names.join(", ")
+                }
+            ),
+        }),
+        None if key_matched => Some(Rejection {
+            rule: Rule::Name,
+            detail: "no expected name is known for its key: give --expect-name, or put the order's CSR next to the key".into(),
+        }),
+        // Without a key match there is nothing to say about the name.
+        None => None,
+    }
+}
+
+/// Rule 3: `now` is inside the leaf's validity window.
+fn validity_rule(leaf: &CertificateInfo, now: OffsetDateTime) -> Option<Rejection> {
+    if now < leaf.not_before {
+        Some(Rejection {
+            rule: Rule::Validity,
+            detail: format!("not valid before {}", date(leaf.not_before)),
+        })
+    } else if now > leaf.not_after {
+        Some(Rejection {
+            rule: Rule::Validity,
+            detail: format!("expired on {}", date(leaf.not_after)),
+        })
+    } else {
+        None
+    }
+}
+
+/// Rule 4: a path from the leaf to a trust anchor verifies. Returns the intermediates of
+/// the path, leaf's issuer first; `Err(None)` when the path fails only on what rule 3
+/// (`outside_validity`) has said already.
+fn chain_rule(
+    leaf: &CertificateInfo,
+    paths: &Paths<'_>,
+    now: OffsetDateTime,
+    outside_validity: bool,
+) -> Result<Vec<Vec<u8>>, Option<Rejection>> {
+    let error = match verify_path(leaf, &paths.intermediates, &paths.anchors, now) {
+        Ok(chain) => return Ok(chain),
+        Err(error) => error,
+    };
+    let explain = |e: &webpki::Error, at| Rejection {
+        rule: Rule::Chain,
+        detail: explain_path_error(
+            e,
+            leaf,
+            &paths.cas,
+            paths.dropped_roots,
+            paths.no_anchors,
+            at,
+        ),
+    };
+    if !(outside_validity && is_time_error(&error)) {
+        return Err(Some(explain(&error, now)));
+    }
+    // webpki checks the leaf's own dates before anything else, so with rule 3 broken the
+    // chain's faults would go unsaid. Judge the path again on the leaf's valid day nearest
+    // `now`: a date error then is a CA's, unless the leaf's dates are inverted, which rule
+    // 3 has said already.
+    let at = if now < leaf.not_before {
+        leaf.not_before
+    } else {
+        leaf.not_after
+    };
+    let inverted = leaf.not_before > leaf.not_after;
+    match verify_path(leaf, &paths.intermediates, &paths.anchors, at) {
+        Err(e) if !(inverted && is_time_error(&e)) => Err(Some(explain(&e, at))),
+        _ => Err(None),
+    }
 }
 
 fn distinct_keys(keys: &[KnownKey]) -> usize {
@@ -479,19 +547,6 @@ fn explain_path_error(
     no_anchors: bool,
     now: OffsetDateTime,
 ) -> String {
-    // Walk up by issuer name as far as the mail's certificates go.
-    let mut top = leaf;
-    let mut steps = 0;
-    while let Some(issuer) = cas
-        .iter()
-        .find(|ca| ca.subject == top.issuer && ca.sha256 != top.sha256)
-    {
-        top = issuer;
-        steps += 1;
-        if steps > cas.len() {
-            break;
-        }
-    }
     match error {
         webpki::Error::UnknownIssuer if no_anchors => {
             "no trust anchors are configured: set [validation] trust_roots (\"system\" or a PEM bundle)".into()
@@ -499,24 +554,7 @@ fn explain_path_error(
         webpki::Error::UnknownIssuer if leaf.self_signed => {
             "it is self-signed: no CA issued it, so it cannot chain to a trust anchor".into()
         }
-        webpki::Error::UnknownIssuer => {
-            if let Some(root) = dropped_roots.iter().find(|r| r.subject == top.issuer) {
-                format!(
-                    "the chain ends at the root '{}' sent in the mail, which is not a configured trust anchor; add it to [validation] trust_roots only if you trust it",
-                    root.subject
-                )
-            } else if steps == 0 {
-                format!(
-                    "its issuer '{}' is neither in the mail nor a configured trust anchor (missing intermediate?)",
-                    top.issuer
-                )
-            } else {
-                format!(
-                    "the chain ends at '{}', whose issuer '{}' is not a configured trust anchor",
-                    top.subject, top.issuer
-                )
-            }
-        }
+        webpki::Error::UnknownIssuer => explain_unknown_issuer(leaf, cas, dropped_roots),
         webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
             match cas.iter().find(|ca| now > ca.not_after || now < ca.not_before) {
                 Some(ca) => format!(
@@ -535,6 +573,44 @@ fn explain_path_error(
             "it is not a TLS server certificate (no serverAuth extended key usage)".into()
         }
         other => format!("path validation failed: {other:?}"),
+    }
+}
+
+/// Names where the chain stops short of a trust anchor: at a root sent in the mail, at a
+/// missing intermediate, or at a CA whose issuer is not trusted here.
+fn explain_unknown_issuer(
+    leaf: &CertificateInfo,
+    cas: &[&CertificateInfo],
+    dropped_roots: &[CertificateInfo],
+) -> String {
+    // Walk up by issuer name as far as the mail's certificates go.
+    let mut top = leaf;
+    let mut steps = 0;
+    while let Some(issuer) = cas
+        .iter()
+        .find(|ca| ca.subject == top.issuer && ca.sha256 != top.sha256)
+    {
+        top = issuer;
+        steps += 1;
+        if steps > cas.len() {
+            break;
+        }
+    }
+    if let Some(root) = dropped_roots.iter().find(|r| r.subject == top.issuer) {
+        format!(
+            "the chain ends at the root '{}' sent in the mail, which is not a configured trust anchor; add it to [validation] trust_roots only if you trust it",
+            root.subject
+        )
+    } else if steps == 0 {
+        format!(
+            "its issuer '{}' is neither in the mail nor a configured trust anchor (missing intermediate?)",
+            top.issuer
+        )
+    } else {
+        format!(
+            "the chain ends at '{}', whose issuer '{}' is not a configured trust anchor",
+            top.subject, top.issuer
+        )
     }
 }
 
