@@ -32,28 +32,14 @@ const RATIO_FLOOR: u64 = 64 * 1024;
 /// included, so a zip of zip bombs costs no more than one `max_zip_total_size`.
 pub fn read_entries(bytes: &[u8], limits: &Limits, budget: &mut u64) -> ZipEntries {
     let mut out = ZipEntries::default();
-    let mut archive = match zip::ZipArchive::new(Cursor::new(bytes)) {
+    let mut archive = match open(bytes, limits) {
         Ok(archive) => archive,
-        Err(e) => {
-            out.problems.push((
-                String::new(),
-                format!("zip archive could not be opened: {e}"),
-            ));
+        Err(problem) => {
+            out.problems.push((String::new(), problem));
             return out;
         }
     };
-    let count = archive.len();
-    if count > limits.max_zip_entries {
-        out.problems.push((
-            String::new(),
-            format!(
-                "zip archive has {count} entries, over the limit of {} (max_zip_entries); not opened",
-                limits.max_zip_entries
-            ),
-        ));
-        return out;
-    }
-    for index in 0..count {
+    for index in 0..archive.len() {
         let mut entry = match archive.by_index(index) {
             Ok(entry) => entry,
             Err(e) => {
@@ -76,52 +62,79 @@ pub fn read_entries(bytes: &[u8], limits: &Limits, budget: &mut u64) -> ZipEntri
             out.problems.push((place, "is encrypted; not read".into()));
             continue;
         }
-        // Stop reading at the first limit the entry can break, so a bomb is never
-        // unpacked past it: declared sizes are not trusted, the byte count is.
-        let compressed = entry.compressed_size().max(1);
-        let by_ratio = compressed
-            .saturating_mul(limits.max_zip_ratio)
-            .max(RATIO_FLOOR);
-        let remaining = *budget;
-        let cap = limits.max_zip_entry_size.min(remaining).min(by_ratio);
-        let mut data = Vec::new();
-        let read = (&mut entry)
-            .take(cap.saturating_add(1))
-            .read_to_end(&mut data);
-        let size = data.len() as u64;
-        *budget = budget.saturating_sub(size);
-        if let Err(e) = read {
-            out.problems
-                .push((place, format!("could not be decompressed: {e}")));
-            continue;
+        let compressed = entry.compressed_size();
+        match unpack(&mut entry, compressed, limits, budget) {
+            Unpacked::File(bytes) => out.files.push(ZipEntry { name, bytes }),
+            Unpacked::Refused(problem) => out.problems.push((place, problem)),
+            Unpacked::BudgetSpent(problem) => {
+                out.problems.push((place, problem));
+                break;
+            }
         }
-        if size <= cap {
-            out.files.push(ZipEntry { name, bytes: data });
-            continue;
-        }
-        if cap == remaining && remaining < limits.max_zip_entry_size.min(by_ratio) {
-            out.problems.push((
-                place,
-                format!(
-                    "the zip archives in the message unpack to more than {} bytes (max_zip_total_size); \
-                     this and later entries were not read",
-                    limits.max_zip_total_size
-                ),
-            ));
-            break;
-        }
-        let what = if cap == by_ratio && by_ratio < limits.max_zip_entry_size {
-            format!(
-                "unpacks to more than {}:1 of its compressed size of {compressed} bytes (max_zip_ratio); not read",
-                limits.max_zip_ratio
-            )
-        } else {
-            format!(
-                "unpacks to more than {} bytes (max_zip_entry_size); not read",
-                limits.max_zip_entry_size
-            )
-        };
-        out.problems.push((place, what));
     }
     out
+}
+
+/// Opens the archive, unless it cannot be read or has more entries than `max_zip_entries`.
+fn open<'b>(bytes: &'b [u8], limits: &Limits) -> Result<zip::ZipArchive<Cursor<&'b [u8]>>, String> {
+    let archive = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| format!("zip archive could not be opened: {e}"))?;
+    let count = archive.len();
+    if count > limits.max_zip_entries {
+        return Err(format!(
+            "zip archive has {count} entries, over the limit of {} (max_zip_entries); not opened",
+            limits.max_zip_entries
+        ));
+    }
+    Ok(archive)
+}
+
+/// What became of one entry.
+enum Unpacked {
+    File(Vec<u8>),
+    /// Not read, for the reason given; later entries still are.
+    Refused(String),
+    /// The message's unpack budget ran out: neither this entry nor later ones are read.
+    BudgetSpent(String),
+}
+
+/// Decompresses one entry of `compressed` bytes (as declared), charging `budget` with
+/// every byte unpacked.
+fn unpack(entry: &mut impl Read, compressed: u64, limits: &Limits, budget: &mut u64) -> Unpacked {
+    // Stop reading at the first limit the entry can break, so a bomb is never
+    // unpacked past it: declared sizes are not trusted, the byte count is.
+    let compressed = compressed.max(1);
+    let by_ratio = compressed
+        .saturating_mul(limits.max_zip_ratio)
+        .max(RATIO_FLOOR);
+    let remaining = *budget;
+    let cap = limits.max_zip_entry_size.min(remaining).min(by_ratio);
+    let mut data = Vec::new();
+    let read = entry.take(cap.saturating_add(1)).read_to_end(&mut data);
+    let size = data.len() as u64;
+    *budget = budget.saturating_sub(size);
+    if let Err(e) = read {
+        return Unpacked::Refused(format!("could not be decompressed: {e}"));
+    }
+    if size <= cap {
+        return Unpacked::File(data);
+    }
+    if cap == remaining && remaining < limits.max_zip_entry_size.min(by_ratio) {
+        return Unpacked::BudgetSpent(format!(
+            "the zip archives in the message unpack to more than {} bytes (max_zip_total_size); \
+             this and later entries were not read",
+            limits.max_zip_total_size
+        ));
+    }
+    Unpacked::Refused(if cap == by_ratio && by_ratio < limits.max_zip_entry_size {
+        format!(
+            "unpacks to more than {}:1 of its compressed size of {compressed} bytes (max_zip_ratio); not read",
+            limits.max_zip_ratio
+        )
+    } else {
+        format!(
+            "unpacks to more than {} bytes (max_zip_entry_size); not read",
+            limits.max_zip_entry_size
+        )
+    })
 }
