@@ -24,10 +24,17 @@ pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, Extrac
             .and_then(|addr| addr.address())
             .map(str::to_string),
     };
+    walk_parts(&message, collector);
+    drop_flat(message);
+    Ok(headers)
+}
 
+/// Visits the parts of `message` and of the messages forwarded in it, in mail order, up
+/// to `max_parts` parts and `max_mime_depth` levels.
+fn walk_parts(message: &Message<'_>, collector: &mut Collector<'_>) {
     let limits = collector.limits;
     // (message, part id, depth, place)
-    let mut stack: Vec<(&Message<'_>, u32, usize, String)> = vec![(&message, 0, 0, String::new())];
+    let mut stack: Vec<(&Message<'_>, u32, usize, String)> = vec![(message, 0, 0, String::new())];
     let mut parts_seen = 0;
     while let Some((msg, id, depth, place)) = stack.pop() {
         let Some(part) = msg.part(id) else { continue };
@@ -73,28 +80,7 @@ pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, Extrac
                 }
                 stack.push((inner, 0, depth + 1, format!("{here} > ")));
             }
-            PartType::Text(text) => {
-                collector.scan_text(text, &here);
-                // A `.txt` or `.cer` sent as text/* can hold DER or a zip: the charset
-                // decoding has mangled those bytes, so read them again from the raw body.
-                // DER is told by its header (a SEQUENCE of hundreds of bytes), which no
-                // prose starts with.
-                if !text.contains("-----BEGIN ")
-                    && let Some(raw) = decoded_body(msg, part)
-                    && (zip::is_zip(&raw)
-                        || (raw.first() == Some(&0x30) && matches!(raw.get(1), Some(0x81..=0x84))))
-                {
-                    collector.scan_bytes(&raw, &here, 0);
-                }
-            }
-            PartType::Html(html_body) => {
-                // Links sit in href attributes, entity-encoded (`&amp;` between parameters).
-                collector.note_links(&html_escape::decode_html_entities(html_body));
-                collector.scan_text(&html::html_to_text(html_body), &here);
-            }
-            PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
-                collector.scan_bytes(bytes, &here, 0);
-            }
+            _ => scan_content(collector, msg, part, &here),
         }
         if part.is_encoding_problem {
             collector.problem(
@@ -103,8 +89,41 @@ pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, Extrac
             );
         }
     }
-    drop_flat(message);
-    Ok(headers)
+}
+
+/// Finds certificates, keys, CSRs and links in a part that holds content, not other parts.
+fn scan_content(
+    collector: &mut Collector<'_>,
+    msg: &Message<'_>,
+    part: &MessagePart<'_>,
+    here: &str,
+) {
+    match &part.body {
+        PartType::Text(text) => {
+            collector.scan_text(text, here);
+            // A `.txt` or `.cer` sent as text/* can hold DER or a zip: the charset
+            // decoding has mangled those bytes, so read them again from the raw body.
+            // DER is told by its header (a SEQUENCE of hundreds of bytes), which no
+            // prose starts with.
+            if !text.contains("-----BEGIN ")
+                && let Some(raw) = decoded_body(msg, part)
+                && (zip::is_zip(&raw)
+                    || (raw.first() == Some(&0x30) && matches!(raw.get(1), Some(0x81..=0x84))))
+            {
+                collector.scan_bytes(&raw, here, 0);
+            }
+        }
+        PartType::Html(html_body) => {
+            // Links sit in href attributes, entity-encoded (`&amp;` between parameters).
+            collector.note_links(&html_escape::decode_html_entities(html_body));
+            collector.scan_text(&html::html_to_text(html_body), here);
+        }
+        PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+            collector.scan_bytes(bytes, here, 0);
+        }
+        // walk_parts visits the parts these hold.
+        PartType::Multipart(_) | PartType::Message(_) => {}
+    }
 }
 
 /// Drops a parsed message without recursion. mail-parser nests a forwarded message inside
