@@ -133,9 +133,9 @@ impl CertificateInfo {
 /// Issued under its own name and signed with its own key.
 ///
 /// The signature is the proof, but ring (behind x509-parser's `verify`) cannot check every
-/// algorithm: ECDSA over P-521 or with SHA-512 comes back "unsupported". Such a certificate
-/// used to count as not self-signed, so a self-signed P-521 root sent in the mail was kept
-/// as an intermediate instead of being dropped (x509-parser's `p521-selfsigned.der`,
+/// algorithm: ECDSA over P-521 or with SHA-512 comes back "unsupported". Counting such a
+/// certificate as not self-signed would keep a self-signed P-521 root sent in the mail as
+/// an intermediate instead of dropping it (x509-parser's `p521-selfsigned.der`,
 /// `tests/corpora.rs`). When the algorithm is unsupported, the key identifiers decide: a
 /// self-issued certificate whose authority key identifier names another key is a CA's
 /// key rollover, not self-signed. Calling too much self-signed is safe: webpki cannot
