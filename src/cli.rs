@@ -1,8 +1,16 @@
-//! Command-line definitions (clap derive) and nothing else.
+//! The command line (clap derive): the global options and the subcommands. Each
+//! subcommand's arguments live in its own file under commands/, with their `execute`.
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::commands::{
+    Context, check::CheckArgs, import::ImportArgs, list::ListArgs, orders::OrdersArgs,
+    poll::PollArgs, resend::ResendArgs, resend_and_import::ResendAndImportArgs, show::ShowArgs,
+};
+use crate::config::Overrides;
+use crate::exit::Exit;
 
 /// Resend, fetch, validate and import SoftLayer SSL fulfillment emails.
 #[derive(Debug, Parser)]
@@ -52,11 +60,11 @@ pub enum Command {
     /// Show one recorded certificate
     Show(ShowArgs),
     /// The account's SSL orders in the portal, with status and whether fulfill has their certificate
-    Orders,
+    Orders(OrdersArgs),
     /// Ask the CA, through the portal, to send an order's fulfillment email again
     Resend(ResendArgs),
     /// Check the configuration, keys, trust roots and portal authentication
-    Check,
+    Check(CheckArgs),
     /// Scan the mailbox for fulfillment emails and import what matches
     Poll(PollArgs),
     /// The whole loop, safe from cron: resend the fulfillment email, wait for it, validate,
@@ -64,98 +72,27 @@ pub enum Command {
     ResendAndImport(ResendAndImportArgs),
 }
 
-#[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("which").required(true).args(["order", "all_pending"])))]
-pub struct ResendAndImportArgs {
-    /// An order to complete (repeatable)
-    #[arg(long, value_name = "ID")]
-    pub order: Vec<i64>,
-
-    /// Every order in the portal without an imported certificate
-    #[arg(long)]
-    pub all_pending: bool,
-
-    /// How long to wait for the mails
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
-    pub timeout: std::time::Duration,
-
-    /// Do not ask the CA to resend; only wait for the mail
-    #[arg(long)]
-    pub no_resend: bool,
-
-    /// Read everything, write nothing: no resend, no upload, no database change, no mailbox flag
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Run after each import with the certificate PEM on stdin (overrides deploy_hook)
-    #[arg(long, value_name = "CMD")]
-    pub deploy_hook: Option<String>,
+impl Command {
+    pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        match self {
+            Command::Import(args) => args.execute(context),
+            Command::List(args) => args.execute(context),
+            Command::Show(args) => args.execute(context),
+            Command::Orders(args) => args.execute(context),
+            Command::Resend(args) => args.execute(context),
+            Command::Check(args) => args.execute(context),
+            Command::Poll(args) => args.execute(context),
+            Command::ResendAndImport(args) => args.execute(context),
+        }
+    }
 }
 
-#[derive(Debug, Args)]
-pub struct PollArgs {
-    /// After importing what is there, wait this long for a matching mail (e.g. 10m);
-    /// exit 3 if none came
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub wait: Option<std::time::Duration>,
-
-    /// Read everything, write nothing: no database change, no mailbox flag, no upload
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ResendArgs {
-    /// The SoftLayer order (see `fulfill orders`)
-    #[arg(long, value_name = "ID")]
-    pub order: i64,
-
-    /// Do not ask for confirmation (it is never asked when stdin is not a terminal)
-    #[arg(long, short = 'y')]
-    pub yes: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    /// Email files (.eml, RFC 5322), or - for standard input
-    #[arg(required = true, value_name = "FILE.eml")]
-    pub files: Vec<PathBuf>,
-
-    /// The SoftLayer order the certificate belongs to
-    #[arg(long, value_name = "ID")]
-    pub order: Option<i64>,
-
-    /// Private key (or CSR) of the certificate, in addition to [keys] dirs
-    #[arg(long, value_name = "FILE")]
-    pub key: Vec<PathBuf>,
-
-    /// DNS name the certificate must cover [default: the name in the key's CSR]
-    #[arg(long, value_name = "DNS")]
-    pub expect_name: Option<String>,
-
-    /// Record without uploading to the portal
-    #[arg(long)]
-    pub no_upload: bool,
-
-    /// Validate and report, but write nothing
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ListArgs {
-    /// Only certificates expiring within this time (e.g. 30d, 12h), expired ones included
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub expiring_within: Option<std::time::Duration>,
-}
-
-#[derive(Debug, Args)]
-pub struct ShowArgs {
-    /// Row id, or SHA-256 fingerprint (a unique prefix of 8 or more hex digits is enough)
-    #[arg(value_name = "ID|SHA256")]
-    pub certificate: String,
-
-    /// Print only the certificate and its chain, in PEM
-    #[arg(long)]
-    pub pem: bool,
+impl GlobalArgs {
+    /// What the command line says before the config file does.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            database: self.db.clone(),
+        }
+    }
 }

@@ -1,16 +1,21 @@
 //! fulfill: resend, fetch, validate and import SoftLayer SSL fulfillment emails.
 //!
-//! The modules follow `shared/design.md`: `extract`, `validate` and `keys` are pure (bytes
-//! and `now` in); `store` does the I/O; `commands` are short scripts over them. The binary
-//! in `main.rs` only parses arguments and maps results to exit codes. Without the default
+//! The layers of docs/architecture.md: `extract`, `validate` and `keys` are pure (bytes
+//! and `now` in); `portal`, `mailbox` and `store` do the I/O; `pipeline` chains them;
+//! `commands` are short scripts over the pipeline. The binary in `main.rs` only parses
+//! arguments, resolves the settings and maps results to exit codes. Without the default
 //! `cli` feature only the pure core is built (the fuzz targets use that).
 
+#[cfg(feature = "cli")]
+mod child;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod commands;
 #[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod exit;
 pub mod extract;
 pub mod keys;
 #[cfg(feature = "cli")]

@@ -1,6 +1,6 @@
 //! Certificates from a mail + what we expect + `now` → a verdict with every reason.
 //!
-//! The four rules of `shared/design.md` must all hold before anything is recorded as
+//! The four rules of docs/architecture.md must all hold before anything is recorded as
 //! imported: (1) the leaf's key is one of ours, (2) it covers the expected name, (3) `now`
 //! is inside its validity window, (4) a path from it through the mail's intermediates to a
 //! configured trust anchor verifies for serverAuth (rustls-webpki builds the path, so the
@@ -8,6 +8,7 @@
 //! comes from the configured anchors, never from the mail.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, UnixTime};
@@ -39,18 +40,39 @@ impl fmt::Display for Rule {
     }
 }
 
+/// Where a known key came from; its text ("key file /etc/ssl/private/www.key", "CSR of
+/// order 1234") is what a person recognises, and what `certificates.key_source` records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A private key file (`--key` or `[keys] dirs`).
+    KeyFile(PathBuf),
+    /// A CSR file in `[keys] dirs` (or `--key`).
+    CsrFile(PathBuf),
+    /// The CSR the portal holds for this order.
+    OrderCsr(i64),
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::KeyFile(path) => write!(f, "key file {}", path.display()),
+            KeySource::CsrFile(path) => write!(f, "CSR {}", path.display()),
+            KeySource::OrderCsr(order) => write!(f, "CSR of order {order}"),
+        }
+    }
+}
+
 /// A key we own or asked a certificate for, and where it came from.
 #[derive(Debug, Clone)]
 pub struct KnownKey {
     pub key: PublicKeyId,
-    /// "key file /etc/ssl/private/www.key", "CSR of order 1234": what a person recognises.
-    pub source: String,
+    pub source: KeySource,
     /// The name the key's CSR asked for, when a CSR for it is known.
     pub requested_name: Option<String>,
     /// The private key file with this public key, if we have one (upload needs it).
-    pub private_key_file: Option<std::path::PathBuf>,
+    pub private_key_file: Option<PathBuf>,
     /// A CSR file with this public key, if we have one (uploaded for the record).
-    pub csr_file: Option<std::path::PathBuf>,
+    pub csr_file: Option<PathBuf>,
     /// The portal order whose CSR this is.
     pub order_id: Option<i64>,
 }
@@ -357,7 +379,7 @@ fn judge(
             return Verdict::Accepted(Accepted {
                 leaf: leaf.clone(),
                 chain,
-                key_source: key.source.clone(),
+                key_source: key.source.to_string(),
                 key: key.clone(),
                 expected_name: name,
             });
@@ -537,7 +559,7 @@ fn verify_path(
 }
 
 /// Turns webpki's terse error into something a person can act on, telling apart a chain
-/// whose root is simply not trusted here (old GeoTrust chains, `fulfillment-emails.md`
+/// whose root is simply not trusted here (old GeoTrust chains, `docs/fulfillment-emails.md`
 /// §1.3), an expired CA, and a broken signature.
 fn explain_path_error(
     error: &webpki::Error,

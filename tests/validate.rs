@@ -7,8 +7,8 @@ mod pki;
 use fulfill::extract::{FoundCertificate, sha256_hex};
 use fulfill::keys::{self, KeyMaterial, PublicKeyId};
 use fulfill::validate::{
-    self, Accepted, CertificateInfo, Expectations, KnownKey, Rejected, Report, Rule, Verdict,
-    covers,
+    self, Accepted, CertificateInfo, Expectations, KeySource, KnownKey, Rejected, Report, Rule,
+    Verdict, covers,
 };
 use pki::{Ca, Leaf, LeafSpec, now, ymd};
 
@@ -48,7 +48,7 @@ fn key_file(leaf: &Leaf) -> KnownKey {
     {
         [KeyMaterial::PrivateKey(key)] => KnownKey {
             key: key.clone(),
-            source: "key file /etc/ssl/private/www.key".into(),
+            source: KeySource::KeyFile("/etc/ssl/private/www.key".into()),
             requested_name: None,
             private_key_file: Some("/etc/ssl/private/www.key".into()),
             csr_file: None,
@@ -67,7 +67,7 @@ fn csr_key(leaf: &Leaf, common_name: &str) -> KnownKey {
     {
         [KeyMaterial::SigningRequest { key, name }] => KnownKey {
             key: key.clone(),
-            source: "CSR of order 1234".into(),
+            source: KeySource::OrderCsr(1234),
             requested_name: name.clone(),
             private_key_file: None,
             csr_file: None,

@@ -3,12 +3,17 @@
 
 use std::io::{self, Write};
 
+use clap::Args;
 use serde::Serialize;
-use time::OffsetDateTime;
 
-use super::{Exit, load_known_keys, load_trust_anchors, print_json};
+use super::{Context, Report, load_known_keys, load_trust_anchors};
 use crate::config::Settings;
+use crate::exit::Exit;
 use crate::portal::Portal;
+use crate::validate::KeySource;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {}
 
 #[derive(Serialize)]
 struct CheckLine {
@@ -17,106 +22,119 @@ struct CheckLine {
     detail: String,
 }
 
-pub fn run(settings: &Settings, json: bool, _now: OffsetDateTime) -> anyhow::Result<Exit> {
-    let mut lines = vec![CheckLine {
-        check: "config",
-        ok: true,
-        detail: match &settings.config_file {
-            Some(path) => format!("{} read", path.display()),
-            None => "no config file; defaults in use".into(),
-        },
-    }];
-    lines.push(match load_known_keys(settings, &[]) {
-        Ok(keys) => {
-            let private = keys
-                .iter()
-                .filter(|k| k.source.starts_with("key file"))
-                .count();
-            CheckLine {
-                check: "keys",
+impl CheckLine {
+    /// A check that ran: ok with what it found, or failed with why.
+    fn from<T>(
+        check: &'static str,
+        result: anyhow::Result<T>,
+        found: impl Fn(T) -> String,
+    ) -> CheckLine {
+        match result {
+            Ok(value) => CheckLine {
+                check,
                 ok: true,
-                detail: format!(
+                detail: found(value),
+            },
+            Err(e) => CheckLine {
+                check,
+                ok: false,
+                detail: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+impl CheckArgs {
+    pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        let settings = &context.settings;
+        let lines = vec![
+            CheckLine::from("config", Ok(()), |()| match &settings.config_file {
+                Some(path) => format!("{} read", path.display()),
+                None => "no config file; defaults in use".into(),
+            }),
+            CheckLine::from("keys", load_known_keys(settings, &[]), |keys| {
+                let private = (keys.iter())
+                    .filter(|k| matches!(k.source, KeySource::KeyFile(_)))
+                    .count();
+                format!(
                     "{private} private keys and {} CSRs in [keys] dirs",
                     keys.len() - private
-                ),
-            }
-        }
-        Err(e) => CheckLine {
-            check: "keys",
-            ok: false,
-            detail: format!("{e:#}"),
-        },
-    });
-    lines.push(match load_trust_anchors(settings) {
-        Ok(anchors) => CheckLine {
-            check: "trust roots",
-            ok: true,
-            detail: format!("{} trust anchors", anchors.len()),
-        },
-        Err(e) => CheckLine {
-            check: "trust roots",
-            ok: false,
-            detail: format!("{e:#}"),
-        },
-    });
-    lines.push(CheckLine {
-        check: "database",
-        ok: true,
-        detail: if settings.database.exists() {
-            format!("{}", settings.database.display())
+                )
+            }),
+            CheckLine::from("trust roots", load_trust_anchors(settings), |anchors| {
+                format!("{} trust anchors", anchors.len())
+            }),
+            CheckLine::from("database", Ok(()), |()| {
+                if settings.database.exists() {
+                    format!("{}", settings.database.display())
+                } else {
+                    format!(
+                        "{} (created by the first import)",
+                        settings.database.display()
+                    )
+                }
+            }),
+            check_portal(settings),
+        ];
+        let exit = if lines.iter().all(|l| l.ok) {
+            Exit::Done
         } else {
-            format!(
-                "{} (created by the first import)",
-                settings.database.display()
-            )
-        },
-    });
-    lines.push(match settings.portal() {
-        Ok(None) => CheckLine {
+            Exit::Failure
+        };
+        context.output.print(&CheckReport(lines))?;
+        Ok(exit)
+    }
+}
+
+/// Logs in to the portal when it is configured: an account id back means the
+/// credentials work.
+fn check_portal(settings: &Settings) -> CheckLine {
+    let portal = match settings.portal() {
+        Ok(None) => {
+            return CheckLine {
+                check: "portal",
+                ok: true,
+                detail: "not configured (no username or API key); certificates are recorded locally only"
+                    .into(),
+            };
+        }
+        Ok(Some(portal)) => portal,
+        Err(e) => {
+            return CheckLine {
+                check: "portal",
+                ok: false,
+                detail: e.to_string(),
+            };
+        }
+    };
+    match Portal::new(portal).and_then(|p| p.account_id().map(|id| (p, id))) {
+        Ok((portal, account)) => CheckLine {
             check: "portal",
             ok: true,
-            detail:
-                "not configured (no username or API key); certificates are recorded locally only"
-                    .into(),
+            detail: format!(
+                "authenticated as {} to account {account} at {}",
+                portal.username(),
+                portal.endpoint()
+            ),
         },
-        Ok(Some(portal_settings)) => {
-            match Portal::new(portal_settings).and_then(|p| p.account_id().map(|id| (p, id))) {
-                Ok((portal, account)) => CheckLine {
-                    check: "portal",
-                    ok: true,
-                    detail: format!(
-                        "authenticated as {} to account {account} at {}",
-                        portal.username(),
-                        portal.endpoint()
-                    ),
-                },
-                Err(e) => CheckLine {
-                    check: "portal",
-                    ok: false,
-                    detail: e.to_string(),
-                },
-            }
-        }
         Err(e) => CheckLine {
             check: "portal",
             ok: false,
             detail: e.to_string(),
         },
-    });
+    }
+}
 
-    let exit = if lines.iter().all(|l| l.ok) {
-        Exit::Done
-    } else {
-        Exit::Failure
-    };
-    if json {
-        print_json(&lines)?;
-    } else {
-        let mut out = io::stdout().lock();
-        for line in &lines {
+#[derive(Serialize)]
+#[serde(transparent)]
+struct CheckReport(Vec<CheckLine>);
+
+impl Report for CheckReport {
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for line in &self.0 {
             let verdict = if line.ok { "ok" } else { "FAILED" };
             writeln!(out, "{:<12} {verdict:<6} {}", line.check, line.detail)?;
         }
+        Ok(())
     }
-    Ok(exit)
 }

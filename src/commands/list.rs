@@ -1,17 +1,25 @@
 //! `fulfill list [--expiring-within 30d]`: recorded certificates, soonest expiry first.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 
+use clap::Args;
+use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::{Exit, Table, days_left, print_json};
-use crate::cli::ListArgs;
-use crate::config::Settings;
+use super::{Context, Report, Table, days_left, parse_time};
+use crate::exit::Exit;
 use crate::store::{CertificateRow, Store};
 
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only certificates expiring within this time (e.g. 30d, 12h), expired ones included
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expiring_within: Option<std::time::Duration>,
+}
+
 /// `--json` rows: every column but the PEM texts, which `show --json` has.
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 struct ListedCertificate<'a> {
     id: i64,
     order_id: Option<i64>,
@@ -30,70 +38,76 @@ struct ListedCertificate<'a> {
     imported_at: &'a str,
 }
 
-pub fn run(
-    args: &ListArgs,
-    settings: &Settings,
-    json: bool,
-    now: OffsetDateTime,
-) -> anyhow::Result<Exit> {
-    let until = args.expiring_within.map(|within| now + within);
-    let rows = match Store::open_read_only(&settings.database)? {
-        Some(store) => store.list_certificates(until)?,
-        // No database yet: nothing has been imported, which is not an error.
-        None => Vec::new(),
-    };
-    if json {
-        let listed: Vec<ListedCertificate<'_>> = rows.iter().map(|row| listed(row, now)).collect();
-        print_json(&listed)?;
-        return Ok(Exit::Done);
+impl ListArgs {
+    pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        let until = self.expiring_within.map(|within| context.now + within);
+        let rows = match Store::open_read_only(&context.settings.database)? {
+            Some(store) => store.list_certificates(until)?,
+            // No database yet: nothing has been imported, which is not an error.
+            None => Vec::new(),
+        };
+        context.output.print(&ListReport {
+            rows: rows.iter().map(|row| listed(row, context.now)).collect(),
+            expiring_within: self.expiring_within,
+            database: context.settings.database.clone(),
+            now: context.now,
+        })?;
+        Ok(Exit::Done)
     }
-    let mut out = io::stdout().lock();
-    if rows.is_empty() {
-        match args.expiring_within {
-            Some(within) => writeln!(
-                out,
-                "No certificate expires within {} ({}).",
-                humantime::format_duration(within),
-                settings.database.display()
-            )?,
-            None => writeln!(
-                out,
-                "No certificates recorded yet ({}).",
-                settings.database.display()
-            )?,
-        }
-        return Ok(Exit::Done);
-    }
-    let mut table = Table::new(&[
-        "ID",
-        "COMMON NAME",
-        "EXPIRES",
-        "ORDER",
-        "PORTAL ID",
-        "SHA256",
-    ]);
-    for row in &rows {
-        table.row(vec![
-            row.id.to_string(),
-            row.common_name.clone(),
-            parse_time(&row.not_after)
-                .map(|t| days_left(t, now))
-                .unwrap_or_else(|| row.not_after.clone()),
-            row.order_id
-                .map(|o| o.to_string())
-                .unwrap_or_else(|| "-".into()),
-            row.portal_certificate_id
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "-".into()),
-            row.sha256.chars().take(16).collect(),
-        ]);
-    }
-    table.write(&mut out)?;
-    Ok(Exit::Done)
 }
 
-pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok()
+#[derive(Serialize)]
+#[serde(transparent)]
+struct ListReport<'a> {
+    rows: Vec<ListedCertificate<'a>>,
+    #[serde(skip)]
+    expiring_within: Option<std::time::Duration>,
+    #[serde(skip)]
+    database: PathBuf,
+    #[serde(skip)]
+    now: OffsetDateTime,
+}
+
+impl Report for ListReport<'_> {
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        if self.rows.is_empty() {
+            return match self.expiring_within {
+                Some(within) => writeln!(
+                    out,
+                    "No certificate expires within {} ({}).",
+                    humantime::format_duration(within),
+                    self.database.display()
+                ),
+                None => writeln!(
+                    out,
+                    "No certificates recorded yet ({}).",
+                    self.database.display()
+                ),
+            };
+        }
+        let mut table = Table::new(&[
+            "ID",
+            "COMMON NAME",
+            "EXPIRES",
+            "ORDER",
+            "PORTAL ID",
+            "SHA256",
+        ]);
+        let dash = || "-".to_string();
+        for row in &self.rows {
+            table.row(vec![
+                row.id.to_string(),
+                row.common_name.to_string(),
+                parse_time(row.not_after)
+                    .map(|t| days_left(t, self.now))
+                    .unwrap_or_else(|| row.not_after.to_string()),
+                row.order_id.map(|o| o.to_string()).unwrap_or_else(dash),
+                (row.portal_certificate_id.map(|p| p.to_string())).unwrap_or_else(dash),
+                row.sha256.chars().take(16).collect(),
+            ]);
+        }
+        table.write(out)
+    }
 }
 
 fn listed(row: &CertificateRow, now: OffsetDateTime) -> ListedCertificate<'_> {

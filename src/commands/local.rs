@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::UsageError;
 use crate::config::{Settings, TrustRoots};
+use crate::exit::UsageError;
 use crate::extract::Limits;
 use crate::keys::{self, KeyMaterial, PublicKeyId};
 use crate::pipeline::Checks;
 use crate::store::Store;
-use crate::validate::{Expectations, KnownKey};
+use crate::validate::{Expectations, KeySource, KnownKey};
 
 /// Key files are small; anything bigger in a keys folder is not a key.
 const MAX_KEY_FILE: u64 = 1024 * 1024;
@@ -79,12 +79,16 @@ pub fn load_known_keys(
         let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
         paths.sort();
         for path in paths.into_iter().filter(|p| p.is_file()) {
-            match read_small(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| keys::read_key_material(&bytes).map_err(|e| e.to_string()))
-            {
+            let materials = match read_small(&path) {
+                Ok(bytes) => keys::read_key_material(&bytes),
+                Err(e) => {
+                    log::warn!("{}: skipped: {e:#}", path.display());
+                    continue;
+                }
+            };
+            match materials {
                 Ok(materials) => found.extend(materials.into_iter().map(|m| (m, path.clone()))),
-                Err(e) if e == keys::KeyError::NothingFound.to_string() => {
+                Err(keys::KeyError::NothingFound) => {
                     log::debug!("{}: not a key or CSR, skipped", path.display());
                 }
                 Err(e) => log::warn!("{}: skipped: {e}", path.display()),
@@ -116,8 +120,8 @@ pub fn load_known_keys(
         .iter()
         .map(|(material, path)| {
             let source = match material {
-                KeyMaterial::PrivateKey(_) => format!("key file {}", path.display()),
-                KeyMaterial::SigningRequest { .. } => format!("CSR {}", path.display()),
+                KeyMaterial::PrivateKey(_) => KeySource::KeyFile(path.clone()),
+                KeyMaterial::SigningRequest { .. } => KeySource::CsrFile(path.clone()),
             };
             KnownKey {
                 requested_name: requested.get(material.key()).cloned(),

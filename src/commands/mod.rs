@@ -1,5 +1,6 @@
-//! One file per subcommand, each a short script over the modules. This file holds what
-//! they share: the exit codes, and reading the local keys and trust anchors.
+//! One file per subcommand (as himalaya has them): its arguments, and their `execute`, a
+//! short script over the pipeline and the I/O modules. This file holds what they share:
+//! the [`Context`] every command runs in, the portal connection, and the watchdog.
 
 pub mod check;
 pub mod import;
@@ -10,50 +11,29 @@ pub mod resend;
 pub mod resend_and_import;
 pub mod show;
 
+mod import_report;
 mod local;
 mod output;
 
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
 pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_store};
-pub use self::output::{Table, days_left, print_json};
+pub use self::output::{Output, Report, Table, days_left, parse_time};
+use crate::config::Settings;
+use crate::exit::{Exit, UsageError};
 
-/// The exit codes of the design, the same for every command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Exit {
-    Done = 0,
-    Failure = 1,
-    Usage = 2,
-    TimedOut = 3,
-    Rejected = 4,
-    Locked = 75,
+/// What every command runs with, resolved once before any work starts.
+pub struct Context {
+    pub settings: Settings,
+    /// The clock, read once: the pure modules take `now` as an argument.
+    pub now: OffsetDateTime,
+    pub output: Output,
 }
-
-impl Exit {
-    /// The exit of a run that did several things: a failure outranks a rejection, which
-    /// outranks success, so cron mail shows the worst thing that happened.
-    pub fn worst(self, other: Exit) -> Exit {
-        let rank = |e: Exit| match e {
-            Exit::Done => 0,
-            Exit::Rejected => 1,
-            Exit::TimedOut => 2,
-            Exit::Failure => 3,
-            Exit::Locked => 4,
-            Exit::Usage => 5,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-/// A mistake in how the command was called or configured: exit 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// The portal client, or a usage error saying how to configure it.
-pub fn connect_portal(settings: &crate::config::Settings) -> anyhow::Result<crate::portal::Portal> {
+pub fn connect_portal(settings: &Settings) -> anyhow::Result<crate::portal::Portal> {
     let portal = settings.portal()?.ok_or_else(|| {
         UsageError(
             "no portal credentials: set [portal] username and api_key_cmd in the config file, \
@@ -62,4 +42,19 @@ pub fn connect_portal(settings: &crate::config::Settings) -> anyhow::Result<crat
         )
     })?;
     Ok(crate::portal::Portal::new(portal)?)
+}
+
+/// Never hang a cron slot: whatever blocks (a server that stops answering, a stuck
+/// child), the process ends with exit 1 once `limit` has passed. `why` names the settings
+/// that make up the limit. State is committed step by step, so the next run goes on.
+pub fn start_watchdog(limit: Duration, why: &'static str) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!(
+            "fulfill: error: the run took longer than {} ({why}) and was stopped; \
+             its state is kept and the next run goes on",
+            humantime::format_duration(limit)
+        );
+        std::process::exit(Exit::Failure as i32);
+    });
 }

@@ -1,9 +1,43 @@
-//! What a person sees: aligned columns, dates with days left. JSON goes to stdout as one
-//! document; everything else a command reports goes through these helpers.
+//! What a person or a script sees. One [`Output`] decides, for every command, whether a
+//! result is printed as one JSON document on stdout or as text (himalaya's printer does
+//! the same); the text helpers (aligned columns, dates with days left) live beside it.
 
 use std::io::{self, Write};
 
+use serde::Serialize;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A command's result: serialisable for `--json`, writable as text for a person.
+pub trait Report: Serialize {
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()>;
+
+    /// Whether this result says only that all is as it was, so that `-q` prints nothing
+    /// (cron mails any output).
+    fn is_routine(&self) -> bool {
+        false
+    }
+}
+
+/// How results are printed: `--json`, and `-q`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Output {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Output {
+    pub fn print(&self, report: &impl Report) -> anyhow::Result<()> {
+        let mut out = io::stdout().lock();
+        if self.json {
+            serde_json::to_writer_pretty(&mut out, report)?;
+            writeln!(out)?;
+        } else if !(self.quiet && report.is_routine()) {
+            report.write_text(&mut out)?;
+        }
+        Ok(())
+    }
+}
 
 /// A table printed with aligned columns, like `slcli ssl list`.
 pub struct Table {
@@ -23,7 +57,7 @@ impl Table {
         self.rows.push(cells);
     }
 
-    pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
+    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
         let columns = self.header.len();
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
@@ -62,10 +96,7 @@ pub fn days_left(not_after: OffsetDateTime, now: OffsetDateTime) -> String {
     }
 }
 
-/// One JSON document on stdout.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
+/// A timestamp as the database stores it (RFC 3339).
+pub fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(text, &Rfc3339).ok()
 }

@@ -3,15 +3,25 @@
 
 use std::io::{self, BufRead, IsTerminal, Write};
 
-use anyhow::Context;
+use anyhow::Context as _;
+use clap::Args;
 use serde::Serialize;
-use time::OffsetDateTime;
 
-use super::{Exit, connect_portal, print_json};
-use crate::cli::ResendArgs;
-use crate::config::Settings;
-use crate::pipeline::orders::request_resend;
+use super::{Context, Report, connect_portal};
+use crate::exit::Exit;
+use crate::pipeline::resend_loop::request_resend;
 use crate::store::{Store, timestamp};
+
+#[derive(Debug, Args)]
+pub struct ResendArgs {
+    /// The SoftLayer order (see `fulfill orders`)
+    #[arg(long, value_name = "ID")]
+    pub order: i64,
+
+    /// Do not ask for confirmation (it is never asked when stdin is not a terminal)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
 
 #[derive(Serialize)]
 struct ResendResult {
@@ -22,64 +32,71 @@ struct ResendResult {
     requested_at: Option<String>,
 }
 
-pub fn run(
-    args: &ResendArgs,
-    settings: &Settings,
-    json: bool,
-    now: OffsetDateTime,
-) -> anyhow::Result<Exit> {
-    let portal = connect_portal(settings)?;
-    let order = portal
-        .ssl_order(args.order)
-        .with_context(|| format!("reading order {}", args.order))?;
-    let name = order
-        .common_name
-        .clone()
-        .unwrap_or_else(|| "(no common name)".into());
-    // The CA mails the domain administrator given at order time (softlayer-api.md §1.2).
-    let sent_to = order
-        .approver_email_address
-        .clone()
-        .or_else(|| order.technical_contact_email_address.clone());
-    let recipient = sent_to
-        .clone()
-        .unwrap_or_else(|| "the order's domain administrator".into());
-
-    if !json {
-        eprintln!(
-            "The CA will send the fulfillment email for {name} (order {}) to {recipient}.",
-            order.id
-        );
+impl Report for ResendResult {
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "Fulfillment email requested for order {} ({}); the CA mails {}.",
+            self.order_id,
+            self.common_name.as_deref().unwrap_or("(no common name)"),
+            self.sent_to
+                .as_deref()
+                .unwrap_or("the order's domain administrator"),
+        )
     }
-    // Ask only a person at a terminal; cron and scripts (stdin not a terminal) go on.
-    if !args.yes && io::stdin().is_terminal() && !confirm("Send it? [y/N] ")? {
-        eprintln!("Not sent.");
-        return Ok(Exit::Done);
-    }
+}
 
-    let store = Store::open(&settings.database)?;
-    if let Err(error) = request_resend(&portal, &store, &order, now)? {
-        return Err(anyhow::Error::new(error).context(format!(
-            "the portal refused to resend the fulfillment email of order {} ({name})",
-            order.id
-        )));
-    }
+impl ResendArgs {
+    pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        let settings = &context.settings;
+        let now = context.now;
+        let json = context.output.json;
+        let portal = connect_portal(settings)?;
+        let order = portal
+            .ssl_order(self.order)
+            .with_context(|| format!("reading order {}", self.order))?;
+        let name = order
+            .common_name
+            .clone()
+            .unwrap_or_else(|| "(no common name)".into());
+        // The CA mails the domain administrator given at order time (docs/softlayer-api.md §1.2).
+        let sent_to = order
+            .approver_email_address
+            .clone()
+            .or_else(|| order.technical_contact_email_address.clone());
+        let recipient = sent_to
+            .clone()
+            .unwrap_or_else(|| "the order's domain administrator".into());
 
-    if json {
-        print_json(&ResendResult {
+        if !json {
+            eprintln!(
+                "The CA will send the fulfillment email for {name} (order {}) to {recipient}.",
+                order.id
+            );
+        }
+        // Ask only a person at a terminal; cron and scripts (stdin not a terminal) go on.
+        if !self.yes && io::stdin().is_terminal() && !confirm("Send it? [y/N] ")? {
+            eprintln!("Not sent.");
+            return Ok(Exit::Done);
+        }
+
+        let store = Store::open(&settings.database)?;
+        if let Err(error) = request_resend(&portal, &store, &order, now)? {
+            return Err(anyhow::Error::new(error).context(format!(
+                "the portal refused to resend the fulfillment email of order {} ({name})",
+                order.id
+            )));
+        }
+
+        context.output.print(&ResendResult {
             order_id: order.id,
             common_name: order.common_name,
             sent_to,
             requested: true,
             requested_at: Some(timestamp(now)),
         })?;
-    } else {
-        println!(
-            "Fulfillment email requested for order {} ({name}); the CA mails {recipient}.",
-            order.id
-        );
+        Ok(Exit::Done)
     }
-    Ok(Exit::Done)
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

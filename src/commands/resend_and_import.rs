@@ -4,178 +4,196 @@
 
 use std::io::{self, Write};
 
-use anyhow::Context;
-use time::OffsetDateTime;
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
 
 use super::{
-    Exit, UsageError, connect_portal, import_checks, load_known_keys, open_store, print_json,
+    Context, Report, connect_portal, import_checks, load_known_keys, open_store, start_watchdog,
 };
-use crate::cli::ResendAndImportArgs;
-use crate::config::Settings;
+use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
-use crate::pipeline::order_csr_keys;
-use crate::pipeline::orders::{DeployHook, Loop, LoopOptions, OrderOutcome, OrderResult};
+use crate::pipeline::deploy::DeployHook;
+use crate::pipeline::keys_for_orders;
+use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
+use crate::portal::Portal;
+use crate::portal::types::SslOrder;
 use crate::store::{LockError, RunLock};
 
-pub fn run(
-    args: &ResendAndImportArgs,
-    settings: &Settings,
-    json: bool,
-    quiet: bool,
-    now: OffsetDateTime,
-) -> anyhow::Result<Exit> {
-    // A dry run writes nothing, not even a lock file.
-    let _lock = if args.dry_run {
-        None
-    } else {
-        match RunLock::acquire(&settings.database) {
-            Ok(lock) => Some(lock),
-            Err(busy @ LockError::Busy { .. }) => {
-                eprintln!("fulfill: {busy}");
-                return Ok(Exit::Locked);
-            }
-            Err(other) => return Err(other.into()),
-        }
-    };
-    let mailbox = settings.mailbox()?.ok_or_else(|| {
-        UsageError(
-            "resend-and-import needs a mailbox: set [mailbox] host, username and password_cmd"
-                .into(),
-        )
-    })?;
-    // Never hang a cron slot, whatever blocks.
-    let limit = args.timeout + mailbox.run_timeout;
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!(
-            "fulfill: error: the run took longer than {} (--timeout plus [mailbox] run_timeout) and was stopped; \
-             its state is kept and the next run goes on",
-            humantime::format_duration(limit)
-        );
-        std::process::exit(Exit::Failure as i32);
-    });
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["order", "all_pending"])))]
+pub struct ResendAndImportArgs {
+    /// An order to complete (repeatable)
+    #[arg(long, value_name = "ID")]
+    pub order: Vec<i64>,
 
-    let portal = connect_portal(settings)?;
-    let orders = if args.all_pending {
+    /// Every order in the portal without an imported certificate
+    #[arg(long)]
+    pub all_pending: bool,
+
+    /// How long to wait for the mails
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+
+    /// Do not ask the CA to resend; only wait for the mail
+    #[arg(long)]
+    pub no_resend: bool,
+
+    /// Read everything, write nothing: no resend, no upload, no database change, no mailbox flag
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run after each import with the certificate PEM on stdin (overrides deploy_hook)
+    #[arg(long, value_name = "CMD")]
+    pub deploy_hook: Option<String>,
+}
+
+impl ResendAndImportArgs {
+    pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        let settings = &context.settings;
+        // A dry run writes nothing, not even a lock file.
+        let _lock = if self.dry_run {
+            None
+        } else {
+            match RunLock::acquire(&settings.database) {
+                Ok(lock) => Some(lock),
+                Err(busy @ LockError::Busy { .. }) => {
+                    eprintln!("fulfill: {busy}");
+                    return Ok(Exit::Locked);
+                }
+                Err(other) => return Err(other.into()),
+            }
+        };
+        let mailbox = settings.mailbox()?.ok_or_else(|| {
+            UsageError(
+                "resend-and-import needs a mailbox: set [mailbox] host, username and password_cmd"
+                    .into(),
+            )
+        })?;
+        start_watchdog(
+            self.timeout + mailbox.run_timeout,
+            "--timeout plus [mailbox] run_timeout",
+        );
+        let portal = connect_portal(settings)?;
+        let orders = self.orders(&portal)?;
+        let keys = keys_for_orders(&orders, load_known_keys(settings, &[])?);
+        let checks = import_checks(settings, None, keys)?;
+        let mut store = open_store(settings, self.dry_run)?;
+        let mut session = Session::connect(&mailbox).with_context(|| {
+            format!(
+                "connecting to the mailbox {}:{}",
+                mailbox.host, mailbox.port
+            )
+        })?;
+        let results = ResendLoop {
+            portal: &portal,
+            session: &mut session,
+            mailbox: &mailbox,
+            account: mailbox.account(),
+            checks,
+            store: store.as_mut(),
+            options: self.loop_options(context),
+        }
+        .run(&orders, context.now)?;
+        session.logout();
+
+        let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
+        context.output.print(&OrdersReport(&results))?;
+        Ok(exit)
+    }
+
+    /// The orders named with `--order`, or with `--all-pending` every order of the account
+    /// that is not canceled.
+    fn orders(&self, portal: &Portal) -> anyhow::Result<Vec<SslOrder>> {
+        if !self.all_pending {
+            return (self.order.iter())
+                .map(|id| {
+                    portal
+                        .ssl_order(*id)
+                        .with_context(|| format!("reading order {id} from the portal"))
+                })
+                .collect();
+        }
         let account = portal.account_id().context("finding the portal account")?;
-        portal
+        Ok(portal
             .ssl_orders(account)
             .context("listing the SSL orders")?
             .into_iter()
-            // A canceled order will never be fulfilled (softlayer-api.md §1.5).
-            .filter(|o| {
-                !o.status
-                    .as_ref()
-                    .and_then(|s| s.name.as_deref())
-                    .is_some_and(|n| n.eq_ignore_ascii_case("Canceled"))
-            })
-            .collect()
-    } else {
-        args.order
-            .iter()
-            .map(|id| {
-                portal
-                    .ssl_order(*id)
-                    .with_context(|| format!("reading order {id} from the portal"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?
-    };
+            // A canceled order will never be fulfilled (docs/softlayer-api.md §1.5).
+            .filter(|o| !o.is_canceled())
+            .collect())
+    }
 
-    let local_keys = load_known_keys(settings, &[])?;
-    // The orders' CSRs first, so that an import is recorded for its order.
-    let mut keys: Vec<_> = orders
-        .iter()
-        .flat_map(|o| order_csr_keys(o, &local_keys))
-        .collect();
-    keys.extend(local_keys);
-    let checks = import_checks(settings, None, keys)?;
-    let mut store = open_store(settings, args.dry_run)?;
-    let config = &mailbox.session;
-    let mut session = Session::connect(config)
-        .with_context(|| format!("connecting to the mailbox {}:{}", config.host, config.port))?;
-    let deploy_hook = match args
-        .deploy_hook
-        .clone()
-        .or_else(|| settings.file.deploy_hook.clone())
-    {
-        Some(command) => Some(DeployHook {
-            command,
-            timeout: settings.deploy_hook_timeout()?,
-        }),
-        None => None,
-    };
-    let results = Loop {
-        portal: &portal,
-        session: &mut session,
-        mailbox: &mailbox,
-        account: format!("{}@{}:{}", config.username, config.host, config.port),
-        checks,
-        store: store.as_mut(),
-        options: LoopOptions {
-            resend: !args.no_resend,
-            timeout: args.timeout,
-            cooldown: settings.resend_cooldown()?,
-            dry_run: args.dry_run,
+    fn loop_options(&self, context: &Context) -> LoopOptions {
+        let settings = &context.settings;
+        let deploy_hook = (self.deploy_hook.clone())
+            .or_else(|| settings.deploy_hook.clone())
+            .map(|command| DeployHook {
+                command,
+                timeout: settings.deploy_hook_timeout,
+            });
+        LoopOptions {
+            resend: !self.no_resend,
+            timeout: self.timeout,
+            cooldown: settings.resend_cooldown,
+            dry_run: self.dry_run,
             deploy_hook,
-        },
+        }
     }
-    .run(&orders, now)?;
-    session.logout();
-
-    let exit = results
-        .iter()
-        .fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
-    if json {
-        print_json(&results)?;
-    } else {
-        report(&results, quiet)?;
-    }
-    Ok(exit)
 }
 
-/// One line per order; nothing with -q when there was nothing to do. Failures also go to
-/// stderr with what to do next.
-fn report(results: &[OrderResult], quiet: bool) -> io::Result<()> {
-    if quiet
-        && results
+/// One line per order; `--json` gives the results as they are.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct OrdersReport<'a>(&'a [OrderResult]);
+
+impl Report for OrdersReport<'_> {
+    /// Failures also go to stderr with what to do next.
+    fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        if self.0.is_empty() {
+            writeln!(out, "No pending SSL orders.")?;
+        }
+        for r in self.0 {
+            writeln!(out, "{}", line(r))?;
+            if r.outcome == OrderOutcome::Failed {
+                eprintln!(
+                    "fulfill: order {}: {}",
+                    r.order_id,
+                    r.reason.as_deref().unwrap_or("failed")
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Nothing to say with -q when every order's certificate was already in.
+    fn is_routine(&self) -> bool {
+        self.0
             .iter()
             .all(|r| r.outcome == OrderOutcome::AlreadyImported)
-    {
-        return Ok(());
     }
-    let mut out = io::stdout().lock();
-    if results.is_empty() {
-        writeln!(out, "No pending SSL orders.")?;
+}
+
+fn line(r: &OrderResult) -> String {
+    let name = r.common_name.as_deref().unwrap_or("(no common name)");
+    let mut line = format!("order {} {name}: {}", r.order_id, r.outcome.words());
+    if let Some(id) = r.certificate_id {
+        line.push_str(&format!(", certificate #{id}"));
     }
-    for r in results {
-        let name = r.common_name.as_deref().unwrap_or("(no common name)");
-        let mut line = format!("order {} {name}: {}", r.order_id, r.outcome.words());
-        if let Some(id) = r.certificate_id {
-            line.push_str(&format!(", certificate #{id}"));
-        }
-        if let Some(portal) = r.portal_certificate_id {
-            line.push_str(&format!(", portal certificate {portal}"));
-        }
-        if let Some(sha256) = &r.sha256 {
-            line.push_str(&format!(" (sha256 {})", &sha256[..16.min(sha256.len())]));
-        }
-        if r.resent {
-            line.push_str("; fulfillment email resent");
-        }
-        if let Some(hook) = &r.deploy_hook {
-            line.push_str(&format!("; deploy hook {hook}"));
-        }
-        if let Some(reason) = &r.reason {
-            line.push_str(&format!(": {reason}"));
-        }
-        writeln!(out, "{line}")?;
-        if r.outcome == OrderOutcome::Failed {
-            eprintln!(
-                "fulfill: order {}: {}",
-                r.order_id,
-                r.reason.as_deref().unwrap_or("failed")
-            );
-        }
+    if let Some(portal) = r.portal_certificate_id {
+        line.push_str(&format!(", portal certificate {portal}"));
     }
-    Ok(())
+    if let Some(sha256) = &r.sha256 {
+        line.push_str(&format!(" (sha256 {})", &sha256[..16.min(sha256.len())]));
+    }
+    if r.resent {
+        line.push_str("; fulfillment email resent");
+    }
+    if let Some(hook) = &r.deploy_hook {
+        line.push_str(&format!("; deploy hook {hook}"));
+    }
+    if let Some(reason) = &r.reason {
+        line.push_str(&format!(": {reason}"));
+    }
+    line
 }

@@ -1,7 +1,7 @@
 //! Bytes of a fulfillment email in, the certificates it carries out.
 //!
 //! Pure: no clock, disk or network. CA mails come in every shape (see
-//! `shared/fulfillment-emails.md` §1): PEM inline in text or HTML, DER or PEM attachments,
+//! `docs/fulfillment-emails.md` §1): PEM inline in text or HTML, DER or PEM attachments,
 //! PKCS#7 bundles, zip archives, forwards, or only a download link. The extractor walks
 //! every MIME part and classifies what it finds by content, never by file name, so a
 //! `.cer` that is really PEM or a `.txt` that is really DER is still found.

@@ -2,7 +2,7 @@
 //!
 //! Strict PEM readers (the `pem` crate, OpenSSL) want exact BEGIN/END pairs. Mail breaks
 //! that: quoted-printable soft breaks, CRLF, trailing spaces, lines of any length, `> `
-//! quoting in replies, and a missing END line (`shared/fulfillment-emails.md` §1.3). This
+//! quoting in replies, and a missing END line (`docs/fulfillment-emails.md` §1.3). This
 //! scanner takes the base64 between a BEGIN line and the END line, the next BEGIN, or the
 //! first line of prose, whichever comes first.
 

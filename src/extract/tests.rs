@@ -1,5 +1,5 @@
 //! Unit tests for the extractor: one test per shape a fulfillment mail takes
-//! (`shared/fulfillment-emails.md` §1), per trap (CSRs, keys, duplicates) and per limit.
+//! (`docs/fulfillment-emails.md` §1), per trap (CSRs, keys, duplicates) and per limit.
 
 #[path = "../../tests/pki/mod.rs"]
 mod pki;

@@ -1,7 +1,7 @@
 //! The IMAP session (imap + native-tls): connect, find new mail cheaply, fetch without
 //! marking anything read, mark what was imported, and wait for new mail with IDLE.
 //!
-//! Facts it relies on (`shared/fulfillment-emails.md` §4): UIDVALIDITY changes must be
+//! Facts it relies on (`docs/fulfillment-emails.md` §4): UIDVALIDITY changes must be
 //! noticed; servers drop IDLE before 29 minutes (re-issue well before); hangs are the worst
 //! failure of a cron poller, so every connect, read and write has a timeout; server
 //! certificates are always verified (system roots, an extra `ca_file`, or a SHA-256 pin),
@@ -50,6 +50,8 @@ pub enum AfterImport {
 /// The keyword set on imported mails by `after_import = "flag"`.
 pub const IMPORTED_KEYWORD: &str = "$FulfillImported";
 
+/// The mailbox as a run uses it, resolved from `[mailbox]` (config/file.rs holds the
+/// section as written).
 #[derive(Debug, Clone)]
 pub struct MailboxSettings {
     pub host: String,
@@ -71,6 +73,20 @@ pub struct MailboxSettings {
     pub io_timeout: Duration,
     /// Only mail from these addresses is considered (server-side `FROM`); empty: all.
     pub senders: Vec<String>,
+    /// Only mail received within this time is looked at.
+    pub since: Duration,
+    /// How often to look for new mail on servers without IDLE.
+    pub poll_interval: Duration,
+    /// Limit on a whole run (plus any wait the command was given).
+    pub run_timeout: Duration,
+}
+
+impl MailboxSettings {
+    /// "user@host:port": the `mailbox_state` key (two accounts on one server keep apart)
+    /// and how logs name the mailbox.
+    pub fn account(&self) -> String {
+        format!("{}@{}:{}", self.username, self.host, self.port)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

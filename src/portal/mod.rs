@@ -1,4 +1,5 @@
-//! The SoftLayer REST client (softlayer-api.md is the spec; section numbers below refer to it).
+//! The SoftLayer REST client (docs/softlayer-api.md is the spec; section numbers below refer
+//! to it).
 //!
 //! `Service/{id}/method.json` URLs, GET for calls without parameters and POST with
 //! `{"parameters":[...]}` for calls with them (§3.2), HTTP Basic auth with the username and

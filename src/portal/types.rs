@@ -1,11 +1,11 @@
 //! The SoftLayer datatypes fulfill reads and writes, with the API's camelCase names
-//! (serde is case-sensitive; softlayer-api.md §2.5).
+//! (serde is case-sensitive; docs/softlayer-api.md §2.5, which the "§" numbers below cite).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// `SoftLayer_Security_Certificate_Request` (softlayer-api.md §1.4): an SSL order.
+/// `SoftLayer_Security_Certificate_Request` (docs/softlayer-api.md §1.4): an SSL order.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct SslOrder {
@@ -20,6 +20,27 @@ pub struct SslOrder {
     pub modify_date: Option<String>,
     pub effective_date: Option<String>,
     pub expiration_date: Option<String>,
+}
+
+impl SslOrder {
+    /// The order's status name: from the object mask, else looked up by its id among
+    /// `statuses` (`getAllObjects` of the status service, §1.5).
+    pub fn status_name(&self, statuses: &[RequestStatus]) -> Option<String> {
+        (self.status.as_ref())
+            .and_then(|s| s.name.clone())
+            .or_else(|| {
+                let id = self.status_id?;
+                (statuses.iter())
+                    .find(|s| s.id == id)
+                    .and_then(|s| s.name.clone())
+            })
+    }
+
+    /// A canceled order will never be fulfilled (§1.5).
+    pub fn is_canceled(&self) -> bool {
+        self.status_name(&[])
+            .is_some_and(|name| name.eq_ignore_ascii_case("Canceled"))
+    }
 }
 
 /// The object mask for orders: everything `orders`, `resend` and `import` show or use.
@@ -90,7 +111,7 @@ impl fmt::Debug for CertificateTemplate {
     }
 }
 
-/// The API's error body (softlayer-api.md §3.5).
+/// The API's error body (docs/softlayer-api.md §3.5).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ApiErrorBody {
     pub error: String,

@@ -3,7 +3,7 @@
 //! Append only: never edit a migration that has shipped.
 
 pub const MIGRATIONS: &[&str] = &[
-    // 1: the schema of shared/design.md, plus `source` (the file or mailbox message a
+    // 1: the schema of docs/architecture.md, plus `source` (the file or mailbox message a
     // certificate came from) so a person reviewing the table can find the mail again.
     "CREATE TABLE certificates (
         id                     INTEGER PRIMARY KEY,

@@ -5,6 +5,7 @@
 //! provenance is never readable by other users; it runs in WAL mode so a reader (`list`
 //! from a terminal) never blocks a cron run.
 
+mod lock;
 mod migrations;
 
 use std::fs;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use self::lock::{LockError, RunLock};
 use self::migrations::MIGRATIONS;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,11 +100,40 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// Where fulfill is with a portal order, as the `orders` table stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderState {
+    /// The resend time is committed; `resendEmail` is being (or was) called.
+    ResendRequested,
+    /// Resent, but no mail with the certificate came within the run's timeout.
+    WaitingForMail,
+    Imported,
+    /// The portal refused `resendEmail`.
+    ResendFailed,
+    /// Recorded locally, but the upload to the portal failed; the next run retries.
+    UploadFailed,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::ResendRequested => "resend_requested",
+            OrderState::WaitingForMail => "waiting_for_mail",
+            OrderState::Imported => "imported",
+            OrderState::ResendFailed => "resend_failed",
+            OrderState::UploadFailed => "upload_failed",
+        }
+    }
+}
+
 /// A row of `orders`: fulfill's own view of a portal order's progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderRow {
     pub order_id: i64,
     pub common_name: Option<String>,
+    /// [`OrderState::as_str`] as stored (kept as text: a newer fulfill may store a state
+    /// this one does not know).
     pub state: String,
     pub resend_requested_at: Option<String>,
     pub last_error: Option<String>,
@@ -209,24 +240,9 @@ fn certificate_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CertificateRow> 
     })
 }
 
-/// The kernel lock that keeps two runs apart: `flock` on a file beside the database, taken
-/// without waiting and released by the kernel when the process ends, even by SIGKILL
-/// (certbot's answer to overlapping cron runs, certbot#4449).
-pub struct RunLock {
-    _file: fs::File,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("another fulfill run holds {path}; this one stops (cron may simply retry)")]
-    Busy { path: PathBuf },
-    #[error("cannot take the lock {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-}
-
 /// Creates the folder that will hold `path`, readable by its owner only (0700), when it
 /// does not exist yet; an existing folder is left as the user made it.
-fn create_private_folder_for(path: &Path) -> std::io::Result<()> {
+pub(crate) fn create_private_folder_for(path: &Path) -> std::io::Result<()> {
     match path
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty() && !dir.exists())
@@ -236,33 +252,6 @@ fn create_private_folder_for(path: &Path) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir),
         None => Ok(()),
-    }
-}
-
-impl RunLock {
-    pub fn acquire(database: &Path) -> Result<RunLock, LockError> {
-        let mut name = database.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        create_private_folder_for(&path).map_err(|source| LockError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|source| LockError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(LockError::Busy { path }),
-            Err(fs::TryLockError::Error(source)) => Err(LockError::Io { path, source }),
-        }
     }
 }
 
@@ -501,7 +490,7 @@ impl Store {
         &self,
         order_id: i64,
         common_name: Option<&str>,
-        state: &str,
+        state: OrderState,
         resend_requested_at: Option<OffsetDateTime>,
         last_error: Option<&str>,
         now: OffsetDateTime,
@@ -511,6 +500,7 @@ impl Store {
             path: path.clone(),
             source,
         };
+        let state = state.as_str();
         let tx = self.conn.unchecked_transaction().map_err(sql)?;
         tx.execute(
             "INSERT INTO orders (order_id, common_name, state, resend_requested_at, last_error, updated_at)
@@ -543,8 +533,6 @@ impl Store {
         tx.commit().map_err(sql)
     }
 
-    /// Forgets a resend that did not happen (the API refused it), so the cooldown does
-    /// not hold back the next attempt.
     /// The portal refused a resend that [`Store::update_order`] had recorded as requested:
     /// no mail is on its way, so the cooldown must not hold the next run back.
     pub fn resend_refused(
@@ -563,7 +551,7 @@ impl Store {
         self.update_order(
             order_id,
             common_name,
-            "resend_failed",
+            OrderState::ResendFailed,
             None,
             Some(error),
             now,

@@ -10,8 +10,6 @@
 //! portal's store is searched before every create, so a rerun after SIGKILL at any point
 //! ends with one certificate in the portal and one row in `certificates`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -19,16 +17,15 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{Checks, Destination, Outcome, Upload, certificate_key, scan_mailbox};
-use crate::commands::Exit;
-use crate::config::MailboxConfig;
-use crate::keys::{self, KeyMaterial, PublicKeyId};
-use crate::mailbox::{IDLE_REFRESH, Session};
-use crate::portal::types::{CertificateTemplate, SslOrder};
+use super::deploy::DeployHook;
+use super::order_keys::RecordedCertificates;
+use super::upload::{TemplateParts, certificate_template};
+use super::{Checks, Destination, Folder, certificate_key, scan_mailbox};
+use crate::exit::Exit;
+use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
+use crate::portal::types::SslOrder;
 use crate::portal::{Portal, PortalError};
-use crate::secret::SECRET_ENV_VARS;
-use crate::store::{CertificateRow, Store, StoreError, timestamp};
-use crate::validate::KnownKey;
+use crate::store::{CertificateRow, OrderState, Store, StoreError, timestamp};
 
 /// How the loop behaves.
 #[derive(Debug, Clone)]
@@ -41,12 +38,6 @@ pub struct LoopOptions {
     pub cooldown: Duration,
     pub dry_run: bool,
     pub deploy_hook: Option<DeployHook>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DeployHook {
-    pub command: String,
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,11 +125,18 @@ impl OrderResult {
     }
 }
 
-/// What the loop works with.
-pub struct Loop<'a> {
+/// The orders' results so far, and which orders this run brought a certificate in for
+/// (their deploy hook runs at the end).
+struct Progress {
+    results: Vec<OrderResult>,
+    newly_imported: Vec<i64>,
+}
+
+/// The loop over portal orders, and what it works with.
+pub struct ResendLoop<'a> {
     pub portal: &'a Portal,
     pub session: &'a mut Session,
-    pub mailbox: &'a MailboxConfig,
+    pub mailbox: &'a MailboxSettings,
     /// "user@host:port", the mailbox_state key.
     pub account: String,
     /// Keys: the orders' CSRs first (so an import names its order), then `[keys] dirs`.
@@ -147,107 +145,109 @@ pub struct Loop<'a> {
     pub options: LoopOptions,
 }
 
-impl Loop<'_> {
+impl ResendLoop<'_> {
     pub fn run(
         &mut self,
         orders: &[SslOrder],
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<OrderResult>> {
         let started = Instant::now();
-        let mut results: Vec<OrderResult> = orders.iter().map(OrderResult::new).collect();
-
+        let mut progress = Progress {
+            results: orders.iter().map(OrderResult::new).collect(),
+            newly_imported: Vec::new(),
+        };
         // 1. Already in, or recorded and waiting for its upload?
-        let mut newly_imported = Vec::new();
-        for (order, result) in orders.iter().zip(results.iter_mut()) {
-            if let Some(row) = self.recorded(order)? {
-                if row.portal_certificate_id.is_some() {
-                    result.with_row(OrderOutcome::AlreadyImported, &row);
-                } else {
-                    self.upload_recorded(order, &row, result, now)?;
-                    if result.outcome == OrderOutcome::Imported {
-                        newly_imported.push(order.id);
-                    }
-                }
-            }
-        }
-
+        self.settle_recorded(orders, &mut progress, now)?;
         // 2. The mail may be in the mailbox already: no resend needed then.
-        self.scan(
-            orders,
-            &mut results,
-            &mut newly_imported,
-            now + started.elapsed(),
-        )?;
-
+        let pass_time = now + started.elapsed();
+        self.scan(orders, &mut progress, pass_time)?;
         // 3. Resend for what is still missing.
-        for (order, result) in orders.iter().zip(results.iter_mut()) {
+        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
             if !result.settled() {
                 self.resend(order, result, now)?;
             }
         }
-
         // 4. Wait for the mails, all orders on one IDLE.
         if !self.options.dry_run {
-            let deadline = started + self.options.timeout;
-            while results.iter().any(|r| !r.settled()) {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    break;
-                }
-                self.session
-                    .wait_for_change(
-                        remaining.min(IDLE_REFRESH),
-                        self.mailbox.poll_interval.min(remaining),
-                    )
-                    .context("waiting for the fulfillment emails")?;
-                self.scan(
-                    orders,
-                    &mut results,
-                    &mut newly_imported,
-                    now + started.elapsed(),
-                )?;
-            }
+            self.wait(orders, &mut progress, started, now)?;
         }
-
         // 5. What is still missing waits for the next run; the resend time is kept.
-        for (order, result) in orders.iter().zip(results.iter_mut()) {
+        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
             if result.outcome == OrderOutcome::TimedOut {
                 result.reason = Some(format!(
                     "no fulfillment email with a certificate for its CSR within {}; the next run goes on waiting",
                     humantime::format_duration(self.options.timeout)
                 ));
-                self.set_state(order, "waiting_for_mail", None, now)?;
+                self.set_state(order, OrderState::WaitingForMail, None, now)?;
             }
         }
-
         // 6. Deploy what came in.
         if let Some(hook) = self.options.deploy_hook.clone() {
-            for result in results
-                .iter_mut()
-                .filter(|r| newly_imported.contains(&r.order_id))
+            for result in (progress.results.iter_mut())
+                .filter(|r| progress.newly_imported.contains(&r.order_id))
             {
                 result.deploy_hook = Some(self.deploy(&hook, result));
             }
         }
-        Ok(results)
+        Ok(progress.results)
     }
 
-    /// The certificate recorded for an order: by order id, or by the key of its CSR.
-    fn recorded(&self, order: &SslOrder) -> anyhow::Result<Option<CertificateRow>> {
-        let Some(store) = self.store.as_deref() else {
-            return Ok(None);
-        };
-        let csr_key = order_csr_key(order);
-        Ok(store.list_certificates(None)?.into_iter().find(|row| {
-            row.order_id == Some(order.id)
-                || (csr_key.is_some() && certificate_key(row).as_ref() == csr_key.as_ref())
-        }))
+    /// Settles the orders whose certificate an earlier run recorded, uploading it when
+    /// that run could not.
+    fn settle_recorded(
+        &mut self,
+        orders: &[SslOrder],
+        progress: &mut Progress,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let recorded = RecordedCertificates::load(self.store.as_deref())?;
+        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
+            let Some(row) = recorded.for_order(order) else {
+                continue;
+            };
+            if row.portal_certificate_id.is_some() {
+                result.with_row(OrderOutcome::AlreadyImported, row);
+                continue;
+            }
+            self.upload_recorded(order, row, result, now)?;
+            if result.outcome == OrderOutcome::Imported {
+                progress.newly_imported.push(order.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits on the mailbox until every order is settled or the timeout is reached.
+    fn wait(
+        &mut self,
+        orders: &[SslOrder],
+        progress: &mut Progress,
+        started: Instant,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let deadline = started + self.options.timeout;
+        while progress.results.iter().any(|r| !r.settled()) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            // Re-issue IDLE well before servers drop it; without IDLE, NOOP every
+            // poll_interval.
+            self.session
+                .wait_for_change(
+                    remaining.min(IDLE_REFRESH),
+                    self.mailbox.poll_interval.min(remaining),
+                )
+                .context("waiting for the fulfillment emails")?;
+            self.scan(orders, progress, now + started.elapsed())?;
+        }
+        Ok(())
     }
 
     fn set_state(
         &self,
         order: &SslOrder,
-        state: &str,
+        state: OrderState,
         error: Option<&str>,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
@@ -268,61 +268,42 @@ impl Loop<'_> {
     fn scan(
         &mut self,
         orders: &[SslOrder],
-        results: &mut [OrderResult],
-        newly_imported: &mut Vec<i64>,
+        progress: &mut Progress,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let mut destination = Destination {
-            store: self.store.as_deref_mut(),
-            upload: Upload {
-                portal: Some(self.portal),
-                order: None,
-                dry_run: self.options.dry_run,
-            },
-            order_id: None,
-            dry_run: self.options.dry_run,
+        let dry_run = self.options.dry_run;
+        let mut destination =
+            Destination::new(self.store.as_deref_mut(), Some(self.portal), dry_run);
+        let folder = Folder {
+            settings: self.mailbox,
+            account: &self.account,
         };
-        let scan = scan_mailbox(
-            self.session,
-            self.mailbox,
-            &self.account,
-            &self.checks,
-            &mut destination,
-            now,
-        )?;
-        for (order, result) in orders.iter().zip(results.iter_mut()) {
+        let scan = scan_mailbox(self.session, &folder, &self.checks, &mut destination, now)?;
+        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
             if result.settled() {
                 continue;
             }
-            let found = scan.results.iter().find(|r| {
-                r.order_id == Some(order.id)
-                    && matches!(
-                        r.outcome,
-                        Outcome::Imported | Outcome::AlreadyImported | Outcome::WouldImport
-                    )
-            });
+            let found = (scan.results.iter())
+                .find(|r| r.order_id == Some(order.id) && r.outcome.is_accepted());
             let Some(found) = found else { continue };
-            if self.options.dry_run {
+            result.sha256 = found.sha256.clone();
+            if dry_run {
                 result.outcome = OrderOutcome::WouldImport;
-                result.sha256 = found.sha256.clone();
                 continue;
             }
+            result.certificate_id = found.id;
             if let Some(error) = &found.upload_error {
                 result.outcome = OrderOutcome::Failed;
-                result.certificate_id = found.id;
-                result.sha256 = found.sha256.clone();
                 result.reason = Some(format!(
                     "recorded locally, upload failed: {error}; the next run retries"
                 ));
-                self.set_state(order, "upload_failed", Some(error), now)?;
-                continue;
+                self.set_state(order, OrderState::UploadFailed, Some(error), now)?;
+            } else {
+                result.outcome = OrderOutcome::Imported;
+                result.portal_certificate_id = found.portal_certificate_id;
+                progress.newly_imported.push(order.id);
+                self.set_state(order, OrderState::Imported, None, now)?;
             }
-            result.outcome = OrderOutcome::Imported;
-            result.certificate_id = found.id;
-            result.sha256 = found.sha256.clone();
-            result.portal_certificate_id = found.portal_certificate_id;
-            newly_imported.push(order.id);
-            self.set_state(order, "imported", None, now)?;
         }
         Ok(())
     }
@@ -387,38 +368,11 @@ impl Loop<'_> {
         if self.options.dry_run {
             return Ok(());
         }
-        let key = certificate_key(row);
-        let key_file = self
-            .checks
-            .expectations
-            .keys
-            .iter()
-            .find(|k| Some(&k.key) == key.as_ref())
-            .and_then(|k: &KnownKey| k.private_key_file.clone());
-        let outcome = key_file
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no private key in [keys] dirs matches certificate #{}",
-                    row.id
-                )
-            })
-            .and_then(|path| {
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))
-            })
-            .and_then(|private_key| {
-                let template = CertificateTemplate {
-                    certificate: row.certificate_pem.clone(),
-                    intermediate_certificate: (!row.chain_pem.is_empty())
-                        .then(|| row.chain_pem.clone()),
-                    private_key,
-                    certificate_signing_request: order.certificate_signing_request.clone(),
-                    notes: Some(format!("imported by fulfill; order {}", order.id)),
-                };
-                self.portal
-                    .upload_certificate(&template, &row.common_name, &row.sha256)
-                    .map_err(anyhow::Error::new)
-            });
+        let outcome = self.template_for(order, row).and_then(|template| {
+            self.portal
+                .upload_certificate(&template, &row.common_name, &row.sha256)
+                .map_err(anyhow::Error::new)
+        });
         match outcome {
             Ok(uploaded) => {
                 if let Some(store) = self.store.as_deref() {
@@ -426,7 +380,7 @@ impl Loop<'_> {
                 }
                 result.outcome = OrderOutcome::Imported;
                 result.portal_certificate_id = Some(uploaded.id());
-                self.set_state(order, "imported", None, now)?;
+                self.set_state(order, OrderState::Imported, None, now)?;
             }
             Err(error) => {
                 let message = format!("{error:#}");
@@ -434,14 +388,41 @@ impl Loop<'_> {
                 result.reason = Some(format!(
                     "recorded locally, upload failed: {message}; the next run retries"
                 ));
-                self.set_state(order, "upload_failed", Some(&message), now)?;
+                self.set_state(order, OrderState::UploadFailed, Some(&message), now)?;
             }
         }
         Ok(())
     }
 
-    /// Runs the deploy hook with the certificate and chain on stdin. A failure is reported,
-    /// not fatal: the certificate is in, only the deployment needs a person.
+    /// The upload template of a recorded certificate, with the private key that matches
+    /// it among the known keys.
+    fn template_for(
+        &self,
+        order: &SslOrder,
+        row: &CertificateRow,
+    ) -> anyhow::Result<crate::portal::types::CertificateTemplate> {
+        let key = certificate_key(row);
+        let key_file = (self.checks.expectations.keys.iter())
+            .find(|k| Some(&k.key) == key.as_ref())
+            .and_then(|k| k.private_key_file.as_deref())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no private key in [keys] dirs matches certificate #{}",
+                    row.id
+                )
+            })?;
+        certificate_template(TemplateParts {
+            certificate_pem: row.certificate_pem.clone(),
+            chain_pem: row.chain_pem.clone(),
+            private_key_file: key_file,
+            csr: order.certificate_signing_request.clone(),
+            order_id: Some(order.id),
+            message_id: None,
+        })
+    }
+
+    /// Runs the deploy hook for an imported order. A failure is reported, not fatal: the
+    /// certificate is in, only the deployment needs a person.
     fn deploy(&self, hook: &DeployHook, result: &OrderResult) -> String {
         let row = match (self.store.as_deref(), &result.sha256) {
             (Some(store), Some(sha256)) => store.certificate_by_sha256(sha256).ok().flatten(),
@@ -450,7 +431,7 @@ impl Loop<'_> {
         let Some(row) = row else {
             return "failed: the certificate is not in the database".into();
         };
-        match run_hook(hook, &row, result) {
+        match hook.run(result.order_id, &row) {
             Ok(()) => "ok".into(),
             Err(why) => {
                 log::error!("order {}: deploy hook failed: {why}", result.order_id);
@@ -458,17 +439,6 @@ impl Loop<'_> {
             }
         }
     }
-}
-
-fn order_csr_key(order: &SslOrder) -> Option<PublicKeyId> {
-    let csr = order.certificate_signing_request.as_deref()?;
-    keys::read_key_material(csr.as_bytes())
-        .ok()?
-        .into_iter()
-        .find_map(|m| match m {
-            KeyMaterial::SigningRequest { key, .. } => Some(key),
-            KeyMaterial::PrivateKey(_) => None,
-        })
 }
 
 /// Asks the portal to have the CA resend the order's fulfillment email, recorded the one
@@ -483,61 +453,19 @@ pub fn request_resend(
     now: OffsetDateTime,
 ) -> Result<Result<(), PortalError>, StoreError> {
     let name = order.common_name.as_deref();
-    store.update_order(order.id, name, "resend_requested", Some(now), None, now)?;
+    store.update_order(
+        order.id,
+        name,
+        OrderState::ResendRequested,
+        Some(now),
+        None,
+        now,
+    )?;
     match portal.resend_fulfillment_email(order.id) {
         Ok(()) => Ok(Ok(())),
         Err(error) => {
             store.resend_refused(order.id, name, &error.to_string(), now)?;
             Ok(Err(error))
-        }
-    }
-}
-
-/// `sh -c COMMAND` with the PEM on stdin and the facts in the environment, its output sent
-/// to our stderr (stdout is for `--json`), stopped after the timeout.
-fn run_hook(hook: &DeployHook, row: &CertificateRow, result: &OrderResult) -> Result<(), String> {
-    let mut sh = Command::new("sh");
-    // The hook gets the facts, never the secrets fulfill was given in its environment.
-    for name in SECRET_ENV_VARS {
-        sh.env_remove(name);
-    }
-    let mut child = sh
-        .arg("-c")
-        .arg(&hook.command)
-        .env("FULFILL_ORDER_ID", result.order_id.to_string())
-        .env("FULFILL_COMMON_NAME", &row.common_name)
-        .env("FULFILL_SHA256", &row.sha256)
-        .env(
-            "FULFILL_PORTAL_ID",
-            row.portal_certificate_id
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-        )
-        .stdin(Stdio::piped())
-        .stdout(std::io::stderr())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start sh: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its input is not an error.
-        let _ = stdin.write_all(format!("{}{}", row.certificate_pem, row.chain_pem).as_bytes());
-    }
-    let deadline = Instant::now() + hook.timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => return Err(format!("`{}` ended with {status}", hook.command)),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "`{}` took longer than {} and was stopped",
-                    hook.command,
-                    humantime::format_duration(hook.timeout)
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(e.to_string()),
         }
     }
 }

@@ -1,0 +1,98 @@
+//! The config file as written: every key optional, every value typed when it is read
+//! (`values.rs`), unknown keys refused. `Settings` (mod.rs) resolves it with the defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::values::{ByteSize, HumanDuration, Parsed, SenderAddress, TrustRoots};
+use crate::mailbox::{AfterImport, Security};
+
+/// A duration value, parsed when the file is read.
+type DurationValue = Option<Parsed<HumanDuration>>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// No second resend for an order within this time (default "1h").
+    pub resend_cooldown: DurationValue,
+    /// Run after each import with the certificate PEM on stdin.
+    pub deploy_hook: Option<String>,
+    /// How long the deploy hook may run (default "60s").
+    pub deploy_hook_timeout: DurationValue,
+    #[serde(default)]
+    pub portal: PortalSection,
+    #[serde(default)]
+    pub mailbox: MailboxSection,
+    #[serde(default)]
+    pub keys: KeysSection,
+    #[serde(default)]
+    pub validation: ValidationSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalSection {
+    pub endpoint: Option<String>,
+    pub username: Option<String>,
+    pub api_key_cmd: Option<String>,
+    pub api_key: Option<String>,
+    pub timeout: DurationValue,
+    /// Further attempts after a transient fault (default 3).
+    pub retries: Option<u32>,
+    /// Wait before the first retry, doubled each time (default "1s").
+    pub retry_wait: DurationValue,
+    /// PEM certificates trusted for the endpoint besides the system's (a TLS-inspecting
+    /// proxy's CA, a private endpoint). Added to the system store, never replacing it.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub security: Option<Parsed<Security>>,
+    pub ca_file: Option<PathBuf>,
+    /// The name to check the server certificate against (SSH tunnels, aliases).
+    pub tls_server_name: Option<String>,
+    /// SHA-256 of the server certificate: the safe alternative to turning checks off.
+    pub pin_sha256: Option<String>,
+    pub username: Option<String>,
+    pub password_cmd: Option<String>,
+    pub oauth2_token_cmd: Option<String>,
+    pub folder: Option<String>,
+    pub after_import: Option<Parsed<AfterImport>>,
+    pub max_message_size: Option<Parsed<ByteSize>>,
+    /// Only mail from these addresses is looked at.
+    pub senders: Option<Vec<Parsed<SenderAddress>>>,
+    /// Only mail received within this time is looked at (default 30d).
+    pub since: DurationValue,
+    /// Limit on connecting and on every read or write (default 30s).
+    pub timeout: DurationValue,
+    /// How often to look for new mail on servers without IDLE (default 60s).
+    pub poll_interval: DurationValue,
+    /// Limit on a whole run without --wait (default 10m): a cron slot is never hung.
+    pub run_timeout: DurationValue,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysSection {
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSection {
+    /// Default: `["system"]`.
+    pub trust_roots: Option<Vec<Parsed<TrustRoots>>>,
+}
+
+/// The value of an optional duration key, or its default.
+pub fn duration_or(value: &DurationValue, default: std::time::Duration) -> std::time::Duration {
+    value
+        .as_ref()
+        .map_or(default, |Parsed(HumanDuration(d))| *d)
+}

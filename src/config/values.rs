@@ -1,0 +1,231 @@
+//! The typed values of the config file: each string becomes a type when the file is
+//! parsed, so a bad value is an error with its line and column at load time, never a
+//! surprise under cron. Each parser has its tests below (as xh tests each of its parsers).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::mailbox::{AfterImport, Security};
+
+/// A length of time written the humantime way: "30s", "15m", "1h", "7d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_duration(text).map(HumanDuration)
+    }
+}
+
+/// "30s", "15m", "1h": humantime's format, with an error that says what was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))
+}
+
+/// A byte count: "25MiB", "512 KiB", "1MB", "4096".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: usize = number
+            .parse()
+            .map_err(|_| format!("'{text}' is not a size like 25MiB"))?;
+        let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1000,
+            "kib" => 1024,
+            "m" | "mb" => 1000 * 1000,
+            "mib" => 1024 * 1024,
+            "g" | "gb" => 1000 * 1000 * 1000,
+            "gib" => 1024 * 1024 * 1024,
+            other => {
+                return Err(format!(
+                    "unknown size unit '{other}' in '{text}' (use B, KiB, MiB, GiB)"
+                ));
+            }
+        };
+        number
+            .checked_mul(factor)
+            .map(ByteSize)
+            .ok_or_else(|| format!("'{text}' is too large"))
+    }
+}
+
+impl FromStr for Security {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "tls" => Ok(Security::Tls),
+            "starttls" => Ok(Security::StartTls),
+            other => Err(format!(
+                "security = \"{other}\": use \"tls\" (port 993) or \"starttls\" (port 143)"
+            )),
+        }
+    }
+}
+
+impl FromStr for AfterImport {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "flag" => Ok(AfterImport::Flag),
+            "seen" => Ok(AfterImport::Seen),
+            "none" => Ok(AfterImport::Nothing),
+            other => match other.strip_prefix("move:") {
+                Some(folder) if !folder.is_empty() => Ok(AfterImport::Move(folder.to_string())),
+                _ => Err(format!(
+                    "after_import = \"{other}\": use \"flag\", \"seen\", \"move:FOLDER\" or \"none\""
+                )),
+            },
+        }
+    }
+}
+
+/// A sender address for the server-side `FROM` search: it goes into an IMAP quoted
+/// string, so quotes, backslashes and line breaks are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderAddress(pub String);
+
+impl FromStr for SenderAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.contains(['"', '\\', '\r', '\n']) {
+            return Err(format!("senders: '{text}' is not an address"));
+        }
+        Ok(SenderAddress(text.to_string()))
+    }
+}
+
+/// Where trust anchors come from: `"system"` or the path of a PEM bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The operating system's bundle.
+    System,
+    /// A PEM bundle file.
+    Bundle(std::path::PathBuf),
+}
+
+impl FromStr for TrustRoots {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "system" => Ok(TrustRoots::System),
+            "" => Err("trust_roots: an empty path; use \"system\" or a PEM bundle".into()),
+            path => Ok(TrustRoots::Bundle(path.into())),
+        }
+    }
+}
+
+/// A value read as a string and parsed with its `FromStr`; the parser's message becomes
+/// the error, and toml adds the line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Parsed<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(Parsed).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!("30s".parse(), Ok(HumanDuration(Duration::from_secs(30))));
+        assert_eq!(" 15m ".parse(), Ok(HumanDuration(Duration::from_secs(900))));
+        assert_eq!(
+            "7d".parse(),
+            Ok(HumanDuration(Duration::from_secs(7 * 86400)))
+        );
+        let error = "30 seconds please".parse::<HumanDuration>().unwrap_err();
+        assert!(error.contains("not a duration like 30s"), "{error}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!("25MiB".parse(), Ok(ByteSize(25 * 1024 * 1024)));
+        assert_eq!("512 KiB".parse(), Ok(ByteSize(512 * 1024)));
+        assert_eq!("1MB".parse(), Ok(ByteSize(1_000_000)));
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        assert!(
+            "lots"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("not a size")
+        );
+        let unit = "3 parsecs".parse::<ByteSize>().unwrap_err();
+        assert!(unit.contains("unknown size unit"), "{unit}");
+        let huge = "99999999999999999999GiB".parse::<ByteSize>().unwrap_err();
+        assert!(huge.contains("not a size"), "{huge}");
+        let overflow = format!("{}GiB", usize::MAX / 2);
+        assert!(
+            overflow
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn security() {
+        assert_eq!("tls".parse(), Ok(Security::Tls));
+        assert_eq!("starttls".parse(), Ok(Security::StartTls));
+        let error = "ssl".parse::<Security>().unwrap_err();
+        assert!(error.contains("use \"tls\""), "{error}");
+    }
+
+    #[test]
+    fn after_import() {
+        assert_eq!("flag".parse(), Ok(AfterImport::Flag));
+        assert_eq!("seen".parse(), Ok(AfterImport::Seen));
+        assert_eq!("none".parse(), Ok(AfterImport::Nothing));
+        assert_eq!("move:Done".parse(), Ok(AfterImport::Move("Done".into())));
+        for bad in ["move:", "delete", ""] {
+            let error = bad.parse::<AfterImport>().unwrap_err();
+            assert!(error.contains("move:FOLDER"), "{error}");
+        }
+    }
+
+    #[test]
+    fn senders() {
+        assert_eq!(
+            "orders@ca.example".parse(),
+            Ok(SenderAddress("orders@ca.example".into()))
+        );
+        for bad in ["", "a\"b", "a\\b", "a\nb"] {
+            assert!(bad.parse::<SenderAddress>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trust_roots() {
+        assert_eq!("system".parse(), Ok(TrustRoots::System));
+        assert_eq!("ca.pem".parse(), Ok(TrustRoots::Bundle("ca.pem".into())));
+        assert!("".parse::<TrustRoots>().is_err());
+    }
+}
