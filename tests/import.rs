@@ -1,5 +1,5 @@
 //! `fulfill import`, `list` and `show` on the samples: the binary as a user runs it, a
-//! real SQLite file, and the exit codes of the design.
+//! real SQLite file, and the exit codes of docs/architecture.md.
 
 mod support;
 
@@ -138,7 +138,7 @@ fn every_sample_gives_its_expected_outcome_and_rows() {
             .starts_with("https://getcert.rapidssl.com/")
     );
 
-    // The database holds exactly the imported certificates, in the design's columns.
+    // The database holds exactly the imported certificates, in the columns docs/architecture.md lists.
     let db = open_db(&home.default_db());
     let imported = EXPECTED.iter().filter(|e| e.1 == "imported").count() as i64;
     let count: i64 = db

@@ -1,5 +1,5 @@
 //! `keys::read_key_material` for every key form fulfill accepts, the ones it refuses with a
-//! clear error, and the identity that ties a key to its certificate (design rule 1).
+//! clear error, and the identity that ties a key to its certificate (rule 1 of docs/architecture.md).
 
 #[path = "pki/mod.rs"]
 mod pki;

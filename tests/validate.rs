@@ -1,4 +1,4 @@
-//! `validate::validate`: every rule of `shared/design.md`, each rejection naming its rule
+//! `validate::validate`: every rule of docs/architecture.md ("The four rules"), each rejection naming its rule
 //! and the certificate, with an explicit `now` and test anchors (never the system store).
 
 #[path = "pki/mod.rs"]
