@@ -70,30 +70,7 @@ pub fn load_known_keys(
         found.extend(materials.into_iter().map(|m| (m, path.clone())));
     }
     for dir in &settings.key_dirs {
-        let entries = fs::read_dir(dir).map_err(|e| {
-            UsageError(format!(
-                "[keys] dirs: cannot read the folder {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for path in paths.into_iter().filter(|p| p.is_file()) {
-            let materials = match read_small(&path) {
-                Ok(bytes) => keys::read_key_material(&bytes),
-                Err(e) => {
-                    log::warn!("{}: skipped: {e:#}", path.display());
-                    continue;
-                }
-            };
-            match materials {
-                Ok(materials) => found.extend(materials.into_iter().map(|m| (m, path.clone()))),
-                Err(keys::KeyError::NothingFound) => {
-                    log::debug!("{}: not a key or CSR, skipped", path.display());
-                }
-                Err(e) => log::warn!("{}: skipped: {e}", path.display()),
-            }
-        }
+        found.extend(read_key_dir(dir)?);
     }
 
     // A private key is the better match to report: upload needs the key, not the CSR.
@@ -133,6 +110,37 @@ pub fn load_known_keys(
             }
         })
         .collect())
+}
+
+/// The keys and CSRs in one `[keys] dirs` folder, file by file in name order. Files that
+/// hold no key are other files (a README, a certificate) and are passed over.
+fn read_key_dir(dir: &Path) -> anyhow::Result<Vec<(KeyMaterial, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|e| {
+        UsageError(format!(
+            "[keys] dirs: cannot read the folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    let mut found = Vec::new();
+    for path in paths.into_iter().filter(|p| p.is_file()) {
+        let materials = match read_small(&path) {
+            Ok(bytes) => keys::read_key_material(&bytes),
+            Err(e) => {
+                log::warn!("{}: skipped: {e:#}", path.display());
+                continue;
+            }
+        };
+        match materials {
+            Ok(materials) => found.extend(materials.into_iter().map(|m| (m, path.clone()))),
+            Err(keys::KeyError::NothingFound) => {
+                log::debug!("{}: not a key or CSR, skipped", path.display());
+            }
+            Err(e) => log::warn!("{}: skipped: {e}", path.display()),
+        }
+    }
+    Ok(found)
 }
 
 fn read_small(path: &Path) -> anyhow::Result<Vec<u8>> {
