@@ -4,7 +4,7 @@
 //! uses) to check keep-alive reuse, timeouts and dropped connections as that stack sees
 //! them.
 
-#[path = "support/portal.rs"]
+#[path = "support/portal/mod.rs"]
 mod portal;
 // The portal's TLS mode takes its server certificates from here.
 #[allow(dead_code)]

@@ -1,0 +1,384 @@
+//! The HTTP/1.1 server: one accept loop, one thread per connection, plain or TLS. Requests
+//! are framed with `httparse` and Content-Length (no chunked bodies); keep-alive,
+//! pipelining and `Expect: 100-continue` work as a client expects. What a request means is
+//! [`request::handle`]'s business; this module only carries out its [`Outcome`].
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::request::{self, record_bad_request};
+use super::{MAX_REQUEST_BYTES, Shared, lock};
+
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// An idle keep-alive connection is closed after this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to do with a request once it is handled.
+pub(crate) enum Outcome {
+    Respond(HttpResponse),
+    DelayThenRespond(Duration, HttpResponse),
+    /// Close the connection without an answer.
+    Drop,
+}
+
+pub(crate) fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<native_tls::TlsAcceptor>>,
+) {
+    for incoming in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match incoming {
+            Ok(stream) => stream,
+            Err(_) => {
+                // E.g. out of file descriptors: do not spin.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+        if let Ok(clone) = stream.try_clone() {
+            lock(&shared.connections).insert(id, clone);
+        }
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = stream.shutdown(Shutdown::Both);
+            break;
+        }
+        let connection_shared = Arc::clone(&shared);
+        let tls = tls.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("portal-conn-{id}"))
+            .spawn(move || {
+                let _ = stream.set_nodelay(true);
+                let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+                match tls {
+                    None => serve_connection(&connection_shared, stream, id),
+                    // A client that refuses the certificate ends the handshake here: the
+                    // connection is then simply over, as with the real endpoint.
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream) {
+                            serve_connection(&connection_shared, stream, id);
+                        }
+                    }
+                }
+                lock(&connection_shared.connections).remove(&id);
+            });
+        if spawned.is_err()
+            && let Some(stream) = lock(&shared.connections).remove(&id)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+pub(crate) struct HttpRequest {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    version: u8,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn keep_alive(&self) -> bool {
+        let connection = self.header("Connection").unwrap_or("").to_ascii_lowercase();
+        let tokens: Vec<&str> = connection.split(',').map(str::trim).collect();
+        if self.version >= 1 {
+            !tokens.contains(&"close")
+        } else {
+            tokens.contains(&"keep-alive")
+        }
+    }
+}
+
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    /// `SoftLayer-Total-Items` for list results.
+    pub(crate) total_items: Option<usize>,
+}
+
+impl HttpResponse {
+    pub(crate) fn json(status: u16, value: &Value) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: value.to_string().into_bytes(),
+            total_items: None,
+        }
+    }
+
+    pub(crate) fn raw(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            body: body.as_bytes().to_vec(),
+            total_items: None,
+        }
+    }
+
+    pub(crate) fn error(error: &ApiError) -> HttpResponse {
+        HttpResponse::json(
+            error.status,
+            &json!({"error": error.message, "code": error.code}),
+        )
+    }
+}
+
+/// A request that cannot be served: answered with this status, then the connection closes.
+pub(crate) struct BadRequest {
+    pub(crate) status: u16,
+    message: String,
+    /// What was read of the request, for the log.
+    pub(crate) method: String,
+    pub(crate) target: String,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+enum ReadError {
+    /// The peer closed, reset, or went idle: nothing to answer.
+    Closed,
+    Bad(BadRequest),
+}
+
+fn bad(status: u16, message: &str) -> ReadError {
+    ReadError::Bad(BadRequest {
+        status,
+        message: message.to_string(),
+        method: String::new(),
+        target: String::new(),
+        headers: Vec::new(),
+    })
+}
+
+/// Serves one connection, plain or TLS. `Outcome::Drop` shuts the socket down through
+/// the clone kept in `shared.connections`.
+fn serve_connection(shared: &Shared, mut stream: impl Read + Write, connection: u64) {
+    let mut buffer = Vec::new();
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let request = match read_request(&mut stream, &mut buffer) {
+            Ok(request) => request,
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Bad(bad)) => {
+                let response = HttpResponse::json(
+                    bad.status,
+                    &json!({"error": bad.message, "code": "SoftLayer_Exception_WebService_BadRequest"}),
+                );
+                record_bad_request(shared, &bad, connection);
+                let _ = write_response(&mut stream, &response, false);
+                break;
+            }
+        };
+        let keep_alive = request.keep_alive();
+        match request::handle(shared, &request, connection) {
+            Outcome::Respond(response) => {
+                if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+                    break;
+                }
+            }
+            Outcome::DelayThenRespond(delay, response) => {
+                let deadline = Instant::now() + delay;
+                while Instant::now() < deadline {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    thread::sleep(left.min(Duration::from_millis(20)));
+                }
+                if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
+                    break;
+                }
+            }
+            Outcome::Drop => {
+                if let Some(socket) = lock(&shared.connections).get(&connection) {
+                    let _ = socket.shutdown(Shutdown::Both);
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Reads one request; bytes after it (a pipelined request) stay in `buffer`.
+fn read_request(
+    stream: &mut (impl Read + Write),
+    buffer: &mut Vec<u8>,
+) -> Result<HttpRequest, ReadError> {
+    loop {
+        if !buffer.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(buffer) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let method = parsed.method.unwrap_or_default().to_string();
+                    let target = parsed.path.unwrap_or_default().to_string();
+                    let version = parsed.version.unwrap_or(1);
+                    let headers: Vec<(String, String)> = parsed
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    buffer.drain(..head_len);
+                    return read_body(stream, buffer, method, target, version, headers);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if buffer.len() > MAX_HEAD_BYTES {
+                        return Err(bad(431, "Request header fields too large"));
+                    }
+                }
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(bad(431, "Too many header fields"));
+                }
+                Err(e) => return Err(bad(400, &format!("Bad request: {e}"))),
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(ReadError::Closed),
+        }
+    }
+}
+
+fn read_body(
+    stream: &mut (impl Read + Write),
+    buffer: &mut Vec<u8>,
+    method: String,
+    target: String,
+    version: u8,
+    headers: Vec<(String, String)>,
+) -> Result<HttpRequest, ReadError> {
+    let fail = |status: u16, message: &str| {
+        ReadError::Bad(BadRequest {
+            status,
+            message: message.to_string(),
+            method: method.clone(),
+            target: target.clone(),
+            headers: headers.clone(),
+        })
+    };
+    if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("Transfer-Encoding"))
+    {
+        // Bodies must come with Content-Length here; chunked requests are not supported.
+        return Err(fail(
+            411,
+            "Length Required: send the body with Content-Length",
+        ));
+    }
+    let mut length: Option<usize> = None;
+    for (_, value) in headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Content-Length"))
+    {
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(fail(400, "Bad request: invalid Content-Length"));
+        }
+        let parsed: usize = match value.parse() {
+            Ok(n) => n,
+            Err(_) => return Err(fail(413, "Payload too large")),
+        };
+        if length.is_some_and(|l| l != parsed) {
+            return Err(fail(400, "Bad request: conflicting Content-Length headers"));
+        }
+        length = Some(parsed);
+    }
+    let length = length.unwrap_or(0);
+    if length > MAX_REQUEST_BYTES {
+        return Err(fail(413, "Payload too large"));
+    }
+    let expects_continue = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("Expect") && v.trim().eq_ignore_ascii_case("100-continue")
+    });
+    if expects_continue && buffer.len() < length {
+        let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+    while buffer.len() < length {
+        let mut chunk = [0u8; 64 * 1024];
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Err(ReadError::Closed),
+        }
+    }
+    let body: Vec<u8> = buffer.drain(..length).collect();
+    Ok(HttpRequest {
+        method,
+        target,
+        version,
+        headers,
+        body,
+    })
+}
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+fn write_response(
+    stream: &mut impl Write,
+    response: &HttpResponse,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        response.status,
+        reason(response.status),
+        response.body.len()
+    );
+    if let Some(total) = response.total_items {
+        head.push_str(&format!("SoftLayer-Total-Items: {total}\r\n"));
+    }
+    if !keep_alive {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&response.body);
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
