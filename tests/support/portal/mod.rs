@@ -1,5 +1,5 @@
 //! A local SoftLayer portal for integration tests: a real HTTP/1.1 server on 127.0.0.1 that
-//! answers the calls `fulfill` makes the way `shared/softlayer-api.md` says the real REST API
+//! answers the calls `fulfill` makes the way `docs/softlayer-api.md` says the real REST API
 //! does (section numbers below, "§", refer to that file). It is not a stub: it checks the
 //! credentials, the URL shape, parameter types and counts, and validates uploaded
 //! certificates against their key and intermediate as the real `createObject` does.
