@@ -1,6 +1,7 @@
 //! What the URL says (§3.1-§3.3): the service, id, method and URL parameters of the path,
 //! and the query parameters the API reads (objectMask, objectFilter, resultLimit).
 
+use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 use super::BASE_PATH;
@@ -26,7 +27,7 @@ pub(crate) fn route(http_method: &str, path: &str) -> Result<Route, ApiError> {
     let mut segments: Vec<String> = Vec::new();
     for segment in rest.split('/').filter(|s| !s.is_empty()) {
         let decoded =
-            percent_decode(segment, false).ok_or_else(|| ApiError::bad_request("Bad request"))?;
+            decode_segment(segment).ok_or_else(|| ApiError::bad_request("Bad request"))?;
         segments.push(decoded);
     }
     if let Some(last) = segments.last_mut() {
@@ -244,39 +245,31 @@ fn mask_is_valid(mask: &str) -> bool {
     ok && parser.i == parser.s.len()
 }
 
-/// Percent-decoding; with `plus`, '+' is a space (form encoding, as in query strings).
-fn percent_decode(s: &str, plus: bool) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+/// A query string decoded into pairs, in order ('+' is a space: form encoding, as clients
+/// write queries). `None` if it is malformed.
+pub(crate) fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
+    well_formed(query).then(|| {
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect()
+    })
 }
 
-pub(crate) fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Some((percent_decode(k, true)?, percent_decode(v, true)?))
-        })
-        .collect()
+/// A path segment, percent-decoded ('+' is itself in a path). `None` if it is malformed.
+fn decode_segment(segment: &str) -> Option<String> {
+    well_formed(segment).then(|| percent_decode_str(segment).decode_utf8_lossy().into_owned())
+}
+
+/// Every '%' starts an escape of two hex digits, and the decoded bytes are UTF-8. The
+/// decoders pass a bad escape through as text and replace bad UTF-8; this portal refuses
+/// both with 400 instead (CHOICE: what the real web server does is undocumented).
+fn well_formed(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let escapes = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    escapes && percent_decode_str(text).decode_utf8().is_ok()
 }
