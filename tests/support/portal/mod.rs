@@ -27,8 +27,8 @@
 //! Layout: [`http`] is the server (sockets, HTTP/1.1 framing); [`request`] turns a request
 //! into an answer (log, credentials, [`faults`], then the call); [`url`] reads the path and
 //! query; [`routes`] holds one module per service; [`store`] is the portal's state;
-//! [`judge`] checks uploaded certificates; [`lists`] filters and pages list results;
-//! [`error`] is the API's error answer.
+//! [`judge`] checks uploaded certificates (with OpenSSL, not with fulfill's code);
+//! [`lists`] filters and pages list results; [`error`] is the API's error answer.
 
 #![allow(dead_code)]
 
