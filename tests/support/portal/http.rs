@@ -339,26 +339,6 @@ fn read_body(
         body,
     })
 }
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    }
-}
-
 fn write_response(
     stream: &mut impl Write,
     response: &HttpResponse,
@@ -367,7 +347,10 @@ fn write_response(
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         response.status,
-        reason(response.status),
+        ::http::StatusCode::from_u16(response.status)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+            .unwrap_or("Unknown"),
         response.body.len()
     );
     if let Some(total) = response.total_items {
