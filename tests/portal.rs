@@ -574,13 +574,26 @@ fn the_api_key_appears_nowhere() {
         vec!["-vvv", "--json", "check"],
     ] {
         let output = s.fulfill().args(&args).output().unwrap();
+        // A run that failed early (say, on its arguments) would have had nothing to leak.
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         seen.push(output.stdout);
         seen.push(output.stderr);
     }
     let output = s.import_alpha().arg("-vvv").output().unwrap();
-    assert!(output.status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     seen.push(output.stdout);
     seen.push(output.stderr);
+    // The injected faults were met, so the runs above went through their error paths too.
+    assert_eq!(s.portal.pending_faults("getSslCertificateRequests"), 0);
+    assert_eq!(s.portal.pending_faults("createObject"), 0);
     // A failing call shows its error, not the key.
     std::fs::write(s.home.path().join("sl-key"), format!("{key}-wrong\n")).unwrap();
     let output = s.fulfill().args(["-vvv", "orders"]).output().unwrap();
