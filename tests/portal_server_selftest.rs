@@ -13,7 +13,7 @@ mod dovecot;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -257,6 +257,16 @@ fn enc(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Polls until `done` holds, failing after a deadline far beyond any normal wait: the
+/// test waits for the event itself, not for a guess at how long it takes.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// One request on a fresh connection.
@@ -1741,26 +1751,59 @@ fn lost_response_after_create_stores_the_certificate() {
 fn delay_performs_the_call_and_answers_late() {
     let (portal, account) = start();
     let id = order(&portal, "www.slow.example.com");
-    portal.inject("resendEmail", Fault::Delay(Duration::from_millis(700)), 1);
-    let mut conn = Conn::open(&portal);
-    let started = Instant::now();
-    conn.send_raw(
-        &Req::post(
-            &format!("SoftLayer_Security_Certificate_Request/{id}/resendEmail.json"),
-            json!({"parameters": ["FulfillmentEmail"]}),
-        )
-        .auth(&account)
-        .bytes(),
+    let resend = Req::post(
+        &format!("SoftLayer_Security_Certificate_Request/{id}/resendEmail.json"),
+        json!({"parameters": ["FulfillmentEmail"]}),
+    )
+    .auth(&account)
+    .bytes();
+
+    // The work is done at once: with the answer held back for a minute, the resend is
+    // there long before. The resend hook runs once the work is done and before the delay
+    // starts; it holds the server there until the test has looked.
+    portal.inject("resendEmail", Fault::Delay(Duration::from_secs(60)), 1);
+    let (reached, hook_reached) = mpsc::channel();
+    let (release, hook_released) = mpsc::channel::<()>();
+    let hook_released = Mutex::new(hook_released);
+    portal.set_on_resend(Some(Box::new(move |order_id| {
+        reached.send(order_id).unwrap();
+        let _ = hook_released
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(60));
+    })));
+    let mut slow = Conn::open(&portal);
+    slow.send_raw(&resend);
+    assert_eq!(
+        hook_reached.recv_timeout(Duration::from_secs(30)),
+        Ok(id),
+        "the call was performed before the delay"
     );
-    // The work is done at once; only the answer waits.
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while portal.resends().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(portal.resends().len(), 1);
+    assert_eq!(portal.resends(), vec![(id, "FulfillmentEmail".to_string())]);
+    slow.stream.set_nonblocking(true).unwrap();
+    let early = slow.stream.read(&mut [0u8; 1]);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no answer yet: {early:?}"
+    );
+    release.send(()).unwrap();
+    portal.set_on_resend(None);
+
+    // Only the answer waits, for the whole delay: the server starts waiting once it has
+    // read the request, which is after it was sent.
+    let delay = Duration::from_millis(700);
+    portal.inject("resendEmail", Fault::Delay(delay), 1);
+    let mut conn = Conn::open(&portal);
+    let sent = Instant::now();
+    conn.send_raw(&resend);
     let answer = conn.read_response().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(
+        sent.elapsed() >= delay,
+        "answered after {:?}",
+        sent.elapsed()
+    );
     assert_eq!(answer.json(), json!(true));
+    assert_eq!(portal.resends().len(), 2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2033,21 +2076,26 @@ fn dropping_the_portal_stops_it() {
             .auth(&account)
             .bytes(),
     );
-    std::thread::sleep(Duration::from_millis(100));
+    // The portal logs a request when its outcome is decided, just before the delay starts.
+    wait_for("the slow request to reach its delay", || {
+        portal.calls("getObject") == 2
+    });
 
     let started = Instant::now();
     drop(portal);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Far less than the minute the slow answer is held back: the drop did not wait for it.
+    assert!(started.elapsed() < Duration::from_secs(20));
     assert!(idle.closed_by_server(), "open connections are shut down");
     assert!(slow.read_response().is_none());
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             Err(_) => break,
             Ok(mut s) => {
                 // Accepted by a listener that is going away, or by the kernel backlog: it
-                // must not be served.
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                // must not be served. Either way the connection is closed at once; the
+                // long timeout leaves a server time to answer if it were still serving.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                 let _ = s.write_all(
                     b"GET /rest/v3.1/SoftLayer_Account.json HTTP/1.1\r\nHost: x\r\n\r\n",
                 );
@@ -2080,7 +2128,9 @@ fn reqwest_client(timeout: Duration) -> reqwest::blocking::Client {
 #[test]
 fn reqwest_reuses_connections_and_sees_faults() {
     let (portal, account) = start();
-    let client = reqwest_client(Duration::from_millis(500));
+    // Generous for the calls that must succeed on a busy machine; the timeout is checked
+    // with a per-request one against an answer held back far longer.
+    let client = reqwest_client(Duration::from_secs(30));
     let url = format!("{}SoftLayer_Account/getObject.json", portal.endpoint());
     for _ in 0..3 {
         let r = client
@@ -2098,10 +2148,11 @@ fn reqwest_reuses_connections_and_sees_faults() {
         "keep-alive reused: {connections:?}"
     );
 
-    portal.inject("getObject", Fault::Delay(Duration::from_secs(2)), 1);
+    portal.inject("getObject", Fault::Delay(Duration::from_secs(60)), 1);
     let timed_out = client
         .get(&url)
         .basic_auth(&account.username, Some(&account.api_key))
+        .timeout(Duration::from_secs(1))
         .send()
         .unwrap_err();
     assert!(timed_out.is_timeout(), "{timed_out}");
