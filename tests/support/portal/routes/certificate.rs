@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use super::super::judge::check_certificate;
 use super::{
     Answer, ApiError, Call, State, StoredCertificate, expect_parameters, list_answer, needs_id,
-    object_parameter, portal_date, put, string_parameter, unknown_method,
+    object_parameter, portal_date, string_parameter, unknown_method, without_nulls,
 };
 
 pub(super) fn certificate_json(
@@ -15,36 +15,22 @@ pub(super) fn certificate_json(
     with_private_key: bool,
     now: OffsetDateTime,
 ) -> Value {
-    let mut object = Map::new();
-    put(&mut object, "id", c.id);
-    put(&mut object, "commonName", c.common_name.clone());
-    put(&mut object, "organizationName", c.organization_name.clone());
-    put(&mut object, "validityBegin", portal_date(c.validity_begin));
-    put(&mut object, "validityEnd", portal_date(c.validity_end));
-    put(
-        &mut object,
-        "validityDays",
-        (c.validity_end - now).whole_days().max(0),
-    );
-    put(&mut object, "certificate", c.certificate.clone());
-    put(
-        &mut object,
-        "intermediateCertificate",
-        c.intermediate_certificate.clone(),
-    );
-    put(
-        &mut object,
-        "certificateSigningRequest",
-        c.certificate_signing_request.clone(),
-    );
-    put(&mut object, "notes", c.notes.clone());
-    put(&mut object, "createDate", portal_date(c.create_date));
-    put(&mut object, "modifyDate", portal_date(c.modify_date));
-    put(&mut object, "keySize", c.key_size);
-    if with_private_key {
-        put(&mut object, "privateKey", c.private_key.clone());
-    }
-    Value::Object(object)
+    without_nulls(json!({
+        "id": c.id,
+        "commonName": c.common_name,
+        "organizationName": c.organization_name,
+        "validityBegin": portal_date(c.validity_begin),
+        "validityEnd": portal_date(c.validity_end),
+        "validityDays": (c.validity_end - now).whole_days().max(0),
+        "certificate": c.certificate,
+        "intermediateCertificate": c.intermediate_certificate,
+        "certificateSigningRequest": c.certificate_signing_request,
+        "notes": c.notes,
+        "createDate": portal_date(c.create_date),
+        "modifyDate": portal_date(c.modify_date),
+        "keySize": c.key_size,
+        "privateKey": with_private_key.then_some(&c.private_key),
+    }))
 }
 
 fn own_certificate(state: &State, call: &Call) -> Result<i64, ApiError> {

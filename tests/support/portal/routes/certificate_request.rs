@@ -3,12 +3,12 @@
 
 use std::time::SystemTime;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{
     Answer, ApiError, Call, Order, Resend, STATUSES, State, expect_parameters, integer_parameter,
-    list_answer, needs_id, portal_date, put, string_parameter, unknown_method,
+    list_answer, needs_id, portal_date, string_parameter, unknown_method, without_nulls,
 };
 
 /// What a refusing order answers to `resendEmail`. CHOICE: the exact text (and class) the
@@ -25,41 +25,21 @@ pub(super) fn status_json(status_id: i64) -> Value {
 }
 
 fn order_json(order: &Order) -> Value {
-    let mut object = Map::new();
-    put(&mut object, "id", order.id);
-    put(&mut object, "accountId", order.account_id);
-    put(&mut object, "commonName", order.common_name.clone());
-    put(
-        &mut object,
-        "certificateSigningRequest",
-        order.csr_pem.clone(),
-    );
-    put(
-        &mut object,
-        "approverEmailAddress",
-        order.approver_email.clone(),
-    );
-    put(
-        &mut object,
-        "technicalContactEmailAddress",
-        order.technical_contact_email.clone(),
-    );
-    put(&mut object, "statusId", order.status_id);
-    put(&mut object, "status", status_json(order.status_id));
-    put(&mut object, "createDate", portal_date(order.create_date));
-    put(&mut object, "modifyDate", portal_date(order.modify_date));
-    put(
-        &mut object,
-        "effectiveDate",
-        order.effective_date.map(portal_date),
-    );
-    put(
-        &mut object,
-        "expirationDate",
-        order.expiration_date.map(portal_date),
-    );
-    put(&mut object, "order", json!({"id": order.billing_order_id}));
-    Value::Object(object)
+    without_nulls(json!({
+        "id": order.id,
+        "accountId": order.account_id,
+        "commonName": order.common_name,
+        "certificateSigningRequest": order.csr_pem,
+        "approverEmailAddress": order.approver_email,
+        "technicalContactEmailAddress": order.technical_contact_email,
+        "statusId": order.status_id,
+        "status": status_json(order.status_id),
+        "createDate": portal_date(order.create_date),
+        "modifyDate": portal_date(order.modify_date),
+        "effectiveDate": order.effective_date.map(portal_date),
+        "expirationDate": order.expiration_date.map(portal_date),
+        "order": {"id": order.billing_order_id},
+    }))
 }
 
 /// The caller's order `id` (another account's order is not found, as it is not theirs).

@@ -184,10 +184,10 @@ fn portal_date(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Inserts `value` under `key` when it is not null: the API leaves unset properties out.
-fn put(object: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
-    let value = value.into();
-    if !value.is_null() {
-        object.insert(key.to_string(), value);
+/// An object without its null properties: the API leaves unset properties out.
+fn without_nulls(mut value: Value) -> Value {
+    if let Value::Object(object) = &mut value {
+        object.retain(|_, v| !v.is_null());
     }
+    value
 }
