@@ -1,4 +1,4 @@
-//! The portal half against the local portal of tests/support/portal.rs: `orders`,
+//! The portal half against the local portal of tests/support/portal/: `orders`,
 //! `resend`, `check`, upload on `import`, every injected fault, the no-duplicate rule,
 //! credential precedence and secret hygiene. The real binary, a real SQLite file.
 

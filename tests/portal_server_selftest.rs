@@ -1,4 +1,4 @@
-//! Self-test of the local SoftLayer portal (tests/support/portal.rs): raw HTTP/1.1 written
+//! Self-test of the local SoftLayer portal (tests/support/portal/): raw HTTP/1.1 written
 //! by hand over std TcpStream, so the server is checked on the wire and not through the
 //! client it is meant to test. A few tests at the end use reqwest (the client fulfill
 //! uses) to check keep-alive reuse, timeouts and dropped connections as that stack sees
