@@ -92,6 +92,8 @@ pub enum KeyError {
     Malformed { what: &'static str, why: String },
     #[error("no private key or certificate signing request found")]
     NothingFound,
+    #[error("no private key in the file has the public key {0}")]
+    NoMatchingKey(String),
 }
 
 fn malformed(what: &'static str) -> impl Fn(String) -> KeyError {
@@ -120,7 +122,7 @@ impl KeyMaterial {
 /// Reads a key file's bytes: PEM (any number of blocks) or a single DER structure.
 /// PEM blocks that are neither keys nor CSRs (certificates, EC PARAMETERS) are skipped.
 pub fn read_key_material(bytes: &[u8]) -> Result<Vec<KeyMaterial>, KeyError> {
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+    if !is_pem(bytes) {
         return read_der_key_material(bytes).map(|m| vec![m]);
     }
     let blocks = pem::parse_many(bytes).map_err(|e| KeyError::Malformed {
@@ -152,6 +154,74 @@ pub fn read_key_material(bytes: &[u8]) -> Result<Vec<KeyMaterial>, KeyError> {
         return Err(KeyError::NothingFound);
     }
     Ok(found)
+}
+
+/// The one private key in `bytes` whose public key is `wanted`, as PEM under the label of
+/// its form ("PRIVATE KEY" for PKCS#8, "RSA PRIVATE KEY", "EC PRIVATE KEY"). A key file
+/// may hold several keys, or a DER key: the portal is sent exactly this one, as PEM
+/// (docs/softlayer-api.md §2.3), and no other key in the file leaves the machine.
+pub fn private_key_pem(bytes: &[u8], wanted: &PublicKeyId) -> Result<String, KeyError> {
+    let candidates: Vec<(&'static str, Vec<u8>)> = if is_pem(bytes) {
+        let blocks = pem::parse_many(bytes).map_err(|e| KeyError::Malformed {
+            what: "PEM file",
+            why: e.to_string(),
+        })?;
+        (blocks.into_iter())
+            .filter_map(|block| {
+                let label = private_key_label(block.tag())?;
+                Some((label, block.into_contents()))
+            })
+            .collect()
+    } else {
+        der_private_key_label(bytes)
+            .map(|label| (label, bytes.to_vec()))
+            .into_iter()
+            .collect()
+    };
+    for (label, der) in candidates {
+        let key = match label {
+            "PRIVATE KEY" => from_pkcs8(&der),
+            "RSA PRIVATE KEY" => from_pkcs1(&der),
+            _ => from_sec1(&der),
+        };
+        if key.as_ref() == Ok(wanted) {
+            let block = pem::Pem::new(label, der);
+            let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+            return Ok(pem::encode_config(&block, config));
+        }
+    }
+    Err(KeyError::NoMatchingKey(format!(
+        "{} ({})",
+        wanted.describe(),
+        wanted.fingerprint()
+    )))
+}
+
+fn is_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// The labels of unencrypted private keys, as `pem` reports them.
+fn private_key_label(tag: &str) -> Option<&'static str> {
+    match tag {
+        "PRIVATE KEY" => Some("PRIVATE KEY"),
+        "RSA PRIVATE KEY" => Some("RSA PRIVATE KEY"),
+        "EC PRIVATE KEY" => Some("EC PRIVATE KEY"),
+        _ => None,
+    }
+}
+
+/// The PEM label a DER private key would carry, by its form.
+fn der_private_key_label(der: &[u8]) -> Option<&'static str> {
+    if pkcs8::PrivateKeyInfo::try_from(der).is_ok() {
+        Some("PRIVATE KEY")
+    } else if pkcs1::RsaPrivateKey::try_from(der).is_ok() {
+        Some("RSA PRIVATE KEY")
+    } else if sec1::EcPrivateKey::from_der(der).is_ok() {
+        Some("EC PRIVATE KEY")
+    } else {
+        None
+    }
 }
 
 fn read_der_key_material(der: &[u8]) -> Result<KeyMaterial, KeyError> {

@@ -726,3 +726,52 @@ fn an_unreadable_portal_ca_file_is_an_error_naming_it() {
     assert!(stderr.contains("portal-ca.pem"), "stderr: {stderr}");
     assert!(portal.requests().is_empty());
 }
+
+/// Points the setup's `[keys] dirs` at `dir` instead of samples/keys.
+fn use_keys_dir(s: &Setup, dir: &std::path::Path) {
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let config = config.replace(
+        &samples().join("keys").display().to_string(),
+        &dir.display().to_string(),
+    );
+    std::fs::write(&s.config, config).unwrap();
+}
+
+/// A key file that holds two keys sends only the one that matches the certificate; a DER
+/// key goes to the portal as PEM (issue: the whole file was sent, and DER failed).
+#[test]
+fn exactly_the_matching_private_key_is_uploaded_as_pem() {
+    let alpha = std::fs::read_to_string(samples().join("keys/www.alpha.example.com.key")).unwrap();
+    let bravo = std::fs::read_to_string(samples().join("keys/www.bravo.example.com.key")).unwrap();
+    // The matching key second, after another: both would have left the machine.
+    let s = setup();
+    let keys = s.home.path().join("keys-two");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::write(keys.join("both.key"), format!("{bravo}{alpha}")).unwrap();
+    use_keys_dir(&s, &keys);
+    let output = s.import_alpha().arg("--json").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let stored = s.portal.certificates();
+    assert_eq!(stored.len(), 1, "{stderr}");
+    assert_eq!(stored[0].private_key, alpha);
+    assert_eq!(stored[0].private_key.matches("BEGIN").count(), 1);
+
+    // A DER (PKCS#1, as the sample) key file: sent as the same key in PEM.
+    let s = setup();
+    let keys = s.home.path().join("keys-der");
+    std::fs::create_dir(&keys).unwrap();
+    let der = openssl::rsa::Rsa::private_key_from_pem(alpha.as_bytes())
+        .unwrap()
+        .private_key_to_der()
+        .unwrap();
+    std::fs::write(keys.join("alpha.der"), der).unwrap();
+    use_keys_dir(&s, &keys);
+    let output = s.import_alpha().arg("--json").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout_json(&output)[0]["upload"], "uploaded", "{stderr}");
+    let stored = s.portal.certificates();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].private_key, alpha);
+}

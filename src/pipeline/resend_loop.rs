@@ -401,9 +401,11 @@ impl ResendLoop<'_> {
         order: &SslOrder,
         row: &CertificateRow,
     ) -> anyhow::Result<crate::portal::types::CertificateTemplate> {
-        let key = certificate_key(row);
+        let key = certificate_key(row).ok_or_else(|| {
+            anyhow::anyhow!("certificate #{} in the database cannot be read", row.id)
+        })?;
         let key_file = (self.checks.expectations.keys.iter())
-            .find(|k| Some(&k.key) == key.as_ref())
+            .find(|k| k.key == key)
             .and_then(|k| k.private_key_file.as_deref())
             .ok_or_else(|| {
                 anyhow::anyhow!(
@@ -415,6 +417,7 @@ impl ResendLoop<'_> {
             certificate_pem: row.certificate_pem.clone(),
             chain_pem: row.chain_pem.clone(),
             private_key_file: key_file,
+            key: &key,
             csr: order.certificate_signing_request.clone(),
             order_id: Some(order.id),
             message_id: None,

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::result::{ImportResult, UploadStatus};
 use crate::extract::Extraction;
+use crate::keys::{self, PublicKeyId};
 use crate::portal::types::{CertificateTemplate, SslOrder};
 use crate::portal::{Portal, Uploaded};
 use crate::store::Store;
@@ -25,8 +26,10 @@ pub struct Upload<'a> {
 pub struct TemplateParts<'a> {
     pub certificate_pem: String,
     pub chain_pem: String,
-    /// The portal requires the private key (docs/softlayer-api.md §2.3).
+    /// The portal requires the private key (docs/softlayer-api.md §2.3): the one in this
+    /// file whose public key is `key` is sent, and nothing else of the file.
     pub private_key_file: &'a Path,
+    pub key: &'a PublicKeyId,
     pub csr: Option<String>,
     pub order_id: Option<i64>,
     pub message_id: Option<&'a str>,
@@ -35,12 +38,11 @@ pub struct TemplateParts<'a> {
 /// The `createObject` template: the certificate, its chain in order, the private key, the
 /// CSR and a note of provenance a person sees in the portal.
 pub fn certificate_template(parts: TemplateParts<'_>) -> anyhow::Result<CertificateTemplate> {
-    let private_key = std::fs::read_to_string(parts.private_key_file).with_context(|| {
-        format!(
-            "cannot read the private key {}",
-            parts.private_key_file.display()
-        )
-    })?;
+    let path = parts.private_key_file.display();
+    let key_file = std::fs::read(parts.private_key_file)
+        .with_context(|| format!("cannot read the private key {path}"))?;
+    let private_key = keys::private_key_pem(&key_file, parts.key)
+        .with_context(|| format!("the private key file {path}"))?;
     let mut notes = String::from("imported by fulfill");
     if let Some(order) = parts.order_id {
         notes.push_str(&format!("; order {order}"));
@@ -167,6 +169,7 @@ impl Upload<'_> {
             certificate_pem: to_pem(&accepted.leaf.der),
             chain_pem: accepted.chain.iter().map(|c| to_pem(&c.der)).collect(),
             private_key_file: key_file,
+            key: &accepted.key.key,
             csr,
             order_id: self.order.map(|o| o.id),
             message_id: extraction.message_id.as_deref(),
