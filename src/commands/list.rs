@@ -14,7 +14,7 @@ use crate::store::{CertificateRow, Store};
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only certificates expiring within this time (e.g. 30d, 12h), expired ones included
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub expiring_within: Option<std::time::Duration>,
 }
 

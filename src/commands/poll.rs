@@ -21,7 +21,7 @@ use crate::portal::Portal;
 pub struct PollArgs {
     /// After importing what is there, wait this long for a matching mail (e.g. 10m);
     /// exit 3 if none came
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
     pub wait: Option<std::time::Duration>,
 
     /// Read everything, write nothing: no database change, no mailbox flag, no upload

@@ -32,7 +32,7 @@ pub struct ResendAndImportArgs {
     pub all_pending: bool,
 
     /// How long to wait for the mails
-    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = crate::config::parse_duration)]
     pub timeout: std::time::Duration,
 
     /// Do not ask the CA to resend; only wait for the mail

@@ -22,10 +22,20 @@ impl FromStr for HumanDuration {
     }
 }
 
-/// "30s", "15m", "1h": humantime's format, with an error that says what was expected.
+/// The longest duration any setting or flag takes. Times are computed as `now ± duration`
+/// (`since`, `--expiring-within`), which panics past the calendar's range; a century is
+/// more than any cooldown, window or timeout needs (humantime's year is 365.25 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// "30s", "15m", "1h": humantime's format, with an error that says what was expected,
+/// and at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("'{text}' is longer than the limit of 100 years"));
+    }
+    Ok(duration)
 }
 
 /// A byte count: "25MiB", "512 KiB", "1MB", "4096".
@@ -164,6 +174,14 @@ mod tests {
         );
         let error = "30 seconds please".parse::<HumanDuration>().unwrap_err();
         assert!(error.contains("not a duration like 30s"), "{error}");
+        // Bounded, and never a panic, however large the number.
+        assert_eq!(
+            "100y".parse::<HumanDuration>().map(|d| d.0),
+            Ok(MAX_DURATION)
+        );
+        for huge in ["101y", "100000000y", "99999999999999999999999s"] {
+            assert!(huge.parse::<HumanDuration>().is_err(), "{huge}");
+        }
     }
 
     #[test]
