@@ -32,13 +32,24 @@ impl Exit {
         }
     }
 
-    /// The exit of an error that stopped a command: usage and configuration mistakes are
-    /// 2, everything else is 1.
+    /// The exit of an error that stopped a command: another run holding the lock is 75
+    /// (EX_TEMPFAIL: cron may simply retry), usage and configuration mistakes are 2,
+    /// everything else is 1.
     pub fn for_error(err: &anyhow::Error) -> Exit {
+        let busy = err.chain().any(|cause| {
+            matches!(
+                cause.downcast_ref::<crate::store::LockError>(),
+                Some(crate::store::LockError::Busy { .. })
+            )
+        });
         let usage = err
             .chain()
             .any(|cause| cause.is::<UsageError>() || cause.is::<crate::config::ConfigError>());
-        if usage { Exit::Usage } else { Exit::Failure }
+        match (busy, usage) {
+            (true, _) => Exit::Locked,
+            (false, true) => Exit::Usage,
+            (false, false) => Exit::Failure,
+        }
     }
 }
 

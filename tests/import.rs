@@ -646,3 +646,94 @@ fn a_file_that_is_no_mail_says_so() {
         .code(4)
         .stdout(predicate::str::contains("junk.eml"));
 }
+
+/// A bad value in the config is refused when the file is loaded, with its line and column,
+/// whatever the command: `check` and `list` no longer pass a config that fails under cron.
+/// Durations are bounded, so a huge one is an error, never a panic.
+#[test]
+fn bad_config_values_are_refused_at_load_with_their_place() {
+    let home = Home::new();
+    let config = home.path().join("config.toml");
+    for (text, says) in [
+        (
+            "[mailbox]\nsecurity = \"ssl\"\n",
+            "line 2, column 12: security = \"ssl\"",
+        ),
+        (
+            "[mailbox]\ntimeout = \"30 seconds please\"\n",
+            "line 2, column 11: '30 seconds please' is not a duration",
+        ),
+        (
+            "[mailbox]\nsince = \"100000000y\"\n",
+            "line 2, column 9: '100000000y' is longer than the limit",
+        ),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        for command in ["check", "list"] {
+            home.fulfill()
+                .arg("--config")
+                .arg(&config)
+                .arg(command)
+                .assert()
+                .code(2)
+                .stderr(
+                    predicate::str::contains(config.display().to_string())
+                        .and(predicate::str::contains(says)),
+                );
+        }
+    }
+    home.fulfill()
+        .args(["list", "--expiring-within", "100000000y"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "longer than the limit of 100 years",
+        ));
+}
+
+/// The run lock is never followed through a link, and a lock that belongs to another user
+/// is an error that names the file and the owner.
+#[test]
+fn the_run_lock_refuses_links_and_other_owners() {
+    let home = Home::new();
+    let db = home.path().join("state/fulfill.db");
+    let lock = home.path().join("state/fulfill.db.lock");
+    std::fs::create_dir(home.path().join("state")).unwrap();
+    let target = home.path().join("elsewhere");
+    std::fs::write(&target, "keep me").unwrap();
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let import = || {
+        let mut cmd = home.with_samples();
+        cmd.arg("--db")
+            .arg(&db)
+            .args(["import", "--no-upload"])
+            .arg(samples().join("01-geotrust-inline-pem.eml"));
+        cmd
+    };
+    import().assert().code(1).stderr(
+        predicate::str::contains(lock.display().to_string())
+            .and(predicate::str::contains("is a symbolic link")),
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    assert!(!db.exists(), "nothing recorded");
+
+    std::fs::remove_file(&lock).unwrap();
+    std::fs::write(&lock, "").unwrap();
+    // Giving a file away needs root (as in CI); elsewhere this half cannot be set up.
+    let nobody = 65534;
+    if std::os::unix::fs::chown(&lock, Some(nobody), None).is_err() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root and must run this half"
+        );
+        eprintln!("skipped: giving the lock to another user needs root");
+        return;
+    }
+    import().assert().code(1).stderr(
+        predicate::str::contains(lock.display().to_string()).and(
+            predicate::str::contains("belongs to nobody")
+                .or(predicate::str::contains("belongs to uid 65534")),
+        ),
+    );
+    assert!(!db.exists(), "nothing recorded");
+}

@@ -200,6 +200,16 @@ impl Fixture {
             .unwrap()
     }
 
+    /// How many rows `table` has; `None` while the database or its schema is not there.
+    fn count(&self, table: &str) -> Option<i64> {
+        if !self.home.default_db().exists() {
+            return None;
+        }
+        let db = open_db(&self.home.default_db());
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .ok()
+    }
+
     fn order_state(&self, id: i64) -> Option<String> {
         if !self.home.default_db().exists() {
             return None;
@@ -447,6 +457,45 @@ fn a_second_concurrent_run_exits_75() {
         ])
         .assert()
         .success();
+}
+
+/// Every command that writes takes the run lock: `poll`, `import` and `resend` next to a
+/// cron run that is waiting for mail exit 75 and write nothing. (The waiting run itself
+/// writes nothing while no mail comes: no resend, no mailbox position, no event.)
+#[test]
+fn every_writing_command_waits_its_turn() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.turn.example.com");
+    let child = f.spawn(&[
+        "--order",
+        &order.id.to_string(),
+        "--timeout",
+        "30s",
+        "--no-resend",
+    ]);
+    wait_until("the first run holds the lock", || {
+        f.home.default_db().with_extension("db.lock").exists() && f.count("events").is_some()
+    });
+    let calls_before = f.portal.requests().len();
+    let sample = support::samples().join("01-geotrust-inline-pem.eml");
+    let order_id = order.id.to_string();
+    let commands: [&[&str]; 3] = [
+        &["poll"],
+        &["import", "--no-upload", &sample.display().to_string()],
+        &["resend", "--yes", "--order", &order_id],
+    ];
+    for args in commands {
+        f.fulfill()
+            .args(args)
+            .assert()
+            .code(75)
+            .stderr(predicate::str::contains("another fulfill run holds"));
+    }
+    for table in ["certificates", "events", "mailbox_state", "orders"] {
+        assert_eq!(f.count(table), Some(0), "nothing written to {table}");
+    }
+    assert_eq!(f.portal.requests().len(), calls_before, "no portal call");
+    kill(child);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::import_report::ImportReport;
-use super::{Context, import_checks, load_known_keys, open_store};
+use super::{Context, import_checks, load_known_keys, lock_for_writing, open_store};
 use crate::exit::Exit;
 use crate::pipeline::{self, Destination, ImportResult, Outcome, keys_for_orders};
 use crate::portal::Portal;
@@ -46,6 +46,7 @@ pub struct ImportArgs {
 impl ImportArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
+        let _lock = lock_for_writing(settings, self.dry_run)?;
         let local_keys = load_known_keys(settings, &self.key)?;
         let portal = self.portal(context)?;
         // With --order and a portal, the order's CSR ties the certificate to it and its

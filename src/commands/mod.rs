@@ -23,6 +23,7 @@ pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_s
 pub use self::output::{Output, Report, Table, days_left, parse_time};
 use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
+use crate::store::RunLock;
 
 /// What every command runs with, resolved once before any work starts.
 pub struct Context {
@@ -30,6 +31,16 @@ pub struct Context {
     /// The clock, read once: the pure modules take `now` as an argument.
     pub now: OffsetDateTime,
     pub output: Output,
+}
+
+/// The run lock every command that writes takes first, so two runs never record or upload
+/// the same certificate at once; a second run stops with exit 75. A dry run writes
+/// nothing, not even the lock file, and takes none.
+pub fn lock_for_writing(settings: &Settings, dry_run: bool) -> anyhow::Result<Option<RunLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    Ok(Some(RunLock::acquire(&settings.database)?))
 }
 
 /// The portal client, or a usage error saying how to configure it.

@@ -11,7 +11,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::import_report::ImportReport;
-use super::{Context, Report, import_checks, load_known_keys, open_store, start_watchdog};
+use super::{
+    Context, Report, import_checks, load_known_keys, lock_for_writing, open_store, start_watchdog,
+};
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::pipeline::{self, Checks, Destination, Folder, ImportResult, keys_for_orders};
@@ -32,6 +34,7 @@ pub struct PollArgs {
 impl PollArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
+        let _lock = lock_for_writing(settings, self.dry_run)?;
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError("poll needs a mailbox: set [mailbox] host, username and password_cmd in the config file".into())
         })?;

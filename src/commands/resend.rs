@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Context, Report, connect_portal};
+use super::{Context, Report, connect_portal, lock_for_writing};
 use crate::exit::Exit;
 use crate::pipeline::resend_loop::request_resend;
 use crate::store::{Store, timestamp};
@@ -51,6 +51,7 @@ impl ResendArgs {
         let settings = &context.settings;
         let now = context.now;
         let json = context.output.json;
+        let _lock = lock_for_writing(settings, false)?;
         let portal = connect_portal(settings)?;
         let order = portal
             .ssl_order(self.order)

@@ -9,7 +9,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{
-    Context, Report, connect_portal, import_checks, load_known_keys, open_store, start_watchdog,
+    Context, Report, connect_portal, import_checks, load_known_keys, lock_for_writing, open_store,
+    start_watchdog,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
@@ -18,7 +19,6 @@ use crate::pipeline::keys_for_orders;
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
 use crate::portal::Portal;
 use crate::portal::types::SslOrder;
-use crate::store::{LockError, RunLock};
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["order", "all_pending"])))]
@@ -51,19 +51,7 @@ pub struct ResendAndImportArgs {
 impl ResendAndImportArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
-        // A dry run writes nothing, not even a lock file.
-        let _lock = if self.dry_run {
-            None
-        } else {
-            match RunLock::acquire(&settings.database) {
-                Ok(lock) => Some(lock),
-                Err(busy @ LockError::Busy { .. }) => {
-                    eprintln!("fulfill: {busy}");
-                    return Ok(Exit::Locked);
-                }
-                Err(other) => return Err(other.into()),
-            }
-        };
+        let _lock = lock_for_writing(settings, self.dry_run)?;
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError(
                 "resend-and-import needs a mailbox: set [mailbox] host, username and password_cmd"
