@@ -28,4 +28,5 @@ pub mod portal;
 pub mod secret;
 #[cfg(feature = "cli")]
 pub mod store;
+pub mod text;
 pub mod validate;

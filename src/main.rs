@@ -10,6 +10,7 @@ use fulfill::cli::{Cli, GlobalArgs};
 use fulfill::commands::{Context, Output};
 use fulfill::config;
 use fulfill::exit::Exit;
+use fulfill::text::printable;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,7 +20,8 @@ fn main() -> ExitCode {
         // `fulfill list | head` closes our stdout early: that is a normal end.
         Err(err) if is_broken_pipe(&err) => Exit::Done,
         Err(err) => {
-            eprintln!("fulfill: error: {err:#}");
+            // Errors carry servers' and files' text: printed escaped (fulfill::text).
+            eprintln!("fulfill: error: {}", printable(&format!("{err:#}")));
             Exit::for_error(&err)
         }
     };
@@ -68,7 +70,7 @@ fn init_logging(global: &GlobalArgs) {
                 buf,
                 "fulfill: {}: {}",
                 record.level().as_str().to_lowercase(),
-                record.args()
+                printable(&record.args().to_string())
             )
         })
         .target(env_logger::Target::Stderr)

@@ -737,3 +737,71 @@ fn the_run_lock_refuses_links_and_other_owners() {
     );
     assert!(!db.exists(), "nothing recorded");
 }
+
+/// Names and text from a mail reach the terminal and the audit trail escaped: a zip entry
+/// named to retitle the terminal and forge a log line does neither.
+#[test]
+fn hostile_names_are_printed_escaped() {
+    use base64::Engine;
+    use std::io::Write;
+
+    let hostile = "\x1b]0;x\x07\nfulfill: info: imported";
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.start_file(hostile, zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zip.write_all(b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    let zip = zip.finish().unwrap().into_inner();
+    let mail = format!(
+        "From: ca@example.com\r\nTo: admin@example.com\r\nSubject: Your certificate\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\nAttached.\r\n\
+         --b\r\nContent-Type: application/zip; name=cert.zip\r\n\
+         Content-Disposition: attachment; filename=cert.zip\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        base64::engine::general_purpose::STANDARD.encode(&zip)
+    );
+    let home = Home::new();
+    let file = home.path().join("hostile.eml");
+    std::fs::write(&file, mail).unwrap();
+    let output = home
+        .with_samples()
+        .args(["-v", "import", "--no-upload"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let shown = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
+    let text = String::from_utf8_lossy(&shown);
+    assert!(
+        text.contains("\\x1b]0;x\\x07\\nfulfill: info: imported"),
+        "the name is shown, escaped:\n{text}"
+    );
+    assert!(
+        !shown.iter().any(|&b| (b < 0x20 && b != b'\n') || b == 0x7f),
+        "a raw control byte reached the output:\n{text:?}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("fulfill: info: imported")),
+        "a forged line:\n{text}"
+    );
+    let db = open_db(&home.default_db());
+    let details: Vec<String> = db
+        .prepare("SELECT detail FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        details.iter().any(|d| d.contains("\\x1b]0;x")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .all(|d| !d.contains('\x1b') && !d.contains('\n')),
+        "{details:?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use clap::Args;
 use serde::Serialize;
 
-use super::{Context, Report, load_known_keys, load_trust_anchors};
+use super::{Context, Report, load_known_keys, load_trust_anchors, write_line};
 use crate::config::Settings;
 use crate::exit::Exit;
 use crate::portal::Portal;
@@ -133,7 +133,10 @@ impl Report for CheckReport {
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         for line in &self.0 {
             let verdict = if line.ok { "ok" } else { "FAILED" };
-            writeln!(out, "{:<12} {verdict:<6} {}", line.check, line.detail)?;
+            write_line(
+                out,
+                &format!("{:<12} {verdict:<6} {}", line.check, line.detail),
+            )?;
         }
         Ok(())
     }

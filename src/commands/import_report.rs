@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Report, Table, days_left};
+use super::{Report, Table, days_left, write_line};
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the
@@ -69,12 +69,13 @@ impl ImportReport<'_> {
 
 /// What a person needs to know of a result that did not simply import.
 fn explain(r: &ImportResult, out: &mut dyn Write) -> io::Result<()> {
+    let source = &r.source;
     match r.outcome {
         Outcome::Rejected => {
             let what = r.subject.as_deref().unwrap_or("certificate");
-            writeln!(out, "{}: rejected {what}", r.source)?;
+            write_line(out, &format!("{source}: rejected {what}"))?;
             for reason in &r.reasons {
-                writeln!(out, "  {}: {}", reason.rule_name, reason.detail)?;
+                write_line(out, &format!("  {}: {}", reason.rule_name, reason.detail))?;
             }
         }
         Outcome::LinkOnly => {
@@ -82,13 +83,12 @@ fn explain(r: &ImportResult, out: &mut dyn Write) -> io::Result<()> {
                 Some(order) => format!(" (order number {order})"),
                 None => String::new(),
             };
-            writeln!(
+            write_line(
                 out,
-                "{}: the mail holds no certificate, only a download link{order}:",
-                r.source
+                &format!("{source}: the mail holds no certificate, only a download link{order}:"),
             )?;
             for link in &r.links {
-                writeln!(out, "  {link}")?;
+                write_line(out, &format!("  {link}"))?;
             }
             writeln!(
                 out,
@@ -96,18 +96,17 @@ fn explain(r: &ImportResult, out: &mut dyn Write) -> io::Result<()> {
             )?;
         }
         _ if r.upload_error.is_some() => {
-            writeln!(
+            let error = r.upload_error.as_deref().unwrap_or_default();
+            write_line(
                 out,
-                "{}: recorded locally but not uploaded: {}",
-                r.source,
-                r.upload_error.as_deref().unwrap_or_default()
+                &format!("{source}: recorded locally but not uploaded: {error}"),
             )?;
             writeln!(out, "  Run the same import again to retry the upload.")?;
         }
         _ => {
-            writeln!(out, "{}: {}", r.source, r.outcome.words())?;
+            write_line(out, &format!("{source}: {}", r.outcome.words()))?;
             for problem in &r.problems {
-                writeln!(out, "  {problem}")?;
+                write_line(out, &format!("  {problem}"))?;
             }
         }
     }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_store};
-pub use self::output::{Output, Report, Table, days_left, parse_time};
+pub use self::output::{Output, Report, Table, days_left, parse_time, write_line};
 use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
 use crate::store::RunLock;

@@ -8,6 +8,14 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::text::printable;
+
+/// Writes one line of text from outside, escaped (`text::printable`), so that no field can
+/// carry a control sequence or a line break of its own to the terminal.
+pub fn write_line(out: &mut dyn Write, line: &str) -> io::Result<()> {
+    writeln!(out, "{}", printable(line))
+}
+
 /// A command's result: serialisable for `--json`, writable as text for a person.
 pub trait Report: Serialize {
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()>;
@@ -53,8 +61,9 @@ impl Table {
         }
     }
 
+    /// A row; cells carry text from outside, and are kept printable (`text::printable`).
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        (self.rows).push(cells.iter().map(|c| printable(c).into_owned()).collect());
     }
 
     pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {

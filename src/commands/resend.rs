@@ -7,10 +7,11 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::{Context, Report, connect_portal, lock_for_writing};
+use super::{Context, Report, connect_portal, lock_for_writing, write_line};
 use crate::exit::Exit;
 use crate::pipeline::resend_loop::request_resend;
 use crate::store::{Store, timestamp};
+use crate::text::printable;
 
 #[derive(Debug, Args)]
 pub struct ResendArgs {
@@ -34,14 +35,16 @@ struct ResendResult {
 
 impl Report for ResendResult {
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
-        writeln!(
+        write_line(
             out,
-            "Fulfillment email requested for order {} ({}); the CA mails {}.",
-            self.order_id,
-            self.common_name.as_deref().unwrap_or("(no common name)"),
-            self.sent_to
-                .as_deref()
-                .unwrap_or("the order's domain administrator"),
+            &format!(
+                "Fulfillment email requested for order {} ({}); the CA mails {}.",
+                self.order_id,
+                self.common_name.as_deref().unwrap_or("(no common name)"),
+                self.sent_to
+                    .as_deref()
+                    .unwrap_or("the order's domain administrator"),
+            ),
         )
     }
 }
@@ -71,8 +74,11 @@ impl ResendArgs {
 
         if !json {
             eprintln!(
-                "The CA will send the fulfillment email for {name} (order {}) to {recipient}.",
-                order.id
+                "{}",
+                printable(&format!(
+                    "The CA will send the fulfillment email for {name} (order {}) to {recipient}.",
+                    order.id
+                ))
             );
         }
         // Ask only a person at a terminal; cron and scripts (stdin not a terminal) go on.

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     Context, Report, connect_portal, import_checks, load_known_keys, lock_for_writing, open_store,
-    start_watchdog,
+    start_watchdog, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
@@ -19,6 +19,7 @@ use crate::pipeline::keys_for_orders;
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
 use crate::portal::Portal;
 use crate::portal::types::SslOrder;
+use crate::text::printable;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["order", "all_pending"])))]
@@ -142,13 +143,10 @@ impl Report for OrdersReport<'_> {
             writeln!(out, "No pending SSL orders.")?;
         }
         for r in self.0 {
-            writeln!(out, "{}", line(r))?;
+            write_line(out, &line(r))?;
             if r.outcome == OrderOutcome::Failed {
-                eprintln!(
-                    "fulfill: order {}: {}",
-                    r.order_id,
-                    r.reason.as_deref().unwrap_or("failed")
-                );
+                let reason = r.reason.as_deref().unwrap_or("failed");
+                eprintln!("fulfill: order {}: {}", r.order_id, printable(reason));
             }
         }
         Ok(())

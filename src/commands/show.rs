@@ -6,7 +6,7 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Context, Report, days_left, parse_time};
+use super::{Context, Report, days_left, parse_time, write_line};
 use crate::exit::{Exit, UsageError};
 use crate::store::{CertificateRow, Store};
 
@@ -63,7 +63,7 @@ struct ShowReport {
 impl Report for ShowReport {
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         for (name, value) in self.fields() {
-            writeln!(out, "{:<12} {value}", format!("{name}:"))?;
+            write_line(out, &format!("{:<12} {value}", format!("{name}:")))?;
         }
         Ok(())
     }

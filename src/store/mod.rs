@@ -21,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use self::lock::{LockError, RunLock};
 use self::migrations::MIGRATIONS;
+use crate::text::printable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -402,12 +403,12 @@ impl Store {
             Some(id) => {
                 tx.execute(
                     "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_already_recorded', ?3)",
-                    params![at, cert.order_id, format!(
+                    params![at, cert.order_id, printable(&format!(
                         "{} sha256 {} from {} is already certificate #{id}",
                         cert.common_name,
                         cert.sha256,
                         cert.source.as_deref().unwrap_or("?")
-                    )],
+                    ))],
                 )
                 .map_err(sql)?;
                 Recorded::AlreadyThere(id)
@@ -439,12 +440,12 @@ impl Store {
                 let id = tx.last_insert_rowid();
                 tx.execute(
                     "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_recorded', ?3)",
-                    params![at, cert.order_id, format!(
+                    params![at, cert.order_id, printable(&format!(
                         "certificate #{id} {} sha256 {} from {}",
                         cert.common_name,
                         cert.sha256,
                         cert.source.as_deref().unwrap_or("?")
-                    )],
+                    ))],
                 )
                 .map_err(sql)?;
                 Recorded::New(id)
@@ -475,11 +476,22 @@ impl Store {
             params![id, portal_id],
         )
         .map_err(sql)?;
+        let (order_id, common_name): (Option<i64>, String) = tx
+            .query_row(
+                "SELECT order_id, common_name FROM certificates WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql)?;
         tx.execute(
-            "INSERT INTO events (at, order_id, kind, detail)
-             SELECT ?1, order_id, 'certificate_uploaded', 'certificate #' || id || ' ' || common_name || ' is portal certificate ' || ?2
-             FROM certificates WHERE id = ?3",
-            params![timestamp(now), portal_id, id],
+            "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_uploaded', ?3)",
+            params![
+                timestamp(now),
+                order_id,
+                printable(&format!(
+                    "certificate #{id} {common_name} is portal certificate {portal_id}"
+                ))
+            ],
         )
         .map_err(sql)?;
         tx.commit().map_err(sql)
@@ -501,6 +513,8 @@ impl Store {
             source,
         };
         let state = state.as_str();
+        // The error is the portal's or a server's text: stored printable, like every event.
+        let last_error = last_error.map(printable);
         let tx = self.conn.unchecked_transaction().map_err(sql)?;
         tx.execute(
             "INSERT INTO orders (order_id, common_name, state, resend_requested_at, last_error, updated_at)
@@ -516,12 +530,12 @@ impl Store {
                 common_name,
                 state,
                 resend_requested_at.map(timestamp),
-                last_error,
+                last_error.as_deref(),
                 timestamp(now)
             ],
         )
         .map_err(sql)?;
-        let detail = match last_error {
+        let detail = match &last_error {
             Some(error) => format!("order {order_id} is {state}: {error}"),
             None => format!("order {order_id} is {state}"),
         };
@@ -587,13 +601,7 @@ impl Store {
         detail: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![timestamp(now), order_id, kind, detail],
-            )
-            .map_err(self.sql())?;
-        Ok(())
+        self.add_event_at(order_id, kind, detail, None, now)
     }
 
     /// An event, and the mailbox position moved past the message it is about, together.
@@ -613,7 +621,7 @@ impl Store {
         let tx = self.conn.unchecked_transaction().map_err(sql)?;
         tx.execute(
             "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![timestamp(now), order_id, kind, detail],
+            params![timestamp(now), order_id, kind, printable(detail)],
         )
         .map_err(sql)?;
         if let Some(position) = position {
