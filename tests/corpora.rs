@@ -1,7 +1,7 @@
 //! Third-party corpora through the extractor and the validator (issue 6, hostile input).
 //!
-//! The corpora live outside the repository, in `../shared/corpora` (see the README in each
-//! folder for origin and license), and are read at test time, never copied in:
+//! The corpora are in the repository, in `tests/data/third-party` (its README, and the
+//! README in each folder, give the upstream project, commit and licence):
 //!
 //! - `mail-parser/`: the MIME library's own malformed, RFC and third-party messages. None
 //!   holds a certificate, so the extractor must report none, must not panic, hang or blow
@@ -9,9 +9,9 @@
 //! - `x509-parser/`: odd real certificates, CSRs and CRLs. Each file's kind is written in
 //!   [`X509_TABLE`] from `openssl`, not from fulfill's output, so a misread fails here.
 //!
-//! Without the corpora the tests print "skipped: ../shared/corpora not found" and pass,
-//! except under `CI=true`, where a missing corpus is a failure: CI must not go green by
-//! silently testing nothing.
+//! A missing or empty corpus is a failure everywhere, not a skip: [`corpora_are_present`]
+//! checks them on their own, and every test that reads one panics without it. No test here
+//! reads anything outside the repository.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -231,31 +231,86 @@ impl Figures {
 // ---------------------------------------------------------------------------------------
 // Finding the corpora
 
-/// Mirrors `tests/support/dovecot.rs`: `CI=true` (or `1`) makes a missing corpus fatal.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+/// Where the corpora are, inside the repository.
+fn corpora_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/third-party")
 }
 
-/// The corpus folder `name`, or `None` after saying why the test is skipped.
-fn corpus(name: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/corpora")
-        .join(name);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if in_ci() {
-        panic!(
-            "corpus {} not found: under CI=true the third-party corpora in ../shared/corpora are required \
-             (they are read from beside the repository, not copied into it)",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "skipped: ../shared/corpora not found ({} is missing)",
+/// The corpus folder `name`. Panics if it is missing: a test that has no input has not
+/// passed.
+fn corpus(name: &str) -> PathBuf {
+    let dir = corpora_root().join(name);
+    assert!(
+        dir.is_dir(),
+        "corpus {} not found: the third-party corpora are part of the repository \
+         (tests/data/third-party); restore them from git",
         dir.display()
     );
-    None
+    dir
+}
+
+/// Each corpus folder, and how many data files each of its subfolders holds (`""` for the
+/// folder itself), as copied from upstream (see tests/data/third-party/README.md).
+const CORPORA: &[(&str, &[(&str, usize)])] = &[
+    (
+        "mail-parser",
+        &[("malformed", 23), ("rfc", 10), ("thirdparty", 20)],
+    ),
+    (
+        "x509-parser",
+        &[("", 25), ("crl-ext", 3), ("crl-idp", 6), ("rsa-pss", 3)],
+    ),
+];
+
+/// The corpora check of its own: every corpus is there, with its licence and README, and
+/// holds exactly the files it was copied with. The other tests then cannot pass by reading
+/// an empty or half-copied folder.
+#[test]
+fn corpora_are_present() {
+    let root = corpora_root();
+    assert!(
+        root.join("README.md").is_file(),
+        "{} has no README.md saying where the corpora come from",
+        root.display()
+    );
+    for &(name, folders) in CORPORA {
+        let dir = corpus(name);
+        for required in ["README.md", "LICENSE-MIT", "LICENSE-APACHE"] {
+            let path = dir.join(required);
+            assert!(
+                path.metadata().is_ok_and(|m| m.is_file() && m.len() > 0),
+                "{}: missing or empty (the corpus is redistributed under its licence)",
+                path.display()
+            );
+        }
+        let files = corpus_files(&dir);
+        for &(folder, expected) in folders {
+            let found: Vec<&String> = files
+                .iter()
+                .filter(|f| match f.rsplit_once('/') {
+                    Some((parent, _)) => parent == folder,
+                    None => folder.is_empty(),
+                })
+                .collect();
+            assert_eq!(
+                found.len(),
+                expected,
+                "{name}/{folder}: expected {expected} data files, found {found:?}"
+            );
+            for file in found {
+                let len = std::fs::metadata(dir.join(file))
+                    .unwrap_or_else(|e| panic!("{name}/{file}: {e}"))
+                    .len();
+                assert!(len > 0, "{name}/{file} is empty");
+            }
+        }
+        let total: usize = folders.iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            files.len(),
+            total,
+            "{name}: files outside the expected folders: {files:?}"
+        );
+    }
 }
 
 /// Every data file under `dir`, subfolders included, as sorted '/'-separated relative
@@ -374,14 +429,12 @@ fn extract_guarded(
 
 #[test]
 fn mail_parser_corpus_is_read_without_panic_hang_or_certificates() {
-    let Some(dir) = corpus("mail-parser") else {
-        return;
-    };
+    let dir = corpus("mail-parser");
     let files = corpus_files(&dir);
-    assert!(
-        files.len() >= 50,
-        "expected the 53 messages of mail-parser's malformed, rfc and thirdparty folders, found {}: {files:?}",
-        files.len()
+    assert_eq!(
+        files.len(),
+        53,
+        "expected the 53 messages of mail-parser's malformed, rfc and thirdparty folders: {files:?}"
     );
     let entries: [(&str, ExtractFn); 2] = [
         ("extract", |bytes, _, limits| {
@@ -390,7 +443,9 @@ fn mail_parser_corpus_is_read_without_panic_hang_or_certificates() {
         ("extract_any", extract::extract_any),
     ];
     let mut figures = Figures::default();
-    let (mut read_ok, mut refused, mut problems) = (0, 0, 0);
+    let (mut read_ok, mut problems) = (0, 0);
+    // (entry point, file) of every outright refusal, compared with MAIL_REFUSED below.
+    let mut refused: Vec<(&str, &str)> = Vec::new();
     for file in &files {
         let raw = read(&dir, file);
         // The README says none holds a certificate; an update of the corpus that adds one
@@ -431,28 +486,37 @@ fn mail_parser_corpus_is_read_without_panic_hang_or_certificates() {
                         file.starts_with("malformed/"),
                         "{what}: a well-formed message was refused: {error}"
                     );
-                    if entry_name == "extract" {
-                        refused += 1;
-                    }
+                    refused.push((entry_name, file.as_str()));
                 }
             }
         }
     }
     eprintln!(
-        "mail-parser corpus: {} messages, {read_ok} read ({problems} problems reported), {refused} refused; {}",
+        "mail-parser corpus: {} messages, {read_ok} read by extract ({problems} problems reported), \
+         refused: {refused:?}; {}",
         files.len(),
         figures.summary()
     );
-    assert_eq!(read_ok + refused, files.len());
+    // Per file, not a total: which messages each entry point refuses outright is known, so
+    // a message that starts (or stops) being refused fails here by name.
+    let expected: Vec<(&str, &str)> = MAIL_REFUSED.to_vec();
+    assert_eq!(
+        refused, expected,
+        "mail-parser messages refused outright, as (entry point, file), differ from MAIL_REFUSED"
+    );
 }
+
+/// The (entry point, file) pairs of the mail-parser corpus that are refused outright with an
+/// error, in the order the test meets them; every other message must be read. Only the size
+/// limit and "not a message" refuse a whole input: every message here is far under the size
+/// limit and is a message (headers, then a body), malformed ones included, so none is.
+const MAIL_REFUSED: &[(&str, &str)] = &[];
 
 /// The guard above must not be vacuous: a certificate from the x509 corpus, base64-encoded
 /// as a mail attachment or pasted as PEM, is seen by it (and by the extractor).
 #[test]
 fn the_certificate_bytes_check_sees_certificates() {
-    let Some(dir) = corpus("x509-parser") else {
-        return;
-    };
+    let dir = corpus("x509-parser");
     let der = read(&dir, "certificate.der");
     let encoded = base64::engine::general_purpose::STANDARD.encode(&der);
     let lines: Vec<&str> = encoded
@@ -750,9 +814,7 @@ fn role_in_report(sha256: &str, der: &[u8], report: &validate::Report, what: &st
 
 #[test]
 fn x509_parser_corpus_is_classified_as_openssl_reads_it() {
-    let Some(dir) = corpus("x509-parser") else {
-        return;
-    };
+    let dir = corpus("x509-parser");
     let files = corpus_files(&dir);
 
     // The table must cover the corpus exactly: a new file fails until someone classifies it.
@@ -776,7 +838,10 @@ fn x509_parser_corpus_is_classified_as_openssl_reads_it() {
     );
 
     let mut figures = Figures::default();
-    let (mut certs_read, mut certs_refused, mut unreadable) = (0, 0, 0);
+    let mut certs_read = 0;
+    // Certificates the extractor refused (with a reason) and ones validate could not read,
+    // compared with X509_REFUSED and X509_UNREADABLE below.
+    let (mut certs_refused, mut unreadable): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
     let mut roles_seen = Vec::new();
     for &(file, kind) in X509_TABLE {
         let bytes = read(&dir, file);
@@ -822,7 +887,7 @@ fn x509_parser_corpus_is_classified_as_openssl_reads_it() {
                             !found.problems.is_empty(),
                             "{what}: a certificate neither read nor refused with a reason"
                         );
-                        certs_refused += 1;
+                        certs_refused.push(file);
                         eprintln!("{what}: refused: {:?}", found.problems);
                         continue;
                     }
@@ -851,7 +916,7 @@ fn x509_parser_corpus_is_classified_as_openssl_reads_it() {
                         !reason.trim().is_empty() && !place.trim().is_empty(),
                         "{what}: unreadable without a reason"
                     );
-                    unreadable += 1;
+                    unreadable.push(file);
                     eprintln!("{what}: validate cannot read it: {reason}");
                     continue;
                 }
@@ -911,11 +976,36 @@ fn x509_parser_corpus_is_classified_as_openssl_reads_it() {
         wrong.join("\n")
     );
 
+    let certificates = X509_TABLE
+        .iter()
+        .filter(|(_, kind)| matches!(kind, Certificate(..)))
+        .count();
     eprintln!(
-        "x509-parser corpus: {} files; certificates: {certs_read} read, {certs_refused} refused, \
-         {unreadable} unreadable to validate; CSRs and CRLs: {} ; {}",
+        "x509-parser corpus: {} files; certificates: {certs_read} read, refused: {certs_refused:?}, \
+         unreadable to validate: {unreadable:?}; CSRs and CRLs: {} ; {}",
         files.len(),
-        files.len() - certs_read - certs_refused,
+        files.len() - certificates,
         figures.summary()
     );
+    // A refusal with a reason, or a certificate validate cannot read, is acceptable only
+    // where it is expected: otherwise every certificate of the corpus could be refused and
+    // the test would still pass.
+    assert_eq!(
+        certs_refused, X509_REFUSED,
+        "certificates the extractor refused differ from X509_REFUSED"
+    );
+    assert_eq!(
+        unreadable, X509_UNREADABLE,
+        "certificates validate could not read differ from X509_UNREADABLE"
+    );
 }
+
+/// Certificates of [`X509_TABLE`] the extractor may refuse (no certificate, a problem saying
+/// why), in table order. None: each is a well-formed X.509 certificate openssl reads, in
+/// PEM or DER, so the extractor must read it (rsa-pss, Ed25519, P-521 and unsupported
+/// extensions included; whether it is acceptable is validate's call, not the reader's).
+const X509_REFUSED: &[&str] = &[];
+
+/// Certificates the extractor reads but `validate` reports as unreadable, in table order.
+/// None: validate parses with x509-parser, which reads every one of its own test files.
+const X509_UNREADABLE: &[&str] = &[];
