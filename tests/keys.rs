@@ -1,8 +1,7 @@
 //! `keys::read_key_material` for every key form fulfill accepts, the ones it refuses with a
 //! clear error, and the identity that ties a key to its certificate (rule 1 of docs/architecture.md).
 
-#[path = "pki/mod.rs"]
-mod pki;
+use fulfill_test_pki as pki;
 
 use fulfill::keys::{self, Curve, KeyError, KeyMaterial, PublicKeyId};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey};

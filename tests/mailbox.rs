@@ -7,8 +7,7 @@
 
 mod support;
 
-#[path = "pki/mod.rs"]
-mod pki;
+use fulfill_test_pki as pki;
 
 use std::path::PathBuf;
 use std::process::Stdio;

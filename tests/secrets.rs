@@ -15,8 +15,7 @@
 
 mod support;
 
-#[path = "pki/mod.rs"]
-mod pki;
+use fulfill_test_pki as pki;
 
 use std::collections::HashMap;
 use std::fs;

@@ -1,8 +1,7 @@
 //! `validate::validate`: every rule of docs/architecture.md ("The four rules"), each rejection naming its rule
 //! and the certificate, with an explicit `now` and test anchors (never the system store).
 
-#[path = "pki/mod.rs"]
-mod pki;
+use fulfill_test_pki as pki;
 
 use fulfill::extract::{FoundCertificate, sha256_hex};
 use fulfill::keys::{self, KeyMaterial, PublicKeyId};

@@ -1,8 +1,7 @@
 //! Unit tests for the extractor: one test per shape a fulfillment mail takes
 //! (`docs/fulfillment-emails.md` §1), per trap (CSRs, keys, duplicates) and per limit.
 
-#[path = "../../tests/pki/mod.rs"]
-mod pki;
+use fulfill_test_pki as pki;
 
 use std::io::{Cursor, Write};
 use std::time::{Duration, Instant};

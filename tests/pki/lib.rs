@@ -2,9 +2,9 @@
 //! intermediate, leaves and CSRs made with rcgen, with fixed dates so tests can pass an
 //! explicit `now`.
 //!
-//! Included with `#[path]` (it is not a test target of its own), so it uses only rcgen and
-//! std: the same file compiles inside the crate and outside it.
-#![allow(dead_code)]
+//! A crate of its own (`fulfill-test-pki`, a path dev-dependency of fulfill): tests use it
+//! as `use fulfill_test_pki as pki;`. It depends on rcgen, time and base64 only, never on
+//! fulfill, so what it makes is independent of the code under test.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
