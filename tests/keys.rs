@@ -410,12 +410,43 @@ fn garbage_is_an_error_not_a_panic() {
     assert!(keys::read_key_material(&sec1_without_parameters(&[0u8; 32])).is_err());
 }
 
+/// The fingerprint as `PublicKeyId::fingerprint` documents it, computed here with sha2 from
+/// the key as its maker holds it (rcgen's or the rsa crate's public key, never fulfill's
+/// reading of a certificate): the first 8 bytes of SHA-256 over the tag and the key's parts,
+/// in lowercase hex.
+fn expected_fingerprint(tag: &[u8], parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(tag);
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
 #[test]
 fn describe_and_fingerprint() {
     let ca = pki::root("EC test CA");
-    let a = cert_key(&pki::leaf(&LeafSpec::new(&["a.example.com"]), &ca).der);
-    let b = cert_key(&pki::leaf(&LeafSpec::new(&["b.example.com"]), &ca).der);
+    let leaf_a = pki::leaf(&LeafSpec::new(&["a.example.com"]), &ca);
+    let leaf_b = pki::leaf(&LeafSpec::new(&["b.example.com"]), &ca);
+    let (a, b) = (cert_key(&leaf_a.der), cert_key(&leaf_b.der));
     assert_eq!(a.fingerprint().len(), 16);
     assert_ne!(a.fingerprint(), b.fingerprint());
-    assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    // EC: "ec" and the uncompressed point (0x04 || x || y), as ring made it for rcgen.
+    for (leaf, id) in [(&leaf_a, &a), (&leaf_b, &b)] {
+        let point = leaf.key.public_key_raw();
+        assert_eq!(point.len(), 65, "an uncompressed P-256 point");
+        assert_eq!(id.fingerprint(), expected_fingerprint(b"ec", &[point]));
+    }
+
+    // RSA: "rsa", the modulus and the public exponent, big-endian without leading zeros.
+    use rsa::traits::PublicKeyParts;
+    let key = rsa_key(1024);
+    let id = cert_key(&rsa_cert(&key));
+    let (modulus, exponent) = (key.n().to_bytes_be(), key.e().to_bytes_be());
+    assert_eq!(exponent, [0x01, 0x00, 0x01], "65537");
+    assert_eq!(
+        id.fingerprint(),
+        expected_fingerprint(b"rsa", &[&modulus, &exponent])
+    );
 }
