@@ -1056,22 +1056,75 @@ fn the_limit_problem<'a>(out: &'a Extraction, field: &str) -> &'a Problem {
     found[0]
 }
 
-/// Fails to compile when `Limits` gains a field: give it a `limit_<field>_...` test too.
+/// The names of the fields of `Limits`, from a pattern that names every field without `..`:
+/// it fails to compile when `Limits` gains or loses a field, so the list cannot drift.
+macro_rules! limit_fields {
+    ($($field:ident),+ $(,)?) => {{
+        let Limits { $($field: _),+ } = Limits::default();
+        [$(stringify!($field)),+]
+    }};
+}
+
+/// The `#[test]` functions of this file, by name, read from its own source.
+fn test_functions_in_this_file() -> Vec<&'static str> {
+    let source = include_str!("tests.rs");
+    let mut names = Vec::new();
+    let mut lines = source.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if line != "#[test]" {
+            continue;
+        }
+        // The function follows, maybe after more attributes or doc comments.
+        let function = lines
+            .by_ref()
+            .find(|l| !l.starts_with("#[") && !l.starts_with("//"))
+            .expect("#[test] is followed by a function");
+        let name = function
+            .strip_prefix("fn ")
+            .and_then(|rest| rest.split_once('('))
+            .map(|(name, _)| name)
+            .unwrap_or_else(|| panic!("#[test] followed by {function:?}, not a function"));
+        names.push(name);
+    }
+    names
+}
+
+/// Every field of `Limits` has at least one `limit_<field>_...` test in this file. A new
+/// field fails to compile in `limit_fields!` until it is listed there, and then fails here
+/// at run time until a test for it exists.
 #[test]
 fn limit_every_field_has_a_test() {
-    let Limits {
-        max_message_size: _,
-        max_mime_depth: _,
-        max_parts: _,
-        max_zip_entries: _,
-        max_zip_entry_size: _,
-        max_zip_total_size: _,
-        max_zip_ratio: _,
-        max_zip_depth: _,
-        max_pem_blocks: _,
-        max_certificates: _,
-        max_line_length: _,
-    } = Limits::default();
+    let fields = limit_fields!(
+        max_message_size,
+        max_mime_depth,
+        max_parts,
+        max_zip_entries,
+        max_zip_entry_size,
+        max_zip_total_size,
+        max_zip_ratio,
+        max_zip_depth,
+        max_pem_blocks,
+        max_certificates,
+        max_line_length,
+    );
+    let tests = test_functions_in_this_file();
+    // The reader must see this very test, or it sees nothing at all.
+    assert!(
+        tests.contains(&"limit_every_field_has_a_test"),
+        "the #[test] reader missed this test: {tests:?}"
+    );
+    let untested: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|field| {
+            let prefix = format!("limit_{field}_");
+            !tests.iter().any(|test| test.starts_with(&prefix))
+        })
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "Limits fields without a `limit_<field>_...` test: {untested:?}"
+    );
 }
 
 #[test]
