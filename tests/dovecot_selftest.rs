@@ -443,3 +443,32 @@ fn drop_stops_the_server_and_removes_its_dir() {
     assert!(!dir.exists());
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn children_start_without_the_fulfill_environment() {
+    // The helper itself: every variable of the list is removed, whatever this process has.
+    let command = dovecot::env::command("true");
+    let removed: Vec<String> = command
+        .get_envs()
+        .filter(|(_, value)| value.is_none())
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    for name in dovecot::env::FULFILL_ENVIRONMENT {
+        assert!(
+            removed.iter().any(|r| r == name),
+            "{name} is not removed: {removed:?}"
+        );
+    }
+    // And the server, started through it, has none of them in its environment.
+    let Some(d) = dovecot_or_skip() else { return };
+    let pid = d.master_pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("the master's environ");
+    let names: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter_map(|entry| entry.split(|&b| b == b'=').next())
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect();
+    for name in dovecot::env::FULFILL_ENVIRONMENT {
+        assert!(!names.iter().any(|n| n == name), "dovecot inherited {name}");
+    }
+}

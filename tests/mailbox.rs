@@ -423,10 +423,9 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
     let mails: Vec<Vec<u8>> = names.iter().map(|n| f.fulfillment_mail(n, true)).collect();
     f.dovecot.append_many("INBOX", &mails);
 
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
-        .env("HOME", f.home.path())
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CONFIG_HOME")
+    let child = f
+        .home
+        .fulfill_process()
         .arg("--config")
         .arg(&f.config)
         .arg("poll")
@@ -489,10 +488,9 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
 fn wait_returns_when_idle_sees_the_mail_arrive() {
     let Some(mut f) = Fixture::new() else { return };
     let mail = f.fulfillment_mail("www.idle.example.com", true);
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
-        .env("HOME", f.home.path())
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CONFIG_HOME")
+    let child = f
+        .home
+        .fulfill_process()
         .arg("--config")
         .arg(&f.config)
         .args(["--json", "poll", "--wait", "60s"])

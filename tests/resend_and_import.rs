@@ -168,10 +168,8 @@ impl Fixture {
     }
 
     fn spawn(&self, args: &[&str]) -> Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
-            .env("HOME", self.home.path())
-            .env_remove("XDG_DATA_HOME")
-            .env_remove("XDG_CONFIG_HOME")
+        self.home
+            .fulfill_process()
             .arg("--config")
             .arg(&self.config)
             .arg("resend-and-import")
@@ -691,15 +689,14 @@ fn the_cron_and_systemd_examples_run() {
         let command = command
             .replace(
                 "/usr/local/bin/fulfill",
-                assert_cmd::cargo::cargo_bin("fulfill").to_str().unwrap(),
+                support::fulfill_binary().to_str().unwrap(),
             )
             .replace("/etc/fulfill/config.toml", f.config.to_str().unwrap())
             .replace("--timeout 20m", "--timeout 30s");
-        let output = std::process::Command::new("sh")
+        let output = support::env::command("sh")
             .arg("-c")
             .arg(&command)
             .env("HOME", f.home.path())
-            .env_remove("XDG_DATA_HOME")
             .output()
             .unwrap();
         let code = output.status.code().unwrap();

@@ -22,7 +22,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -502,10 +502,10 @@ impl Fixture {
         rust_log: bool,
         args: &[&str],
     ) -> Run {
-        let mut cmd = Command::new("sh");
+        let mut cmd = support::env::command("sh");
         cmd.arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
-            .arg(assert_cmd::cargo::cargo_bin("fulfill"))
+            .arg(support::fulfill_binary())
             .arg("--config")
             .arg(config)
             .args(args)
@@ -513,9 +513,6 @@ impl Fixture {
             .env("HOME", self.home.path())
             .current_dir(support::repo())
             .stdin(Stdio::null());
-        for name in support::FULFILL_ENVIRONMENT {
-            cmd.env_remove(name);
-        }
         for (name, value) in env {
             cmd.env(name, value);
         }
@@ -759,7 +756,7 @@ fn add_canary_users(dovecot: &Dovecot) {
     writeln!(conf, "auth_mechanisms = plain login xoauth2").expect("add xoauth2");
     drop(conf);
     let pid = dovecot.master_pid().expect("dovecot runs");
-    let status = Command::new("kill")
+    let status = support::env::command("kill")
         .args(["-s", "HUP", &pid.to_string()])
         .status()
         .expect("kill -HUP");

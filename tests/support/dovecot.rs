@@ -49,7 +49,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -58,6 +58,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use imap::types::Flag;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+
+// The one way tests start a child process (here `kill`, `dovecot`, `doveadm`): without the
+// environment fulfill reads. Declared here, not in `tests/support/mod.rs` (which re-exports
+// it as `support::env`), because some tests include this file on its own.
+#[path = "env.rs"]
+pub mod env;
 
 /// The IMAP session type the helpers hand out (TLS over TCP, IDLE-capable).
 pub type ImapSession = imap::Session<native_tls::TlsStream<TcpStream>>;
@@ -401,7 +407,7 @@ fn send_signal(pids: &[u32], signal: &str) {
     if pids.is_empty() {
         return;
     }
-    let _ = Command::new("kill")
+    let _ = env::command("kill")
         .arg("-s")
         .arg(signal)
         .args(pids.iter().map(u32::to_string))
@@ -920,7 +926,7 @@ impl Dovecot {
                 .open(&out_path)
                 .map_err(|e| format!("open {}: {e}", out_path.display()))?;
             let err = out.try_clone().map_err(|e| e.to_string())?;
-            let status = Command::new(&self.binary)
+            let status = env::command(&self.binary)
                 .arg("-c")
                 .arg(self.conf_path())
                 .stdin(Stdio::null())
@@ -1461,7 +1467,7 @@ impl Dovecot {
             &["/usr/bin/doveadm", "/usr/sbin/doveadm"],
         )
         .expect("doveadm (dovecot-core) is needed for set_uidvalidity");
-        let out = Command::new(doveadm)
+        let out = env::command(doveadm)
             .arg("-c")
             .arg(self.conf_path())
             .args([

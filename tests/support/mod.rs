@@ -6,6 +6,11 @@
 pub mod dovecot;
 pub mod portal;
 
+// The environment tests keep from their children, and `env::command`, the one way they
+// start one. The module lives under `dovecot` because some tests include `dovecot.rs` on
+// its own; here it is `support::env`.
+pub use dovecot::env;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -30,20 +35,6 @@ pub fn sample_mails() -> Vec<PathBuf> {
     mails
 }
 
-/// The environment variables fulfill reads (or, RUST_LOG, might be thought to): a test
-/// run inherits none of them from the developer's shell, so only what the test sets counts.
-pub const FULFILL_ENVIRONMENT: [&str; 9] = [
-    "XDG_CONFIG_HOME",
-    "XDG_DATA_HOME",
-    "FULFILL_CONFIG",
-    "FULFILL_DB",
-    "SL_USERNAME",
-    "SL_API_KEY",
-    "SL_ENDPOINT_URL",
-    "FULFILL_IMAP_PASSWORD",
-    "RUST_LOG",
-];
-
 /// A private home: HOME and the XDG folders point into it.
 pub struct Home {
     pub dir: TempDir,
@@ -67,11 +58,14 @@ impl Home {
 
     /// `fulfill` with this home and nothing inherited that could change its behaviour.
     pub fn fulfill(&self) -> Command {
-        let mut cmd = Command::cargo_bin("fulfill").expect("the fulfill binary is built");
+        Command::from_std(self.fulfill_process())
+    }
+
+    /// [`Home::fulfill`] as a `std::process::Command`, for a test that spawns the run and
+    /// watches it (pipes, kill) rather than waiting for its output.
+    pub fn fulfill_process(&self) -> std::process::Command {
+        let mut cmd = env::command(fulfill_binary());
         cmd.env("HOME", self.path()).current_dir(repo());
-        for name in FULFILL_ENVIRONMENT {
-            cmd.env_remove(name);
-        }
         cmd
     }
 
@@ -81,6 +75,11 @@ impl Home {
         cmd.arg("--config").arg(samples().join("config.toml"));
         cmd
     }
+}
+
+/// The `fulfill` binary cargo built for the integration tests.
+pub fn fulfill_binary() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("fulfill")
 }
 
 /// Opens a database the way a reviewer would, read-only.
