@@ -33,6 +33,7 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
         d.dir().display()
     );
     assert_eq!(d.host(), "127.0.0.1");
+    assert_eq!(d.starttls_host(), "127.0.0.2");
     assert_ne!(d.imaps_port(), d.imap_port());
     assert!(d.is_running());
 
@@ -71,6 +72,13 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
         .login(d.user(), d.password())
         .expect("login")
         .logout();
+    let client = d
+        .connect_starttls_with(&connector, "127.0.0.2")
+        .expect("STARTTLS verified for 127.0.0.2");
+    let _ = client
+        .login(d.user(), d.password())
+        .expect("login")
+        .logout();
 
     // The pin is the SHA-256 of the certificate the server really presents.
     let tcp = TcpStream::connect((d.host(), d.imaps_port())).unwrap();
@@ -86,10 +94,25 @@ fn starts_and_logs_in_over_imaps_and_starttls() {
         "{log}"
     );
     assert!(log.contains(", TLS,"), "{log}");
+    // Every login was over TLS, also on the STARTTLS port (lip=127.0.0.2).
+    let logins: Vec<&str> = log.lines().filter(|l| l.contains(" Login: ")).collect();
+    assert!(logins.iter().any(|l| l.contains("lip=127.0.0.2")), "{log}");
+    assert!(logins.iter().all(|l| l.contains(", TLS,")), "{log}");
+}
+
+/// AUTHENTICATE PLAIN's one response: authorization id (empty), user, password.
+struct PlainAuth;
+
+impl imap::Authenticator for PlainAuth {
+    type Response = String;
+
+    fn process(&self, _challenge: &[u8]) -> String {
+        format!("\0{}\0{}", dovecot::USER, dovecot::PASSWORD)
+    }
 }
 
 #[test]
-fn wrong_password_is_refused_and_loopback_plaintext_is_not() {
+fn wrong_password_and_logins_without_starttls_are_refused() {
     let Some(d) = dovecot_or_skip() else { return };
     match d
         .connect_imaps()
@@ -111,21 +134,47 @@ fn wrong_password_is_refused_and_loopback_plaintext_is_not() {
         other => panic!("unknown user: {:?}", other.map(|_| ()).map_err(|(e, _)| e)),
     }
 
-    // Documented Dovecot behaviour the tests must know: a connection from 127.0.0.1 to
-    // 127.0.0.1 counts as "secured", so plaintext LOGIN without STARTTLS is accepted despite
-    // disable_plaintext_auth = yes; only the log tells (`secured` instead of `TLS`).
-    let tcp = TcpStream::connect((d.host(), d.imap_port())).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut plain = imap::Client::new(tcp);
-    plain.read_greeting().unwrap();
-    assert!(plain.capabilities().unwrap().has_str("STARTTLS"));
-    let session = plain.login(d.user(), d.password());
+    // On the plain port, a login that did not start TLS first is refused, with the right
+    // password, by LOGIN and by AUTHENTICATE PLAIN alike. That is what lets a STARTTLS test
+    // fail when a client skips STARTTLS. (Dovecot would accept it on a 127.0.0.1 to
+    // 127.0.0.1 connection, which it counts as "secured": hence 127.0.0.2.)
+    let plain_client = || {
+        let tcp = TcpStream::connect((d.starttls_host(), d.imap_port())).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut plain = imap::Client::new(tcp);
+        plain.read_greeting().unwrap();
+        plain
+    };
+    let mut plain = plain_client();
+    let capabilities = plain.capabilities().unwrap();
+    assert!(capabilities.has_str("STARTTLS"));
     assert!(
-        session.is_ok(),
-        "loopback plaintext login refused: Dovecot changed its rule?"
+        capabilities.has_str("LOGINDISABLED"),
+        "the plain port allows logins before STARTTLS"
     );
-    let _ = session.map(|mut s| s.logout());
-    assert!(d.log().contains(", secured,"), "{}", d.log());
+    drop(capabilities);
+    match plain.login(d.user(), d.password()) {
+        Err((imap::Error::No(_) | imap::Error::Bad(_), _)) => {}
+        Err((e, _)) => panic!("LOGIN without STARTTLS: unexpected error {e:?}"),
+        Ok(_) => panic!("LOGIN without STARTTLS was accepted\n{}", d.log()),
+    }
+    match plain_client().authenticate("PLAIN", &PlainAuth) {
+        Err((imap::Error::No(_) | imap::Error::Bad(_), _)) => {}
+        Err((e, _)) => panic!("AUTHENTICATE PLAIN without STARTTLS: unexpected error {e:?}"),
+        Ok(_) => panic!(
+            "AUTHENTICATE PLAIN without STARTTLS was accepted\n{}",
+            d.log()
+        ),
+    }
+    // The same password after STARTTLS on the same port logs in.
+    let _ = d.login_starttls().logout();
+    let log = d.log();
+    assert!(
+        log.contains("Plaintext authentication disabled")
+            || log.contains("SSL required for authentication"),
+        "{log}"
+    );
+    assert!(!log.contains(", secured,"), "{log}");
 }
 
 #[test]

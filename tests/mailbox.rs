@@ -198,11 +198,14 @@ fn imports_over_implicit_tls_and_marks_the_mail() {
     assert_eq!(f.dovecot.count("INBOX"), 1, "nothing is deleted");
 }
 
+/// The plain port refuses any login before STARTTLS (dovecot_selftest checks that), so
+/// this passes only if fulfill really started TLS.
 #[test]
 fn imports_over_starttls() {
     let Some(mut f) = Fixture::new() else { return };
     f.configure_raw(&format!(
-        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"",
+        "host = \"{}\"\nport = {}\nsecurity = \"starttls\"\nca_file = \"{}\"",
+        f.dovecot.starttls_host(),
         f.dovecot.imap_port(),
         f.dovecot.cert_pem_path().display()
     ));
@@ -211,6 +214,14 @@ fn imports_over_starttls() {
     let (code, report) = f.poll(&[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(imported(&report), vec!["www.starttls.example.com"]);
+    // fulfill's login is the one on the plain port, and the server saw it over TLS.
+    let log = f.dovecot.log();
+    let logins: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" Login: ") && l.contains("lip=127.0.0.2"))
+        .collect();
+    assert_eq!(logins.len(), 1, "{log}");
+    assert!(logins[0].contains(", TLS,"), "{log}");
 }
 
 #[test]
@@ -289,19 +300,19 @@ fn server_certificates_for_another_name_expired_or_self_signed_are_refused() {
             return;
         };
         let f = Fixture::with(dovecot);
-        for (security, port) in [
-            ("tls", f.dovecot.imaps_port()),
-            ("starttls", f.dovecot.imap_port()),
+        for (security, host, port) in [
+            ("tls", f.dovecot.host(), f.dovecot.imaps_port()),
+            ("starttls", f.dovecot.starttls_host(), f.dovecot.imap_port()),
         ] {
             let mut connection =
-                format!("host = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"");
+                format!("host = \"{host}\"\nport = {port}\nsecurity = \"{security}\"");
             if trusted {
                 let ca_file = f.dovecot.cert_pem_path().display().to_string();
                 connection.push_str(&format!("\nca_file = \"{ca_file}\""));
             }
             f.configure_raw(&connection);
             f.fulfill().arg("poll").assert().code(1).stderr(
-                predicate::str::contains("TLS with 127.0.0.1 failed")
+                predicate::str::contains(format!("TLS with {host} failed"))
                     .and(predicate::str::contains(reason)),
             );
         }

@@ -1,10 +1,13 @@
 //! A private Dovecot 2.3 IMAP server for integration tests.
 //!
 //! Each [`Dovecot`] runs its own `dovecot` master from a config written into its own temp
-//! dir, listening on 127.0.0.1 only: one IMAPS (implicit TLS) port and one plain IMAP port
-//! that offers STARTTLS, both fresh free ports on every start. Its server certificate is
-//! self-signed, made here with rcgen (see [`ServerCert`]); tests trust it through
-//! [`Dovecot::cert_pem_path`] (as a `ca_file`) or [`Dovecot::cert_sha256`] (as a pin).
+//! dir, listening on loopback only: one IMAPS (implicit TLS) port on 127.0.0.1
+//! ([`Dovecot::host`]) and one plain IMAP port that offers STARTTLS on 127.0.0.2
+//! ([`Dovecot::starttls_host`]), both fresh free ports on every start. The plain port
+//! refuses every login before STARTTLS, so a client that skipped STARTTLS cannot log in.
+//! Its server certificate is self-signed, made here with rcgen (see [`ServerCert`]); tests
+//! trust it through [`Dovecot::cert_pem_path`] (as a `ca_file`) or [`Dovecot::cert_sha256`]
+//! (as a pin).
 //!
 //! Mail is delivered the way a CA's mail server delivers it: by IMAP `APPEND` (see
 //! [`Dovecot::append`]). For benchmarks, [`Dovecot::fill_maildir`] writes Maildir files
@@ -23,10 +26,13 @@
 //!   so a stale `master.pid` is removed here before a restart.
 //! - Dovecot keeps the stdout/stderr it was started with; they go to a file here, not to the
 //!   test's pipes (a capturing test would otherwise wait forever).
-//! - Dovecot treats a connection from 127.0.0.1 to 127.0.0.1 as "secured": LOGIN in plain
-//!   text on the STARTTLS port is *accepted* despite `disable_plaintext_auth = yes` (the log
-//!   line says `secured` instead of `TLS`). A test that must prove a client used TLS should
-//!   look at the log (`Login: ... TLS`) rather than expect the server to refuse.
+//! - Dovecot treats a connection whose remote IP equals its local IP as "secured" (so
+//!   127.0.0.1 to 127.0.0.1): there, LOGIN in plain text is *accepted* despite
+//!   `disable_plaintext_auth = yes` and `ssl = required` (the log line says `secured`
+//!   instead of `TLS`). Hence the plain port listens on 127.0.0.2: a client connecting to
+//!   it comes from 127.0.0.1 (Linux picks the loopback route's source address), the
+//!   connection is not "secured", the greeting says `LOGINDISABLED` and a login before
+//!   STARTTLS is refused ("Plaintext authentication disabled").
 //! - After a failed login Dovecot delays every next attempt from the same IP (2 s, 4 s, ...
 //!   up to 15 s, its "auth penalty"): turned off here, so a refused login costs ~0.5 s.
 //! - Stopped right after its start, the master lingers ~5 s; `stop()` does not wait for it
@@ -74,8 +80,14 @@ pub type ImapClient = imap::Client<native_tls::TlsStream<TcpStream>>;
 pub const USER: &str = "fulfill-test";
 /// The mail user's password.
 pub const PASSWORD: &str = "Dovecot-Test-Pa55";
-/// The name the server certificate is made for (besides IP 127.0.0.1).
+/// The name the server certificate is made for (besides the IPs of [`IMAPS_HOST`] and
+/// [`STARTTLS_HOST`]).
 pub const TLS_NAME: &str = "localhost";
+/// Where the IMAPS (implicit TLS) port listens.
+pub const IMAPS_HOST: &str = "127.0.0.1";
+/// Where the plain IMAP port (STARTTLS) listens: another loopback address than the one
+/// clients connect from, so Dovecot does not count the connection as secured (see above).
+pub const STARTTLS_HOST: &str = "127.0.0.2";
 /// How long a start may take before it counts as failed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `stop()` waits after SIGTERM before SIGKILL.
@@ -108,14 +120,15 @@ pub const KEEP_ENV: &str = "FULFILL_TEST_KEEP_DOVECOT";
 /// with a fresh ECDSA P-256 key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerCert {
-    /// CN `localhost`, SAN DNS `localhost` and IP 127.0.0.1, valid from a day ago for a year.
+    /// CN `localhost`, SAN DNS `localhost` and IPs 127.0.0.1 and 127.0.0.2 (both ports), valid
+    /// from a day ago for a year.
     Localhost,
     /// Valid now, but for this DNS name only (CN and the only SAN): a client that checks
-    /// the name `localhost` or `127.0.0.1` against it must refuse it.
+    /// the name `localhost` or the server's IP against it must refuse it.
     OtherName(String),
-    /// `localhost`/127.0.0.1 but expired (valid 2020-01-01 to 2021-01-01).
+    /// `localhost` and the IPs but expired (valid 2020-01-01 to 2021-01-01).
     Expired,
-    /// `localhost`/127.0.0.1 but not valid before 2090-01-01.
+    /// `localhost` and the IPs but not valid before 2090-01-01.
     NotYetValid,
 }
 
@@ -144,7 +157,8 @@ pub fn make_cert(kind: &ServerCert) -> TestCert {
     };
     let mut sans = vec![name.clone()];
     if with_ip {
-        sans.push("127.0.0.1".to_string());
+        sans.push(IMAPS_HOST.to_string());
+        sans.push(STARTTLS_HOST.to_string());
     }
     let mut params = CertificateParams::new(sans).expect("valid certificate names");
     let mut dn = DistinguishedName::new();
@@ -349,15 +363,21 @@ fn find_binary(name: &str, env: &str, fixed: &[&str]) -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-/// Picks `n` distinct free ports on 127.0.0.1 (bound together, then released).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    listeners
+/// Picks a free port on each host (bound together, then released), in order.
+fn free_ports(hosts: &[&str]) -> Result<Vec<u16>, String> {
+    let listeners = hosts
+        .iter()
+        .map(|host| TcpListener::bind((*host, 0)).map_err(|e| format!("cannot bind {host}:0: {e}")))
+        .collect::<Result<Vec<TcpListener>, String>>()?;
+    Ok(listeners
         .iter()
         .map(|l| l.local_addr().expect("local address").port())
-        .collect()
+        .collect())
+}
+
+/// `host:port` as a socket address (`host` is one of the IPv4 literals above).
+fn socket_addr(host: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(host.parse().expect("an IP address literal"), port)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -685,7 +705,7 @@ impl std::fmt::Debug for Dovecot {
 }
 
 impl Dovecot {
-    /// Starts the usual server (certificate for `localhost`/127.0.0.1). `Err` says why it
+    /// Starts the usual server (certificate for `localhost` and its IPs). `Err` says why it
     /// could not; under `CI=true` that panics instead.
     pub fn start() -> Result<Dovecot, String> {
         Dovecot::start_with(Options::default())
@@ -807,7 +827,7 @@ impl Dovecot {
         let mut conf = format!(
             "# Written by tests/support/dovecot.rs: a private test server.\n\
              protocols = imap\n\
-             listen = 127.0.0.1\n\
+             listen = {imaps_host} {starttls_host}\n\
              base_dir = {d}/run\n\
              state_dir = {d}/state\n\
              log_path = {d}/dovecot.log\n\
@@ -818,7 +838,7 @@ impl Dovecot {
              default_internal_group = {group}\n\
              first_valid_uid = {uid}\n\
              first_valid_gid = {gid}\n\
-             ssl = yes\n\
+             ssl = required\n\
              ssl_cert = <{cert}\n\
              ssl_key = <{key}\n\
              disable_plaintext_auth = yes\n\
@@ -826,8 +846,10 @@ impl Dovecot {
              {passdbs}\
              userdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
              service imap-login {{\n\
-             \x20 inet_listener imap {{\n    address = 127.0.0.1\n    port = {imap}\n  }}\n\
-             \x20 inet_listener imaps {{\n    address = 127.0.0.1\n    port = {imaps}\n    ssl = yes\n  }}\n",
+             \x20 inet_listener imap {{\n    address = {starttls_host}\n    port = {imap}\n  }}\n\
+             \x20 inet_listener imaps {{\n    address = {imaps_host}\n    port = {imaps}\n    ssl = yes\n  }}\n",
+            imaps_host = IMAPS_HOST,
+            starttls_host = STARTTLS_HOST,
             login = id.login_user,
             internal = id.internal_user,
             group = id.internal_group,
@@ -903,7 +925,7 @@ impl Dovecot {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let ports = free_ports(2);
+            let ports = free_ports(&[IMAPS_HOST, STARTTLS_HOST])?;
             self.imaps_port = ports[0];
             self.imap_port = ports[1];
             write_file(&self.conf_path(), self.config().as_bytes(), 0o644)?;
@@ -963,9 +985,13 @@ impl Dovecot {
             if self.master_pid.is_none_or(|pid| !alive(pid)) {
                 self.master_pid = read_pid(&self.master_pid_path()).filter(|&pid| alive(pid));
             }
-            for (i, port) in [self.imaps_port, self.imap_port].into_iter().enumerate() {
+            let ports = [
+                (IMAPS_HOST, self.imaps_port),
+                (STARTTLS_HOST, self.imap_port),
+            ];
+            for (i, (host, port)) in ports.into_iter().enumerate() {
                 if !ready[i] {
-                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                    let addr = socket_addr(host, port);
                     ready[i] =
                         TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
                 }
@@ -975,8 +1001,8 @@ impl Dovecot {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "dovecot did not get ready within {READY_TIMEOUT:?} (master pid {:?}, IMAPS {} ready: {}, \
-                     IMAP {} ready: {})\n--- dovecot.out ---\n{}\n--- dovecot.log ---\n{}",
+                    "dovecot did not get ready within {READY_TIMEOUT:?} (master pid {:?}, IMAPS {IMAPS_HOST}:{} ready: {}, \
+                     IMAP {STARTTLS_HOST}:{} ready: {})\n--- dovecot.out ---\n{}\n--- dovecot.log ---\n{}",
                     self.master_pid,
                     self.imaps_port,
                     ready[0],
@@ -1081,8 +1107,15 @@ impl Dovecot {
 
     // --- what tests need to know ---------------------------------------------------------
 
+    /// Where the IMAPS port listens: 127.0.0.1.
     pub fn host(&self) -> &'static str {
-        "127.0.0.1"
+        IMAPS_HOST
+    }
+
+    /// Where the plain IMAP port (STARTTLS) listens: 127.0.0.2, which refuses a login that
+    /// did not start TLS first.
+    pub fn starttls_host(&self) -> &'static str {
+        STARTTLS_HOST
     }
 
     /// The IMAPS (implicit TLS) port. Changes on every (re)start.
@@ -1090,7 +1123,8 @@ impl Dovecot {
         self.imaps_port
     }
 
-    /// The plain IMAP port that offers STARTTLS. Changes on every (re)start.
+    /// The plain IMAP port that offers STARTTLS, on [`Dovecot::starttls_host`]. Changes on
+    /// every (re)start.
     pub fn imap_port(&self) -> u16 {
         self.imap_port
     }
@@ -1186,7 +1220,7 @@ impl Dovecot {
     // --- IMAP client side ------------------------------------------------------------------
 
     /// A TLS connector that trusts exactly this server's certificate as its root (name and
-    /// validity are checked as usual: connect as `localhost` or `127.0.0.1`).
+    /// validity are checked as usual: connect as `localhost` or the server's IP).
     pub fn tls_connector(&self) -> native_tls::TlsConnector {
         let cert = native_tls::Certificate::from_der(&self.cert.der).expect("DER certificate");
         native_tls::TlsConnector::builder()
@@ -1195,9 +1229,8 @@ impl Dovecot {
             .expect("TLS connector")
     }
 
-    fn tcp(&self, port: u16) -> std::io::Result<TcpStream> {
-        let tcp =
-            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), IO_TIMEOUT)?;
+    fn tcp(&self, host: &str, port: u16) -> std::io::Result<TcpStream> {
+        let tcp = TcpStream::connect_timeout(&socket_addr(host, port), IO_TIMEOUT)?;
         tcp.set_read_timeout(Some(IO_TIMEOUT))?;
         tcp.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(tcp)
@@ -1215,7 +1248,7 @@ impl Dovecot {
         connector: &native_tls::TlsConnector,
         name: &str,
     ) -> imap::Result<ImapClient> {
-        let tls = connector.connect(name, self.tcp(self.imaps_port)?)?;
+        let tls = connector.connect(name, self.tcp(IMAPS_HOST, self.imaps_port)?)?;
         let mut client = imap::Client::new(tls);
         client.read_greeting()?;
         Ok(client)
@@ -1235,7 +1268,7 @@ impl Dovecot {
     ) -> imap::Result<ImapClient> {
         // imap 3.0.0-alpha.15 has no public raw command before login, so the plain-text
         // part (greeting, CAPABILITY, STARTTLS) is spoken here.
-        let mut tcp = self.tcp(self.imap_port)?;
+        let mut tcp = self.tcp(STARTTLS_HOST, self.imap_port)?;
         let greeting = read_line(&mut tcp)?;
         if !greeting.starts_with("* OK") {
             return Err(imap::Error::Io(std::io::Error::other(format!(
@@ -1270,7 +1303,7 @@ impl Dovecot {
     pub fn login_starttls(&self) -> ImapSession {
         let client = self.connect_starttls().unwrap_or_else(|e| {
             panic!(
-                "STARTTLS connect to {}: {e}\n{}",
+                "STARTTLS connect to {STARTTLS_HOST}:{}: {e}\n{}",
                 self.imap_port,
                 self.log()
             )
@@ -1288,7 +1321,7 @@ impl Dovecot {
             .danger_accept_invalid_hostnames(true)
             .build()
             .expect("TLS connector");
-        let tcp = self.tcp(self.imaps_port).unwrap_or_else(|e| {
+        let tcp = self.tcp(IMAPS_HOST, self.imaps_port).unwrap_or_else(|e| {
             panic!(
                 "connect to dovecot on {}: {e}\n{}",
                 self.imaps_port,
