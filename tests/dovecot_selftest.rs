@@ -219,6 +219,9 @@ fn idle_is_woken_by_an_append_from_another_connection() {
     let Some(d) = dovecot_or_skip() else { return };
     let mut session = d.login();
     session.select("INBOX").unwrap();
+    // No IDLE yet: the server says so, and a wait for one ends empty-handed.
+    assert!(!d.is_idling());
+    assert!(!d.wait_for_idle(Duration::from_millis(50)));
 
     // Nothing arrives: IDLE ends by its timeout.
     let began = Instant::now();
@@ -231,16 +234,22 @@ fn idle_is_woken_by_an_append_from_another_connection() {
     assert_eq!(outcome, WaitOutcome::TimedOut);
     assert!(began.elapsed() < Duration::from_secs(5));
 
-    // A delivery on another connection wakes it well before the timeout.
+    // A delivery on another connection, made once the server has the IDLE (seen from its
+    // process, not guessed with a sleep), wakes it: MailboxChanged, not TimedOut.
+    let idle_timeout = Duration::from_secs(60);
     let began = Instant::now();
     let (outcome, uid) = std::thread::scope(|scope| {
         let deliver = scope.spawn(|| {
-            std::thread::sleep(Duration::from_millis(400));
+            assert!(
+                d.wait_for_idle(idle_timeout),
+                "the server never saw the IDLE\n{}",
+                d.log()
+            );
             d.append("INBOX", &message("wake-up"))
         });
         let outcome = session
             .idle()
-            .timeout(Duration::from_secs(8))
+            .timeout(idle_timeout)
             .keepalive(false)
             .wait_while(stop_on_any)
             .expect("IDLE");
@@ -249,10 +258,7 @@ fn idle_is_woken_by_an_append_from_another_connection() {
     let waited = began.elapsed();
     eprintln!("IDLE woke after {waited:?}");
     assert_eq!(outcome, WaitOutcome::MailboxChanged);
-    assert!(
-        waited < Duration::from_secs(5),
-        "woken only after {waited:?}"
-    );
+    assert!(waited < idle_timeout, "woken only after {waited:?}");
     let found = session.uid_search("ALL").unwrap();
     assert!(found.contains(&uid), "{found:?}");
     session.logout().unwrap();

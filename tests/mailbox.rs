@@ -499,7 +499,7 @@ fn a_server_killed_mid_run_loses_and_duplicates_nothing() {
 fn wait_returns_when_idle_sees_the_mail_arrive() {
     let Some(mut f) = Fixture::new() else { return };
     let mail = f.fulfillment_mail("www.idle.example.com", true);
-    let child = f
+    let mut child = f
         .home
         .fulfill_process()
         .arg("--config")
@@ -509,8 +509,24 @@ fn wait_returns_when_idle_sees_the_mail_arrive() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Let it finish its first pass and enter IDLE, then deliver.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Deliver once it has finished its first pass and waits in IDLE: seen on the server,
+    // not guessed with a sleep. A run that ends before that fails here with its output.
+    let started = Instant::now();
+    while !f.dovecot.is_idling() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "poll --wait ended ({status}) before it waited in IDLE:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        if started.elapsed() > Duration::from_secs(50) {
+            let _ = child.kill();
+            panic!("poll --wait never waited in IDLE\n{}", f.dovecot.log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let delivered = Instant::now();
     f.dovecot.append("INBOX", &mail);
     let output = child.wait_with_output().unwrap();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
-use support::dovecot::{Dovecot, dovecot_or_skip};
+use support::dovecot::{Dovecot, deliver_when_idle, dovecot_or_skip};
 use support::portal::{Account, Fault, LocalPortal, OrderSpec};
 use support::{Home, open_db, stdout_json};
 
@@ -80,9 +80,10 @@ impl Fixture {
             ),
         )
         .unwrap();
-        // The CA: on a FulfillmentEmail resend, deliver that order's mails after a moment.
+        // The CA: on a FulfillmentEmail resend, deliver that order's mails while fulfill
+        // waits for them (in IDLE, as the server sees it; not after a guessed delay).
         let outbox: Outbox = Arc::default();
-        let (mails, server) = (outbox.clone(), dovecot.clone());
+        let (mails, server) = (outbox.clone(), Arc::downgrade(&dovecot));
         portal.set_on_resend(Some(Box::new(move |order_id| {
             let pending = mails
                 .lock()
@@ -90,13 +91,9 @@ impl Fixture {
                 .get(&order_id)
                 .cloned()
                 .unwrap_or_default();
-            let server = server.clone();
-            std::thread::spawn(move || {
-                for mail in pending {
-                    std::thread::sleep(Duration::from_millis(300));
-                    server.append("INBOX", &mail);
-                }
-            });
+            if let Some(server) = server.upgrade() {
+                deliver_when_idle(&server, "INBOX", pending);
+            }
         })));
         Some(Fixture {
             dovecot,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use support::dovecot::{Dovecot, dovecot_or_skip};
+use support::dovecot::{Dovecot, deliver_when_idle, dovecot_or_skip};
 use support::portal::{Account, Auth, Fault, LocalPortal, OrderSpec};
 use support::{Home, open_db};
 use tempfile::TempDir;
@@ -327,9 +327,10 @@ impl Fixture {
         .expect("hook");
         fs::set_permissions(&hook, fs::Permissions::from_mode(0o700)).expect("chmod hook");
 
-        // The CA: on a FulfillmentEmail resend, deliver that order's mail after a moment.
+        // The CA: on a FulfillmentEmail resend, deliver that order's mail while fulfill
+        // waits for it (in IDLE, as the server sees it; not after a guessed delay).
         let outbox: Outbox = Arc::default();
-        let (mails, server) = (outbox.clone(), dovecot.clone());
+        let (mails, server) = (outbox.clone(), Arc::downgrade(&dovecot));
         portal.set_on_resend(Some(Box::new(move |order_id| {
             let mail = mails
                 .lock()
@@ -337,11 +338,9 @@ impl Fixture {
                 .get(&order_id)
                 .cloned()
                 .unwrap_or_default();
-            let server = server.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                server.append("INBOX", &mail);
-            });
+            if let Some(server) = server.upgrade() {
+                deliver_when_idle(&server, "INBOX", vec![mail]);
+            }
         })));
         Some(Fixture {
             dovecot,

@@ -33,6 +33,10 @@
 //!   it comes from 127.0.0.1 (Linux picks the loopback route's source address), the
 //!   connection is not "secured", the greeting says `LOGINDISABLED` and a login before
 //!   STARTTLS is refused ("Plaintext authentication disabled").
+//! - With `verbose_proctitle = yes` an `imap` process is titled `dovecot/imap [USER IP CMD]`
+//!   while a command runs, so `[... IDLE]` while its client waits in IDLE: how a test knows
+//!   a client is waiting before it delivers mail ([`Dovecot::is_idling`],
+//!   [`deliver_when_idle`]), instead of sleeping for a guessed while.
 //! - After a failed login Dovecot delays every next attempt from the same IP (2 s, 4 s, ...
 //!   up to 15 s, its "auth penalty"): turned off here, so a refused login costs ~0.5 s.
 //! - Stopped right after its start, the master lingers ~5 s; `stop()` does not wait for it
@@ -421,6 +425,21 @@ fn proc_name(pid: u32) -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+/// Whether an `imap` process's title says it is in IDLE. With `verbose_proctitle = yes`
+/// Dovecot titles it `dovecot/imap [USER IP COMMAND]` while a command runs, and IDLE runs
+/// until the client sends DONE.
+fn imap_process_in_idle(pid: u32) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let title = String::from_utf8_lossy(&cmdline);
+    let title = title.split('\0').next().unwrap_or_default();
+    title
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .is_some_and(|(state, _)| state.split_whitespace().any(|word| word == "IDLE"))
 }
 
 fn send_signal(pids: &[u32], signal: &str) {
@@ -832,6 +851,7 @@ impl Dovecot {
              state_dir = {d}/state\n\
              log_path = {d}/dovecot.log\n\
              auth_verbose = yes\n\
+             verbose_proctitle = yes\n\
              auth_failure_delay = 0\n\
              default_login_user = {login}\n\
              default_internal_user = {internal}\n\
@@ -1103,6 +1123,34 @@ impl Dovecot {
     /// Whether the master process is alive.
     pub fn is_running(&self) -> bool {
         self.master_pid.is_some_and(alive)
+    }
+
+    /// Whether a client of this server is in IDLE right now: the server has its IDLE
+    /// command and will tell it of new mail (read from the `imap` processes' titles, see
+    /// [`imap_process_in_idle`]). The sessions the helpers open for themselves never IDLE.
+    pub fn is_idling(&self) -> bool {
+        let Some(master) = self.master_pid() else {
+            return false;
+        };
+        session_members(master)
+            .into_iter()
+            .any(|pid| proc_name(pid) == "imap" && imap_process_in_idle(pid))
+    }
+
+    /// Waits until a client of this server is in IDLE ([`Dovecot::is_idling`]), for at most
+    /// `timeout`; whether one was. For a test that must deliver mail while a client waits,
+    /// instead of sleeping and hoping it has started waiting by then.
+    pub fn wait_for_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_idling() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     // --- what tests need to know ---------------------------------------------------------
@@ -1630,6 +1678,44 @@ impl Drop for Dovecot {
             eprintln!("kept the test Dovecot's dir: {}", self.dir.path().display());
         }
     }
+}
+
+/// Delivers `mails` to `folder` from a thread of its own, as a CA's mail server would while
+/// a client waits for them: each one (by APPEND, in order) once a client of the server is
+/// in IDLE ([`Dovecot::is_idling`]). Not after a fixed delay: on a busy machine the client
+/// may not be waiting yet, or may have been waiting for long. Holds the server only
+/// weakly: once the test drops it, undelivered mail is given up (and said so on stderr).
+pub fn deliver_when_idle(
+    server: &Arc<Dovecot>,
+    folder: &str,
+    mails: Vec<Vec<u8>>,
+) -> thread::JoinHandle<()> {
+    let server = Arc::downgrade(server);
+    let folder = folder.to_string();
+    thread::Builder::new()
+        .name("deliver when idle".into())
+        .spawn(move || {
+            let count = mails.len();
+            for (i, mail) in mails.into_iter().enumerate() {
+                loop {
+                    let Some(dovecot) = server.upgrade() else {
+                        eprintln!(
+                            "deliver_when_idle: the server was dropped before a client waited \
+                             in IDLE; {} of {count} mails undelivered",
+                            count - i
+                        );
+                        return;
+                    };
+                    if dovecot.is_idling() {
+                        dovecot.append(&folder, &mail);
+                        break;
+                    }
+                    drop(dovecot);
+                    thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+        .expect("spawn the delivery thread")
 }
 
 fn append_on(
