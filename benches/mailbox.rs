@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 mod dovecot;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Runs a no-news poll this many times and reports the median.
@@ -45,10 +44,9 @@ fn poll(dovecot: &dovecot::Dovecot, home: &std::path::Path) -> Run {
     )
     .expect("write config");
     let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_fulfill"))
+    // Nothing of the developer's environment (config, database, credentials) reaches it.
+    let output = dovecot::env::command(env!("CARGO_BIN_EXE_fulfill"))
         .env("HOME", home)
-        .env_remove("XDG_DATA_HOME")
-        .env_remove("XDG_CONFIG_HOME")
         .arg("--config")
         .arg(&config)
         .args(["--json", "poll"])
