@@ -805,3 +805,84 @@ fn hostile_names_are_printed_escaped() {
         "{details:?}"
     );
 }
+
+/// A database or folder that others can read still works, with a warning that gives the
+/// `chmod` to run.
+#[test]
+fn a_database_readable_by_others_is_pointed_out() {
+    let home = Home::new();
+    home.with_samples()
+        .args(["import", "--no-upload"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .assert()
+        .success();
+    let db = home.default_db();
+    let folder = db.parent().unwrap().to_path_buf();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    home.fulfill().arg("list").assert().success().stderr(
+        predicate::str::contains(format!("run `chmod 600 {}`", db.display())).and(
+            predicate::str::contains(format!("run `chmod 700 {}`", folder.display())),
+        ),
+    );
+}
+
+/// A config file that names commands (`*_cmd`, `deploy_hook`) and that others may change
+/// is refused, as sshd's StrictModes refuses such an authorized_keys.
+#[test]
+fn a_config_with_commands_that_others_can_change_is_refused() {
+    let home = Home::new();
+    let folder = home.path().join("etc");
+    std::fs::create_dir(&folder).unwrap();
+    let config = folder.join("config.toml");
+    for (text, key) in [
+        (
+            "[portal]\nusername = \"u\"\napi_key_cmd = \"echo k\"\n",
+            "[portal] api_key_cmd",
+        ),
+        ("deploy_hook = \"true\"\n", "deploy_hook"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+        home.fulfill()
+            .arg("--config")
+            .arg(&config)
+            .arg("list")
+            .assert()
+            .code(2)
+            .stderr(
+                predicate::str::contains(config.display().to_string())
+                    .and(predicate::str::contains(key))
+                    .and(predicate::str::contains("writable by other users")),
+            );
+        // Its folder counts too.
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+        home.fulfill()
+            .arg("--config")
+            .arg(&config)
+            .arg("list")
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!(
+                "{} is writable",
+                folder.display()
+            )));
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        home.fulfill()
+            .arg("--config")
+            .arg(&config)
+            .arg("list")
+            .assert()
+            .success();
+    }
+    // Without commands, the same modes are accepted.
+    std::fs::write(&config, "[keys]\ndirs = []\n").unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    home.fulfill()
+        .arg("--config")
+        .arg(&config)
+        .arg("list")
+        .assert()
+        .success();
+}

@@ -551,6 +551,43 @@ fn portal_faults_during_resend_and_upload() {
     );
 }
 
+/// A row in the database is not a trust anchor: a certificate recorded by an earlier run
+/// whose upload failed is checked by the four rules again before it is uploaded, and one
+/// changed in the database since (here: its chain taken away) is not uploaded.
+#[test]
+fn a_recorded_certificate_is_validated_again_before_its_upload() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.recheck.example.com");
+    f.on_resend_send(&order, vec![order.mail.clone()]);
+    let refused =
+        r#"{"error":"Unable to validate the certificate.","code":"SoftLayer_Exception_Public"}"#;
+    f.portal.inject(
+        "createObject",
+        Fault::Raw {
+            status: 500,
+            body: refused.into(),
+        },
+        1,
+    );
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "30s"]);
+    assert_eq!(code, Some(1), "{results:#}");
+    assert_eq!(f.order_state(order.id).as_deref(), Some("upload_failed"));
+
+    let db = rusqlite::Connection::open(f.home.default_db()).unwrap();
+    db.execute("UPDATE certificates SET chain_pem = ''", [])
+        .unwrap();
+    drop(db);
+    let (code, results, _) = f.run(&["--order", &order.id.to_string(), "--timeout", "5s"]);
+    assert_eq!(code, Some(1), "{results:#}");
+    assert_eq!(results[0]["outcome"], "failed");
+    let reason = results[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no longer passes the rules") && reason.contains("rule 4"),
+        "{reason}"
+    );
+    assert!(f.portal.certificates().is_empty(), "nothing uploaded");
+}
+
 #[test]
 fn dry_run_changes_nothing() {
     let Some(mut f) = Fixture::new() else { return };

@@ -90,6 +90,26 @@ pub struct ValidationSection {
     pub trust_roots: Option<Vec<Parsed<TrustRoots>>>,
 }
 
+impl ConfigFile {
+    /// The first key that names a command fulfill runs, if any.
+    pub fn command_key(&self) -> Option<&'static str> {
+        [
+            (self.portal.api_key_cmd.is_some(), "[portal] api_key_cmd"),
+            (
+                self.mailbox.password_cmd.is_some(),
+                "[mailbox] password_cmd",
+            ),
+            (
+                self.mailbox.oauth2_token_cmd.is_some(),
+                "[mailbox] oauth2_token_cmd",
+            ),
+            (self.deploy_hook.is_some(), "deploy_hook"),
+        ]
+        .into_iter()
+        .find_map(|(set, key)| set.then_some(key))
+    }
+}
+
 /// The value of an optional duration key, or its default.
 pub fn duration_or(value: &DurationValue, default: std::time::Duration) -> std::time::Duration {
     value

@@ -34,6 +34,16 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error(
+        "{path} sets {what}, which fulfill runs as a command, but {why}: anyone who can change \
+         it can run commands as this user. Run `chmod go-w {path}` (and on its folder), as \
+         sshd's StrictModes asks of authorized_keys"
+    )]
+    UnsafeCommandFile {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
     #[error("{0}")]
     NoHome(String),
 }
@@ -195,10 +205,54 @@ fn read_file(path: &Path) -> Result<ConfigFile, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+    let file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
         path: path.to_path_buf(),
         message: toml_error_without_source(&text, &e),
-    })
+    })?;
+    if let Some(what) = file.command_key() {
+        refuse_writable_by_others(path, what)?;
+    }
+    Ok(file)
+}
+
+/// A file that names commands fulfill runs must be changeable by its owner only, and the
+/// owner must be the user running fulfill or root; so must its folder (sshd's StrictModes).
+fn refuse_writable_by_others(path: &Path, what: &'static str) -> Result<(), ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let folder = path.parent().filter(|f| !f.as_os_str().is_empty());
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for place in [Some(path), folder].into_iter().flatten() {
+        let meta = std::fs::metadata(place).map_err(|source| ConfigError::Read {
+            path: place.to_path_buf(),
+            source,
+        })?;
+        let mode = meta.mode() & 0o7777;
+        // A sticky folder (/tmp) lets others create files, not replace ours.
+        let writable =
+            mode & 0o022 != 0 && !(place == folder.unwrap_or(path) && mode & 0o1000 != 0);
+        let why = if writable {
+            format!(
+                "{} is writable by other users (mode {:o})",
+                place.display(),
+                mode & 0o777
+            )
+        } else if meta.uid() != me && meta.uid() != 0 {
+            format!(
+                "{} belongs to another user (uid {})",
+                place.display(),
+                meta.uid()
+            )
+        } else {
+            continue;
+        };
+        return Err(ConfigError::UnsafeCommandFile {
+            path: path.to_path_buf(),
+            what,
+            why,
+        });
+    }
+    Ok(())
 }
 
 /// Where and what the parse error is, without the line of the file that toml's own

@@ -22,10 +22,12 @@ use super::order_keys::RecordedCertificates;
 use super::upload::{TemplateParts, certificate_template};
 use super::{Checks, Destination, Folder, certificate_key, scan_mailbox};
 use crate::exit::Exit;
+use crate::extract;
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::portal::types::SslOrder;
 use crate::portal::{Portal, PortalError};
 use crate::store::{CertificateRow, OrderState, Store, StoreError, timestamp};
+use crate::validate::{self, Expectations};
 
 /// How the loop behaves.
 #[derive(Debug, Clone)]
@@ -368,11 +370,13 @@ impl ResendLoop<'_> {
         if self.options.dry_run {
             return Ok(());
         }
-        let outcome = self.template_for(order, row).and_then(|template| {
-            self.portal
-                .upload_certificate(&template, &row.common_name, &row.sha256)
-                .map_err(anyhow::Error::new)
-        });
+        let outcome = (self.revalidate(order, row, now))
+            .and_then(|()| self.template_for(order, row))
+            .and_then(|template| {
+                self.portal
+                    .upload_certificate(&template, &row.common_name, &row.sha256)
+                    .map_err(anyhow::Error::new)
+            });
         match outcome {
             Ok(uploaded) => {
                 if let Some(store) = self.store.as_deref() {
@@ -392,6 +396,43 @@ impl ResendLoop<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A row in the database is not a trust anchor: a certificate recorded by an earlier
+    /// run must pass the four rules again, now, before it is uploaded.
+    fn revalidate(
+        &self,
+        order: &SslOrder,
+        row: &CertificateRow,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<()> {
+        let recorded = format!("{}{}", row.certificate_pem, row.chain_pem);
+        let source = format!("certificate #{} in the database", row.id);
+        let extraction = extract::extract_any(recorded.as_bytes(), &source, &self.checks.limits)?;
+        let expectations = Expectations {
+            name: order.common_name.clone(),
+            keys: self.checks.expectations.keys.clone(),
+        };
+        let report = validate::validate(
+            &extraction.certificates,
+            &expectations,
+            &self.checks.trust_anchors,
+            now,
+        );
+        if report.accepted().any(|a| a.leaf.sha256 == row.sha256) {
+            return Ok(());
+        }
+        let reasons: Vec<String> = (report.rejected())
+            .flat_map(|r| r.reasons.iter().map(|reason| reason.to_string()))
+            .collect();
+        anyhow::bail!(
+            "{source} no longer passes the rules, so it is not uploaded: {}",
+            if reasons.is_empty() {
+                "no certificate in it".into()
+            } else {
+                reasons.join("; ")
+            }
+        )
     }
 
     /// The upload template of a recorded certificate, with the private key that matches

@@ -10,7 +10,7 @@ mod migrations;
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -256,6 +256,28 @@ pub(crate) fn create_private_folder_for(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// fulfill creates the database 0600 in a 0700 folder; one made or changed by hand that
+/// group or others can read shows certificates' provenance and the audit trail to them.
+/// It still works (the user may mean it), but says how to close it.
+fn warn_if_readable_by_others(database: &Path) {
+    let folder = database.parent().filter(|f| !f.as_os_str().is_empty());
+    for (path, private) in [(Some(database), "600"), (folder, "700")] {
+        let Some(mode) = path
+            .and_then(|p| fs::metadata(p).ok())
+            .map(|m| m.mode() & 0o777)
+        else {
+            continue;
+        };
+        if let Some(path) = path.filter(|_| mode & 0o077 != 0) {
+            log::warn!(
+                "{} can be read by other users (mode {mode:o}); run `chmod {private} {}`",
+                crate::text::printable(&path.display().to_string()),
+                crate::text::printable(&path.display().to_string())
+            );
+        }
+    }
+}
+
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -279,6 +301,7 @@ impl Store {
                     source,
                 })?;
         }
+        warn_if_readable_by_others(path);
         let conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
@@ -298,6 +321,7 @@ impl Store {
         if !path.exists() {
             return Ok(None);
         }
+        warn_if_readable_by_others(path);
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
             |source| StoreError::Open {
                 path: path.to_path_buf(),
