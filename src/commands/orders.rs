@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Context, Report, Table, connect_portal};
 use crate::exit::Exit;
-use crate::pipeline::RecordedCertificates;
-use crate::store::Store;
+use crate::pipeline::pending::{Pendency, assess_orders};
+use crate::store::{Store, timestamp};
 
 #[derive(Debug, Args)]
 pub struct OrdersArgs {}
@@ -28,6 +28,14 @@ struct OrderLine {
     technical_contact_email: Option<String>,
     /// The `certificates` row fulfill holds for this order, if any.
     imported_certificate_id: Option<i64>,
+    /// Whether `resend-and-import --all-pending` works on it.
+    pending: bool,
+    /// Why it is pending or not (`reason` names the case, in snake case).
+    pendency: Pendency,
+    /// In words, for a person.
+    pending_reason: String,
+    /// When the next resend is due, for a pending order that waits for it.
+    next_resend: Option<String>,
 }
 
 impl OrdersArgs {
@@ -37,28 +45,29 @@ impl OrdersArgs {
         let orders = portal
             .ssl_orders(account)
             .context("listing the SSL orders")?;
-        // Ask for the status names only when the mask did not bring them.
-        let statuses =
-            if (orders.iter()).any(|o| o.status_name(&[]).is_none() && o.status_id.is_some()) {
-                portal
-                    .request_statuses()
-                    .context("reading the order status names")?
-            } else {
-                Vec::new()
-            };
         let store = Store::open_read_only(&context.settings.database)?;
-        let recorded = RecordedCertificates::load(store.as_ref())?;
-        let lines: Vec<OrderLine> = (orders.iter())
-            .map(|order| OrderLine {
+        let assessed = assess_orders(
+            &portal,
+            store.as_ref(),
+            &orders,
+            context.settings.resend_cooldown,
+            context.now,
+        )?;
+        let lines: Vec<OrderLine> = (orders.iter().zip(assessed))
+            .map(|(order, assessed)| OrderLine {
                 id: order.id,
                 common_name: order.common_name.clone(),
-                status: order.status_name(&statuses),
+                status: assessed.status,
                 status_id: order.status_id,
                 created: order.create_date.clone(),
                 expires: order.expiration_date.clone(),
                 approver_email: order.approver_email_address.clone(),
                 technical_contact_email: order.technical_contact_email_address.clone(),
-                imported_certificate_id: recorded.for_order(order).map(|row| row.id),
+                imported_certificate_id: assessed.recorded,
+                pending: assessed.pendency.is_pending(),
+                pending_reason: assessed.pendency.why(),
+                next_resend: assessed.pendency.next_resend().map(timestamp),
+                pendency: assessed.pendency,
             })
             .collect();
         context.output.print(&OrdersReport(lines))?;
@@ -84,6 +93,7 @@ impl Report for OrdersReport {
             "EXPIRES",
             "MAILED TO",
             "IMPORTED",
+            "PENDING",
         ]);
         for line in &self.0 {
             table.row(vec![
@@ -96,6 +106,10 @@ impl Report for OrdersReport {
                 line.imported_certificate_id
                     .map(|id| format!("yes (#{id})"))
                     .unwrap_or_else(|| "no".into()),
+                match line.pending {
+                    true => format!("yes: {}", line.pending_reason),
+                    false => format!("no: {}", line.pending_reason),
+                },
             ]);
         }
         table.write(out)

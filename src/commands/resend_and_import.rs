@@ -16,9 +16,11 @@ use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
 use crate::pipeline::deploy::DeployHook;
 use crate::pipeline::keys_for_orders;
+use crate::pipeline::pending::{assess_orders, record_from_portal};
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
 use crate::portal::Portal;
 use crate::portal::types::SslOrder;
+use crate::store::Store;
 use crate::text::printable;
 
 #[derive(Debug, Args)]
@@ -64,10 +66,10 @@ impl ResendAndImportArgs {
             "--timeout plus [mailbox] run_timeout",
         );
         let portal = connect_portal(settings)?;
-        let orders = self.orders(&portal)?;
+        let mut store = open_store(settings, self.dry_run)?;
+        let orders = self.orders(&portal, store.as_mut(), context)?;
         let keys = keys_for_orders(&orders, load_known_keys(settings, &[])?);
         let checks = import_checks(settings, None, keys)?;
-        let mut store = open_store(settings, self.dry_run)?;
         let mut session = Session::connect(&mailbox).with_context(|| {
             format!(
                 "connecting to the mailbox {}:{}",
@@ -91,9 +93,15 @@ impl ResendAndImportArgs {
         Ok(exit)
     }
 
-    /// The orders named with `--order`, or with `--all-pending` every order of the account
-    /// that is not canceled.
-    fn orders(&self, portal: &Portal) -> anyhow::Result<Vec<SslOrder>> {
+    /// The orders named with `--order`, or with `--all-pending` the pending orders of the
+    /// account (`pipeline::pending`). An order whose certificate turns out to be in the
+    /// portal's store already is recorded with its portal id, and not worked on.
+    fn orders(
+        &self,
+        portal: &Portal,
+        mut store: Option<&mut Store>,
+        context: &Context,
+    ) -> anyhow::Result<Vec<SslOrder>> {
         if !self.all_pending {
             return (self.order.iter())
                 .map(|id| {
@@ -104,13 +112,34 @@ impl ResendAndImportArgs {
                 .collect();
         }
         let account = portal.account_id().context("finding the portal account")?;
-        Ok(portal
+        let orders = portal
             .ssl_orders(account)
-            .context("listing the SSL orders")?
-            .into_iter()
-            // A canceled order will never be fulfilled (docs/softlayer-api.md §1.5).
-            .filter(|o| !o.is_canceled())
-            .collect())
+            .context("listing the SSL orders")?;
+        let (cooldown, now) = (context.settings.resend_cooldown, context.now);
+        let assessed = assess_orders(portal, store.as_deref(), &orders, cooldown, now)?;
+        let mut pending = Vec::new();
+        for (order, assessed) in orders.into_iter().zip(assessed) {
+            // A dry run reads the database only, and records nothing.
+            let writable = store.as_deref_mut().filter(|_| !self.dry_run);
+            if let (Some(found), Some(store)) = (&assessed.in_portal, writable) {
+                let id = record_from_portal(store, &order, found, now)?;
+                log::info!(
+                    "order {}: its certificate is in the portal store ({}); recorded as #{id}, not resent",
+                    order.id,
+                    found.id
+                );
+            }
+            if assessed.pendency.is_pending() {
+                pending.push(order);
+            } else {
+                log::debug!(
+                    "order {}: not pending: {}",
+                    order.id,
+                    assessed.pendency.why()
+                );
+            }
+        }
+        Ok(pending)
     }
 
     fn loop_options(&self, context: &Context) -> LoopOptions {
@@ -125,6 +154,8 @@ impl ResendAndImportArgs {
             resend: !self.no_resend,
             timeout: self.timeout,
             cooldown: settings.resend_cooldown,
+            // An order named on the command line is waited for, due or not.
+            wait_when_not_due: !self.all_pending,
             dry_run: self.dry_run,
             deploy_hook,
         }
@@ -152,11 +183,15 @@ impl Report for OrdersReport<'_> {
         Ok(())
     }
 
-    /// Nothing to say with -q when every order's certificate was already in.
+    /// Nothing to say with -q when every order's certificate was already in, or every
+    /// pending order waits for its next resend.
     fn is_routine(&self) -> bool {
-        self.0
-            .iter()
-            .all(|r| r.outcome == OrderOutcome::AlreadyImported)
+        (self.0.iter()).all(|r| {
+            matches!(
+                r.outcome,
+                OrderOutcome::AlreadyImported | OrderOutcome::NotDue
+            )
+        })
     }
 }
 

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::deploy::DeployHook;
 use super::order_keys::RecordedCertificates;
+use super::pending::next_resend_due;
 use super::upload::{TemplateParts, certificate_template};
 use super::{Checks, Destination, Folder, certificate_key, scan_mailbox};
 use crate::exit::Exit;
@@ -36,8 +36,12 @@ pub struct LoopOptions {
     pub resend: bool,
     /// How long to wait for the mails.
     pub timeout: Duration,
-    /// No second resend for an order within this time of the last.
+    /// No second resend for an order within this time of the last; doubled for every
+    /// resend in a row that brought no mail (`pending::next_resend_due`).
     pub cooldown: Duration,
+    /// Wait for the mail of an order whose next resend is not due yet (an order named
+    /// with `--order`); without, such an order is reported as not due (`--all-pending`).
+    pub wait_when_not_due: bool,
     pub dry_run: bool,
     pub deploy_hook: Option<DeployHook>,
 }
@@ -59,6 +63,9 @@ pub enum OrderOutcome {
     WouldResend,
     /// Dry run: the mail would be waited for (resend within the cooldown, or --no-resend).
     WouldWait,
+    /// `--all-pending`: the last resend brought no mail and the next is not due yet; the
+    /// mailbox was looked at, not waited on.
+    NotDue,
 }
 
 impl OrderOutcome {
@@ -72,6 +79,7 @@ impl OrderOutcome {
             OrderOutcome::WouldUpload => "would upload",
             OrderOutcome::WouldResend => "would resend",
             OrderOutcome::WouldWait => "would wait",
+            OrderOutcome::NotDue => "resend not due",
         }
     }
 
@@ -115,8 +123,14 @@ impl OrderResult {
         }
     }
 
+    /// Still to be waited for.
     fn settled(&self) -> bool {
         self.outcome != OrderOutcome::TimedOut
+    }
+
+    /// Its certificate may still come in this run: waited for, or looked for in passing.
+    fn open(&self) -> bool {
+        matches!(self.outcome, OrderOutcome::TimedOut | OrderOutcome::NotDue)
     }
 
     fn with_row(&mut self, outcome: OrderOutcome, row: &CertificateRow) {
@@ -282,7 +296,7 @@ impl ResendLoop<'_> {
         };
         let scan = scan_mailbox(self.session, &folder, &self.checks, &mut destination, now)?;
         for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
-            if result.settled() {
+            if !result.open() {
                 continue;
             }
             let found = (scan.results.iter())
@@ -319,25 +333,25 @@ impl ResendLoop<'_> {
         result: &mut OrderResult,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
-        let last = match self.store.as_deref() {
-            Some(store) => store.order(order.id)?.and_then(|o| o.resend_requested_at),
+        let state = match self.store.as_deref() {
+            Some(store) => store.order(order.id)?,
             None => None,
         };
-        let recent = last
-            .as_deref()
-            .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok())
-            .filter(|at| now - *at < self.options.cooldown);
-        if !self.options.resend || recent.is_some() {
+        let due = next_resend_due(state.as_ref(), self.options.cooldown).filter(|due| *due > now);
+        if !self.options.resend || due.is_some() {
             if self.options.dry_run {
                 result.outcome = OrderOutcome::WouldWait;
             }
-            if let Some(at) = recent {
+            if let Some(due) = due {
                 log::info!(
-                    "order {}: resend already requested at {}; waiting for that mail (resend_cooldown {})",
+                    "order {}: the last resend brought no mail yet; the next is due at {}",
                     order.id,
-                    timestamp(at),
-                    humantime::format_duration(self.options.cooldown)
+                    timestamp(due)
                 );
+                if !self.options.wait_when_not_due && !self.options.dry_run {
+                    result.outcome = OrderOutcome::NotDue;
+                    result.reason = Some(format!("next resend at {}", timestamp(due)));
+                }
             }
             return Ok(());
         }

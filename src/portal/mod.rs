@@ -26,6 +26,9 @@ use self::types::{
 use crate::secret::Secret;
 
 /// softlayer-python's `API_PUBLIC_ENDPOINT_REST` with the v3.1 path (§3.1).
+/// The most pages of a list `fulfill` reads before it gives up (`certificates_named`).
+pub const MAX_PAGES: usize = 50;
+
 pub const DEFAULT_ENDPOINT: &str = "https://api.softlayer.com/rest/v3.1/";
 
 /// How to reach the portal. Built by `config`, which resolves where each value comes from.
@@ -286,17 +289,31 @@ impl Portal {
         }
     }
 
-    /// The store's certificates named `common_name` whose certificate is the one with this
-    /// SHA-256. The filter narrows the answer; the fingerprint decides (§2.4: a filter the
-    /// API does not understand is silently ignored).
+    /// The certificate in the store whose DER has this SHA-256, looked for among those
+    /// with its common name (the filter narrows the answer; the fingerprint decides,
+    /// §2.4: a filter the API does not know is ignored, not refused).
     pub fn find_certificate(
         &self,
         common_name: &str,
         sha256: &str,
     ) -> Result<Option<StoredCertificate>, PortalError> {
+        Ok(self.certificates_named(common_name)?.into_iter().find(|c| {
+            c.certificate
+                .as_deref()
+                .is_some_and(|pem| pem_sha256(pem).as_deref() == Some(sha256))
+        }))
+    }
+
+    /// The store's certificates whose common name is `common_name`, page by page, at most
+    /// [`MAX_PAGES`] pages: an account whose store answers more has something odd about
+    /// it, and a run must end.
+    pub fn certificates_named(
+        &self,
+        common_name: &str,
+    ) -> Result<Vec<StoredCertificate>, PortalError> {
         const PAGE: usize = 100;
-        let mut offset = 0;
-        loop {
+        let mut found = Vec::new();
+        for page_number in 0..MAX_PAGES {
             let mut call = Call::new("SoftLayer_Account", "getSecurityCertificates");
             call.mask = Some(STORED_CERTIFICATE_MASK);
             call.filter = Some(json!({
@@ -306,21 +323,21 @@ impl Portal {
                     "id": {"operation": "orderBy", "options": [{"name": "sort", "value": ["ASC"]}]}
                 }
             }));
-            call.result_limit = Some((offset, PAGE));
+            call.result_limit = Some((page_number * PAGE, PAGE));
             let page: ListOf<StoredCertificate> = self.call(&call)?;
-            let count = page.0.len();
-            if let Some(found) = page.0.into_iter().find(|c| {
-                c.certificate
-                    .as_deref()
-                    .is_some_and(|pem| pem_sha256(pem).as_deref() == Some(sha256))
-            }) {
-                return Ok(Some(found));
+            let full = page.0.len() == PAGE;
+            found.extend(page.0);
+            if !full {
+                return Ok(found);
             }
-            if count < PAGE {
-                return Ok(None);
-            }
-            offset += PAGE;
         }
+        Err(PortalError::Unexpected {
+            call: "SoftLayer_Account::getSecurityCertificates".into(),
+            why: format!(
+                "more than {} certificates named {common_name}; stopped after {MAX_PAGES} pages",
+                MAX_PAGES * PAGE
+            ),
+        })
     }
 
     /// Uploads a certificate unless the store already has it. After a fault that may have

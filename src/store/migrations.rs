@@ -49,4 +49,7 @@ pub const MIGRATIONS: &[&str] = &[
         detail    TEXT NOT NULL
     );
     CREATE INDEX events_order_id ON events (order_id);",
+    // 2: how many resends in a row got no mail, for the backoff between resends
+    // (docs/architecture.md, "Pending orders").
+    "ALTER TABLE orders ADD COLUMN resend_attempts INTEGER NOT NULL DEFAULT 0;",
 ];

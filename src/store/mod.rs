@@ -114,6 +114,9 @@ pub enum OrderState {
     ResendFailed,
     /// Recorded locally, but the upload to the portal failed; the next run retries.
     UploadFailed,
+    /// The API refused `resendEmail` outright (a `SoftLayer_Exception_*`, such as a retired
+    /// product): `--all-pending` leaves the order alone until it is named with `--order`.
+    Refused,
 }
 
 impl OrderState {
@@ -124,6 +127,7 @@ impl OrderState {
             OrderState::Imported => "imported",
             OrderState::ResendFailed => "resend_failed",
             OrderState::UploadFailed => "upload_failed",
+            OrderState::Refused => "refused",
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct OrderRow {
     /// this one does not know).
     pub state: String,
     pub resend_requested_at: Option<String>,
+    /// Resends in a row that brought no mail yet (0 once the certificate is in).
+    pub resend_attempts: i64,
     pub last_error: Option<String>,
     pub updated_at: String,
 }
@@ -541,12 +547,17 @@ impl Store {
         let last_error = last_error.map(printable);
         let tx = self.conn.unchecked_transaction().map_err(sql)?;
         tx.execute(
-            "INSERT INTO orders (order_id, common_name, state, resend_requested_at, last_error, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+            "INSERT INTO orders (order_id, common_name, state, resend_requested_at, resend_attempts,
+                                 last_error, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?4 IS NOT NULL, ?5, ?6)
              ON CONFLICT (order_id) DO UPDATE SET
                  common_name = coalesce(excluded.common_name, common_name),
                  state = excluded.state,
                  resend_requested_at = coalesce(excluded.resend_requested_at, resend_requested_at),
+                 resend_attempts = CASE
+                     WHEN excluded.resend_requested_at IS NOT NULL THEN resend_attempts + 1
+                     WHEN excluded.state = 'imported' THEN 0
+                     ELSE resend_attempts END,
                  last_error = excluded.last_error,
                  updated_at = excluded.updated_at",
             params![
@@ -582,7 +593,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE orders SET resend_requested_at = NULL WHERE order_id = ?1",
+                "UPDATE orders SET resend_requested_at = NULL,
+                                   resend_attempts = max(resend_attempts - 1, 0)
+                 WHERE order_id = ?1",
                 [order_id],
             )
             .map_err(self.sql())?;
@@ -599,7 +612,8 @@ impl Store {
     pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {
         self.conn
             .query_row(
-                "SELECT order_id, common_name, state, resend_requested_at, last_error, updated_at
+                "SELECT order_id, common_name, state, resend_requested_at, resend_attempts,
+                        last_error, updated_at
                  FROM orders WHERE order_id = ?1",
                 [order_id],
                 |r| {
@@ -608,8 +622,9 @@ impl Store {
                         common_name: r.get(1)?,
                         state: r.get(2)?,
                         resend_requested_at: r.get(3)?,
-                        last_error: r.get(4)?,
-                        updated_at: r.get(5)?,
+                        resend_attempts: r.get(4)?,
+                        last_error: r.get(5)?,
+                        updated_at: r.get(6)?,
                     })
                 },
             )
