@@ -622,6 +622,105 @@ fn the_api_key_appears_nowhere() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Where requests go: the endpoint only; never a redirect's Location, never a proxy for a
+// loopback endpoint.
+// ---------------------------------------------------------------------------------------
+
+/// A port that must see nothing: a listener nobody serves. A connection made to it waits
+/// in the kernel's backlog, so [`Trap::assert_untouched`] finds it and shows what it carried.
+struct Trap(std::net::TcpListener);
+
+impl Trap {
+    fn new() -> Trap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Trap(listener)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.0.local_addr().unwrap())
+    }
+
+    fn assert_untouched(&self, what: &str) {
+        use std::io::Read;
+        if let Ok((mut stream, _)) = self.0.accept() {
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(1)))
+                .unwrap();
+            let mut bytes = Vec::new();
+            let _ = stream.read_to_end(&mut bytes);
+            panic!(
+                "{what}: a connection reached the trap, carrying {} bytes:\n{}",
+                bytes.len(),
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_is_reported_with_its_location() {
+    for status in [307, 308, 302] {
+        let s = setup();
+        let trap = Trap::new();
+        let location = trap.url("/rest/v3.1/SoftLayer_Security_Certificate/createObject.json");
+        s.portal.inject(
+            "createObject",
+            Fault::Redirect {
+                status,
+                location: location.clone(),
+            },
+            1,
+        );
+        let output = s.import_alpha().output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        trap.assert_untouched(&format!("HTTP {status}"));
+        assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("recorded locally but not uploaded")
+                && stdout.contains(&format!("HTTP {status}"))
+                && stdout.contains(&location),
+            "HTTP {status}: the report names the redirect and its Location:\n{stdout}\n{stderr}"
+        );
+        assert_eq!(
+            s.portal.calls("createObject"),
+            1,
+            "HTTP {status}: a redirect is an answer, not retried"
+        );
+        assert!(s.portal.certificates().is_empty());
+    }
+}
+
+#[test]
+fn a_loopback_endpoint_is_reached_without_the_proxy() {
+    let s = setup();
+    let trap = Trap::new();
+    let proxy = trap.url("");
+    let mut cmd = s.fulfill();
+    for name in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env(name, &proxy);
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    let output = cmd.arg("orders").output().unwrap();
+    trap.assert_untouched("the proxy");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains(ALPHA));
+}
+
+// ---------------------------------------------------------------------------------------
 // TLS: the real endpoint is https; the client verifies its certificate on every call.
 // ---------------------------------------------------------------------------------------
 

@@ -1690,6 +1690,33 @@ fn service_qualified_faults_take_precedence() {
 }
 
 #[test]
+fn redirect_answers_with_its_location_and_does_nothing() {
+    let (portal, account) = start();
+    let id = order(&portal, "www.redirect.example.com");
+    let location = "http://127.0.0.1:9/elsewhere/resendEmail.json";
+    portal.inject(
+        "resendEmail",
+        Fault::Redirect {
+            status: 307,
+            location: location.into(),
+        },
+        1,
+    );
+    let answer = send(
+        &portal,
+        Req::post(
+            &format!("SoftLayer_Security_Certificate_Request/{id}/resendEmail.json"),
+            json!({"parameters": ["FulfillmentEmail"]}),
+        )
+        .auth(&account),
+    );
+    assert_eq!(answer.status, 307);
+    assert_eq!(answer.header("Location"), Some(location));
+    assert!(answer.body.is_empty());
+    assert!(portal.resends().is_empty(), "a redirect is not performed");
+}
+
+#[test]
 fn drop_closes_without_an_answer_and_does_nothing() {
     let (portal, account) = start();
     let id = order(&portal, "www.drop.example.com");

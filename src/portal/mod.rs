@@ -7,6 +7,10 @@
 //! retried with exponential backoff and jitter on transient faults; `createObject` never
 //! is blindly: before another attempt the store is searched for the certificate, so a
 //! response lost after a successful create cannot make a duplicate.
+//!
+//! Requests go to the endpoint and nowhere else: redirects are not followed (a 3xx is an
+//! error naming its Location), a loopback endpoint is reached without any proxy from the
+//! environment, and TLS is 1.2 or newer.
 
 pub mod types;
 
@@ -86,6 +90,15 @@ pub enum PortalError {
         call: String,
         endpoint: String,
         cause: String,
+    },
+    #[error(
+        "{call}: the portal answered HTTP {status} redirecting to {location}; redirects are not \
+         followed (nothing was sent there). Check [portal] endpoint"
+    )]
+    Redirect {
+        call: String,
+        status: u16,
+        location: String,
     },
     #[error("{call}: unexpected answer from the portal: {why}")]
     Unexpected { call: String, why: String },
@@ -203,10 +216,20 @@ impl Portal {
         let base = endpoint_url(&settings.endpoint)?;
         // Certificate and host name verification stay reqwest's defaults (on); there is
         // deliberately no setting that turns them off. A ca_file only adds anchors.
+        // Redirects are never followed: reqwest's default policy would send the request
+        // again, JSON body (a private key, for createObject) and all, to wherever a
+        // `Location` points, plain http included. A 3xx is an error naming the Location.
         let mut builder = Client::builder()
             .user_agent(concat!("fulfill/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout);
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .min_tls_version(reqwest::tls::Version::TLS_1_2);
+        if is_loopback(&base) {
+            // A proxy from HTTP_PROXY would see a loopback endpoint's plain-http requests,
+            // API key included; this machine is reached directly.
+            builder = builder.no_proxy();
+        }
         if let Some(path) = &settings.ca_file {
             for certificate in read_ca_file(path, &settings.endpoint)? {
                 builder = builder.add_root_certificate(certificate);
@@ -500,6 +523,13 @@ impl Portal {
         response: Response,
     ) -> Result<T, PortalError> {
         let status = response.status();
+        if status.is_redirection() {
+            return Err(PortalError::Redirect {
+                call: call.name(),
+                status: status.as_u16(),
+                location: location(&response),
+            });
+        }
         let body = response.text().map_err(|e| self.transport_error(call, e))?;
         log::trace!("portal: HTTP {status}, {} bytes", body.len());
         // softlayer-go `findResponseError`: an empty body is an error even with 2xx.
@@ -593,6 +623,31 @@ fn read_ca_file(path: &Path, endpoint: &str) -> Result<Vec<reqwest::Certificate>
     Ok(certificates)
 }
 
+/// A redirect's `Location` as it can be shown: printable characters only, at most 300.
+fn location(response: &Response) -> String {
+    match response.headers().get(reqwest::header::LOCATION) {
+        None => "no Location".into(),
+        Some(value) => String::from_utf8_lossy(value.as_bytes())
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(300)
+            .collect(),
+    }
+}
+
+/// Whether the URL names this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // host_str gives an IPv6 address in brackets.
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// Parses and checks the endpoint: https, or http only to this machine (tests, tunnels),
 /// since the API key travels in every request.
 fn endpoint_url(endpoint: &str) -> Result<Url, PortalError> {
@@ -613,7 +668,7 @@ fn endpoint_url(endpoint: &str) -> Result<Url, PortalError> {
     }
     match url.scheme() {
         "https" => Ok(url),
-        "http" if matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
         "http" => Err(fail(
             "plain http would send the API key in clear; use https",
         )),
@@ -631,6 +686,11 @@ mod tests {
     fn endpoints_must_be_https_except_on_loopback() {
         assert!(endpoint_url("https://api.softlayer.com/rest/v3.1").is_ok());
         assert!(endpoint_url("http://127.0.0.1:8080/rest/v3.1/").is_ok());
+        assert!(endpoint_url("http://127.0.0.2:8080/rest/v3.1/").is_ok());
+        assert!(endpoint_url("http://[::1]:8080/rest/v3.1/").is_ok());
+        assert!(endpoint_url("http://LOCALHOST:8080/rest/v3.1/").is_ok());
+        assert!(endpoint_url("http://127.0.0.1.example.com/rest/v3.1/").is_err());
+        assert!(endpoint_url("http://10.0.0.1/rest/v3.1/").is_err());
         assert!(
             endpoint_url("http://api.softlayer.com/rest/v3.1/")
                 .unwrap_err()

@@ -44,6 +44,9 @@ pub enum Fault {
     LostResponse,
     /// Any status and body, as given; not performed.
     Raw { status: u16, body: String },
+    /// A redirect (301, 302, 307, 308...) to `location`, with an empty JSON body; not
+    /// performed. The real API never redirects; a proxy or a wrong endpoint might.
+    Redirect { status: u16, location: String },
 }
 
 impl Fault {
@@ -59,6 +62,11 @@ impl Fault {
             Fault::Empty200 => raw(200, ""),
             Fault::ErrorBody200 => raw(200, INTERNAL_ERROR_BODY),
             Fault::Raw { status, body } => raw(*status, body),
+            Fault::Redirect { status, location } => {
+                let mut response = HttpResponse::raw(*status, "");
+                response.location = Some(location.clone());
+                Some(Outcome::Respond(response))
+            }
             Fault::Drop => Some(Outcome::Drop),
             Fault::Delay(_) | Fault::LostResponse => None,
         }

@@ -114,6 +114,8 @@ pub(crate) struct HttpResponse {
     pub(crate) body: Vec<u8>,
     /// `SoftLayer-Total-Items` for list results.
     pub(crate) total_items: Option<usize>,
+    /// `Location`, for an injected redirect.
+    pub(crate) location: Option<String>,
 }
 
 impl HttpResponse {
@@ -122,6 +124,7 @@ impl HttpResponse {
             status,
             body: value.to_string().into_bytes(),
             total_items: None,
+            location: None,
         }
     }
 
@@ -130,6 +133,7 @@ impl HttpResponse {
             status,
             body: body.as_bytes().to_vec(),
             total_items: None,
+            location: None,
         }
     }
 
@@ -355,6 +359,9 @@ fn write_response(
     );
     if let Some(total) = response.total_items {
         head.push_str(&format!("SoftLayer-Total-Items: {total}\r\n"));
+    }
+    if let Some(location) = &response.location {
+        head.push_str(&format!("Location: {location}\r\n"));
     }
     if !keep_alive {
         head.push_str("Connection: close\r\n");

@@ -208,6 +208,7 @@ pub(crate) fn handle(shared: &Shared, request: &HttpRequest, connection: u64) ->
                 status: 200,
                 body: answer.value.to_string().into_bytes(),
                 total_items: answer.total_items,
+                location: None,
             };
             (response, answer.resend_hook)
         }
