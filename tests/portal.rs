@@ -181,6 +181,44 @@ fn a_refused_resend_shows_the_api_message_and_code() {
 }
 
 #[test]
+fn a_resend_without_an_answer_keeps_its_time() {
+    let s = setup();
+    // The portal performs the resend, then answers after the client has given up.
+    s.portal
+        .inject("resendEmail", Fault::Delay(Duration::from_secs(3)), 1);
+    s.fulfill()
+        .args(["resend", "--yes", "--order", &s.order.to_string()])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no definite answer to the resend")
+                .and(predicate::str::contains("its time is kept"))
+                .and(predicate::str::contains("no complete answer within")),
+        );
+    assert_eq!(
+        s.portal.calls("resendEmail"),
+        1,
+        "not retried: the CA may be mailing already"
+    );
+    let db = open_db(&s.home.default_db());
+    let (state, requested, last_error): (String, Option<String>, Option<String>) = db
+        .query_row(
+            "SELECT state, resend_requested_at, last_error FROM orders WHERE order_id = ?1",
+            [s.order],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(state, "resend_requested");
+    assert!(requested.is_some(), "the resend time is kept");
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no complete answer")),
+        "{last_error:?}"
+    );
+}
+
+#[test]
 fn resend_of_an_unknown_order_names_it() {
     let s = setup();
     s.fulfill()

@@ -358,6 +358,66 @@ fn a_timeout_keeps_the_state_and_the_next_run_completes_without_resending() {
 }
 
 #[test]
+fn a_resend_without_an_answer_keeps_its_time_and_is_not_repeated() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.unanswered.example.com");
+    let id = order.id.to_string();
+    // The portal performs the resend, then drops the connection without answering. The
+    // CA is slow: no mail comes during these runs.
+    f.portal.inject("resendEmail", Fault::LostResponse, 1);
+    let (code, results, stderr) = f.run(&["--order", &id, "--timeout", "2s"]);
+    assert_eq!(code, Some(3), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["outcome"], "timed_out");
+    assert_eq!(results[0]["resent"], false, "no answer said yes");
+    let reason = results[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no definite answer to the resend")
+            && reason.contains("may have gone through"),
+        "{reason}"
+    );
+    assert!(
+        stderr.contains("no definite answer to the resend"),
+        "the run says so on stderr: {stderr}"
+    );
+    assert_eq!(
+        f.portal.calls("resendEmail"),
+        1,
+        "not retried: the CA may be mailing already"
+    );
+    assert_eq!(f.portal.resends().len(), 1, "the portal did act");
+    let db = open_db(&f.home.default_db());
+    let (requested, last_error): (Option<String>, Option<String>) = db
+        .query_row(
+            "SELECT resend_requested_at, last_error FROM orders WHERE order_id = ?1",
+            [order.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(requested.is_some(), "the resend time is kept");
+    assert!(
+        last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no definite answer")),
+        "{last_error:?}"
+    );
+    let events: i64 = db
+        .query_row(
+            "SELECT count(*) FROM events WHERE order_id = ?1 AND detail LIKE '%no definite answer%'",
+            [order.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(events >= 1, "the error is in the event log");
+    drop(db);
+
+    // The next run, within resend_cooldown, waits for that mail without resending.
+    let (code, results, stderr) = f.run(&["--order", &id, "--timeout", "2s"]);
+    assert_eq!(code, Some(3), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["resent"], false);
+    assert_eq!(f.portal.calls("resendEmail"), 1, "one call in all");
+}
+
+#[test]
 fn sigkill_at_each_step_then_a_rerun_imports_exactly_once() {
     // (where to stop, the fault that holds the run there, when the step is reached)
     type Reached = fn(&Fixture, &Order) -> bool;

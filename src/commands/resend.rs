@@ -89,10 +89,20 @@ impl ResendArgs {
 
         let store = Store::open(&settings.database)?;
         if let Err(error) = request_resend(&portal, &store, &order, now)? {
-            return Err(anyhow::Error::new(error).context(format!(
-                "the portal refused to resend the fulfillment email of order {} ({name})",
-                order.id
-            )));
+            let what = if error.outcome_unknown() {
+                format!(
+                    "no definite answer to the resend of order {} ({name}): it may have gone \
+                     through, so its time is kept and resend-and-import does not resend before \
+                     resend_cooldown has passed",
+                    order.id
+                )
+            } else {
+                format!(
+                    "the portal refused to resend the fulfillment email of order {} ({name})",
+                    order.id
+                )
+            };
+            return Err(anyhow::Error::new(error).context(what));
         }
 
         context.output.print(&ResendResult {

@@ -101,7 +101,8 @@ pub struct OrderResult {
     pub certificate_id: Option<i64>,
     pub sha256: Option<String>,
     pub portal_certificate_id: Option<i64>,
-    /// Whether this run asked the CA to resend.
+    /// Whether this run asked the CA to resend and the portal said yes. A resend without
+    /// a definite answer leaves it false and says so in `reason`.
     pub resent: bool,
     pub reason: Option<String>,
     /// "ok", or what went wrong; absent when no hook ran.
@@ -187,14 +188,25 @@ impl ResendLoop<'_> {
         if !self.options.dry_run {
             self.wait(orders, &mut progress, started, now)?;
         }
-        // 5. What is still missing waits for the next run; the resend time is kept.
+        // 5. What is still missing waits for the next run; the resend time is kept. A
+        //    resend without an answer stays the order's last error.
         for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
             if result.outcome == OrderOutcome::TimedOut {
-                result.reason = Some(format!(
+                let unanswered = result.reason.take();
+                let waited = format!(
                     "no fulfillment email with a certificate for its CSR within {}; the next run goes on waiting",
                     humantime::format_duration(self.options.timeout)
-                ));
-                self.set_state(order, OrderState::WaitingForMail, None, now)?;
+                );
+                result.reason = Some(match &unanswered {
+                    Some(note) => format!("{note}; {waited}"),
+                    None => waited,
+                });
+                self.set_state(
+                    order,
+                    OrderState::WaitingForMail,
+                    unanswered.as_deref(),
+                    now,
+                )?;
             }
         }
         // 6. Deploy what came in.
@@ -364,6 +376,16 @@ impl ResendLoop<'_> {
         };
         match request_resend(self.portal, store, order, now)? {
             Ok(()) => result.resent = true,
+            // The mail may be on its way: wait for it like any resend, and say so.
+            Err(error) if error.outcome_unknown() => {
+                let note = format!(
+                    "no definite answer to the resend ({error}); it may have gone through, so its \
+                     time is kept and the next resend waits for resend_cooldown ({})",
+                    humantime::format_duration(self.options.cooldown)
+                );
+                log::warn!("order {}: {note}", order.id);
+                result.reason = Some(note);
+            }
             Err(error) => {
                 result.outcome = OrderOutcome::Failed;
                 result.reason = Some(format!("the portal refused the resend: {error}"));
@@ -501,9 +523,11 @@ impl ResendLoop<'_> {
 
 /// Asks the portal to have the CA resend the order's fulfillment email, recorded the one
 /// way `resend` and `resend-and-import` share: the request time is committed before the
-/// call, so a run killed during it cannot resend again within the cooldown; a refusal
-/// clears it and records the portal's answer. The outer error is the database's, the
-/// inner one the portal's refusal.
+/// call, so a run killed during it cannot resend again within the cooldown. A definite
+/// refusal clears it and records the portal's answer; a failure after the request was
+/// sent ([`PortalError::outcome_unknown`]: timeout, dropped connection, no complete
+/// answer) keeps it, since the CA may be mailing, and records the error. The outer error
+/// is the database's, the inner one the portal's.
 pub fn request_resend(
     portal: &Portal,
     store: &Store,
@@ -521,6 +545,19 @@ pub fn request_resend(
     )?;
     match portal.resend_fulfillment_email(order.id) {
         Ok(()) => Ok(Ok(())),
+        Err(error) if error.outcome_unknown() => {
+            store.update_order(
+                order.id,
+                name,
+                OrderState::ResendRequested,
+                None,
+                Some(&format!(
+                    "no definite answer to the resend, it may have gone through: {error}"
+                )),
+                now,
+            )?;
+            Ok(Err(error))
+        }
         Err(error) => {
             store.resend_refused(order.id, name, &error.to_string(), now)?;
             Ok(Err(error))

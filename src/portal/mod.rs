@@ -3,8 +3,10 @@
 //!
 //! `Service/{id}/method.json` URLs, GET for calls without parameters and POST with
 //! `{"parameters":[...]}` for calls with them (§3.2), HTTP Basic auth with the username and
-//! API key (§3.4), errors keeping the API's `code` (§3.5). Read calls and `resendEmail` are
-//! retried with exponential backoff and jitter on transient faults; `createObject` never
+//! API key (§3.4), errors keeping the API's `code` (§3.5). Read calls are retried with
+//! exponential backoff and jitter on transient faults. `resendEmail` is retried only when
+//! the fault shows it was not performed ([`PortalError::outcome_unknown`] is false): after
+//! a timeout or a dropped connection the CA may already be mailing. `createObject` never
 //! is blindly: before another attempt the store is searched for the certificate, so a
 //! response lost after a successful create cannot make a duplicate.
 //!
@@ -75,12 +77,19 @@ pub enum PortalError {
     #[error(
         "{call}: no complete answer within {seconds} s; the portal is slow or unreachable, try again later"
     )]
-    Timeout { call: String, seconds: u64 },
+    Timeout {
+        call: String,
+        seconds: u64,
+        /// False when the connection was never made: nothing reached the portal.
+        request_sent: bool,
+    },
     #[error("{call}: cannot reach the portal at {endpoint}: {cause}")]
     Connection {
         call: String,
         endpoint: String,
         cause: String,
+        /// False when the connection was never made: nothing reached the portal.
+        request_sent: bool,
     },
     #[error(
         "{call}: the portal at {endpoint} presented a TLS certificate that was refused ({cause}); \
@@ -131,6 +140,26 @@ impl PortalError {
         }
     }
 
+    /// Whether the call may have been carried out although no definite answer says so: it
+    /// was sent, then the answer timed out, the connection was reset or closed, or what
+    /// came back was no answer of the API's (empty, unreadable, a gateway's 5xx page). Only
+    /// a definite answer (the API's error body or a 4xx status, a redirect, refused
+    /// credentials) or a failure before anything was sent says the call was not performed.
+    /// A resend with an unknown outcome keeps its time, so no second mail follows within
+    /// the cooldown.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            PortalError::Timeout { request_sent, .. }
+            | PortalError::Connection { request_sent, .. } => *request_sent,
+            PortalError::Empty { .. } | PortalError::Unexpected { .. } => true,
+            PortalError::Api { status, code, .. } => code.is_empty() && *status >= 500,
+            PortalError::Unauthorized { .. }
+            | PortalError::Certificate { .. }
+            | PortalError::Redirect { .. }
+            | PortalError::Endpoint { .. } => false,
+        }
+    }
+
     /// The API's exception class, when it gave one.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -147,8 +176,12 @@ impl PortalError {
 /// Whether a call may be sent again after a transient fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// Reads, and `resendEmail` (a second mail is harmless; a missing one is not).
+    /// Reads: any transient fault.
     Safe,
+    /// `resendEmail`: a transient fault that shows the call was not performed (the API's
+    /// "Internal Error", a rate limit, no connection). After one whose outcome is unknown
+    /// the CA may be mailing already, and the caller keeps the resend time instead.
+    UnlessPerformed,
     /// `createObject`: the caller decides, after looking for what may have been created.
     Never,
 }
@@ -303,6 +336,7 @@ impl Portal {
         let mut call = Call::new("SoftLayer_Security_Certificate_Request", "resendEmail");
         call.id = Some(order_id);
         call.parameters = Some(json!(["FulfillmentEmail"]));
+        call.retry = Retry::UnlessPerformed;
         match self.call::<Value>(&call)? {
             Value::Bool(true) => Ok(()),
             other => Err(PortalError::Unexpected {
@@ -402,9 +436,13 @@ impl Portal {
             match self.attempt(call) {
                 Ok(value) => return Ok(value),
                 Err(e)
-                    if call.retry == Retry::Safe
-                        && e.is_transient()
-                        && attempt < self.settings.retries =>
+                    if e.is_transient()
+                        && attempt < self.settings.retries
+                        && match call.retry {
+                            Retry::Safe => true,
+                            Retry::UnlessPerformed => !e.outcome_unknown(),
+                            Retry::Never => false,
+                        } =>
                 {
                     attempt += 1;
                     log::info!("{e}; retrying ({attempt} of {})", self.settings.retries);
@@ -482,10 +520,13 @@ impl Portal {
     }
 
     fn transport_error(&self, call: &Call<'_>, error: reqwest::Error) -> PortalError {
+        // A connect error (refused, unreachable, connect timeout) means nothing was sent.
+        let request_sent = !error.is_connect();
         if error.is_timeout() {
             return PortalError::Timeout {
                 call: call.name(),
                 seconds: self.settings.timeout.as_secs().max(1),
+                request_sent,
             };
         }
         // reqwest's message names the URL, never the credentials.
@@ -514,6 +555,7 @@ impl Portal {
             call: call.name(),
             endpoint: self.base.to_string(),
             cause,
+            request_sent,
         }
     }
 
@@ -704,6 +746,52 @@ mod tests {
                 .unwrap()
                 .path(),
             "/rest/v3.1/"
+        );
+    }
+
+    #[test]
+    fn only_a_definite_answer_says_a_call_was_not_performed() {
+        let api = |status, code: &str| PortalError::Api {
+            call: "x".into(),
+            status,
+            code: code.into(),
+            message: "m".into(),
+        };
+        let timeout = |request_sent| PortalError::Timeout {
+            call: "x".into(),
+            seconds: 1,
+            request_sent,
+        };
+        let connection = |request_sent| PortalError::Connection {
+            call: "x".into(),
+            endpoint: "e".into(),
+            cause: "connection closed before message completed".into(),
+            request_sent,
+        };
+        // Sent, then no definite answer: the portal may have acted.
+        assert!(timeout(true).outcome_unknown());
+        assert!(connection(true).outcome_unknown());
+        assert!(
+            PortalError::Empty {
+                call: "x".into(),
+                status: 200
+            }
+            .outcome_unknown()
+        );
+        assert!(api(504, "").outcome_unknown(), "a gateway's page");
+        // Never sent, or the API's own answer.
+        assert!(!timeout(false).outcome_unknown());
+        assert!(!connection(false).outcome_unknown());
+        assert!(!api(500, "SoftLayer_Exception_Public").outcome_unknown());
+        assert!(!api(429, "").outcome_unknown());
+        assert!(!api(404, "SoftLayer_Exception_ObjectNotFound").outcome_unknown());
+        assert!(
+            !PortalError::Redirect {
+                call: "x".into(),
+                status: 307,
+                location: "l".into()
+            }
+            .outcome_unknown()
         );
     }
 

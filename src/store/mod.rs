@@ -105,7 +105,9 @@ pub struct EventRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
-    /// The resend time is committed; `resendEmail` is being (or was) called.
+    /// The resend time is committed; `resendEmail` is being (or was) called. After a call
+    /// that got no definite answer it stays here, the error in `last_error`: the CA may be
+    /// mailing, so the cooldown holds.
     ResendRequested,
     /// Resent, but no mail with the certificate came within the run's timeout.
     WaitingForMail,
@@ -583,7 +585,8 @@ impl Store {
     }
 
     /// The portal refused a resend that [`Store::update_order`] had recorded as requested:
-    /// no mail is on its way, so the cooldown must not hold the next run back.
+    /// no mail is on its way, so the cooldown must not hold the next run back. Only for a
+    /// definite refusal: a resend whose outcome is unknown keeps its time.
     pub fn resend_refused(
         &self,
         order_id: i64,
