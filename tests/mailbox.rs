@@ -773,3 +773,120 @@ fn the_token_command_runs_on_every_connect() {
         "the second run sent the renewed token, not a remembered one"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// password_cmd can neither hang a run nor outlive it (no Dovecot needed: the commands run
+// before any connection).
+// ---------------------------------------------------------------------------------------
+
+/// A config whose mailbox is a closed port on loopback, logging in with `password_cmd`,
+/// and the file where that command writes its shell's pid: with each child leading its own
+/// process group, that is also the group's id.
+fn hanging_password_setup(password_cmd: &str, run_timeout: &str) -> (Home, PathBuf, PathBuf) {
+    let home = Home::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let pid_file = home.path().join("pgid");
+    let keys = home.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mailbox]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"u\"\n\
+             password_cmd = \"echo $$ > {}; {password_cmd}\"\ntimeout = \"5s\"\nrun_timeout = \"{run_timeout}\"\n\
+             [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+            pid_file.display(),
+            keys.display(),
+            support::samples().join("ca/root.pem").display()
+        ),
+    )
+    .unwrap();
+    (home, config, pid_file)
+}
+
+/// Runs `fulfill poll`, killing it if it has not ended within `limit`.
+fn poll_within(home: &Home, config: &PathBuf, limit: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fulfill"))
+        .env("HOME", home.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("FULFILL_IMAP_PASSWORD")
+        .arg("--config")
+        .arg(config)
+        .arg("poll")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("fulfill poll still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Whether process group `pgid` ends within a few seconds. Killed processes whose parent
+/// was the shell are reparented, and a container's init may never reap them: zombies in
+/// `/proc` count as gone.
+fn group_ends(pgid_file: &std::path::Path) -> bool {
+    let pgid = std::fs::read_to_string(pgid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let alive = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+            .filter(|stat| {
+                // "pid (comm) state ppid pgrp ..."
+                let fields: Vec<&str> = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, after)| after)
+                    .split_whitespace()
+                    .collect();
+                fields.get(2) == Some(&pgid.as_str()) && fields.first() != Some(&"Z")
+            })
+            .count();
+        if alive == 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_password_cmd_leaving_a_background_child_gives_its_line_and_leaves_nothing() {
+    let (home, config, pgid) = hanging_password_setup("sleep 600 & echo pw", "2m");
+    let (code, stderr) = poll_within(&home, &config, Duration::from_secs(30));
+    // The password came back; the run went on to the (closed) mailbox port.
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        !stderr.contains("password_cmd") && stderr.contains("connecting to the mailbox"),
+        "{stderr}"
+    );
+    assert!(group_ends(&pgid), "the background sleep was killed");
+}
+
+#[test]
+fn the_watchdog_covers_a_hanging_password_cmd_and_kills_it() {
+    let (home, config, pgid) = hanging_password_setup("sleep 600", "2s");
+    let (code, stderr) = poll_within(&home, &config, Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("took longer than 2s"), "{stderr}");
+    assert!(group_ends(&pgid), "the watchdog killed the command's group");
+}

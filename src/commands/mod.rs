@@ -56,11 +56,14 @@ pub fn connect_portal(settings: &Settings) -> anyhow::Result<crate::portal::Port
 }
 
 /// Never hang a cron slot: whatever blocks (a server that stops answering, a stuck
-/// child), the process ends with exit 1 once `limit` has passed. `why` names the settings
-/// that make up the limit. State is committed step by step, so the next run goes on.
+/// child), the process ends with exit 1 once `limit` has passed, and the child running
+/// then is killed with its whole process group. `why` names the settings that make up the
+/// limit. State is committed step by step, so the next run goes on. Start it before the
+/// config's commands run (`Settings::mailbox`, `connect_portal`).
 pub fn start_watchdog(limit: Duration, why: &'static str) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
+        crate::child::kill_running();
         eprintln!(
             "fulfill: error: the run took longer than {} ({why}) and was stopped; \
              its state is kept and the next run goes on",

@@ -35,13 +35,14 @@ impl PollArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
         let _lock = lock_for_writing(settings, self.dry_run)?;
+        // Before the mailbox settings: they run password_cmd or oauth2_token_cmd.
+        start_watchdog(
+            settings.run_timeout() + self.wait.unwrap_or_default(),
+            "[mailbox] run_timeout plus --wait",
+        );
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError("poll needs a mailbox: set [mailbox] host, username and password_cmd in the config file".into())
         })?;
-        start_watchdog(
-            mailbox.run_timeout + self.wait.unwrap_or_default(),
-            "[mailbox] run_timeout plus --wait",
-        );
         let portal = settings.portal()?.map(Portal::new).transpose()?;
         let checks = import_checks(settings, None, known_keys(context, portal.as_ref())?)?;
         let mut store = open_store(settings, self.dry_run)?;

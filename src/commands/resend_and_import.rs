@@ -55,16 +55,17 @@ impl ResendAndImportArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
         let _lock = lock_for_writing(settings, self.dry_run)?;
+        // Before the mailbox settings: they run password_cmd or oauth2_token_cmd.
+        start_watchdog(
+            self.timeout + settings.run_timeout(),
+            "--timeout plus [mailbox] run_timeout",
+        );
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError(
                 "resend-and-import needs a mailbox: set [mailbox] host, username and password_cmd"
                     .into(),
             )
         })?;
-        start_watchdog(
-            self.timeout + mailbox.run_timeout,
-            "--timeout plus [mailbox] run_timeout",
-        );
         let portal = connect_portal(settings)?;
         let mut store = open_store(settings, self.dry_run)?;
         let orders = self.orders(&portal, store.as_mut(), context)?;

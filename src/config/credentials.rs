@@ -3,7 +3,6 @@
 //! (slcli's file). There is no flag for a secret: a command line is visible in `ps`.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,7 +20,10 @@ use crate::secret::Secret;
 const DEFAULT_PORTAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a `*_cmd` may take (a password manager may ask for a PIN on a terminal).
-const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+pub const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most of a `*_cmd`'s output that is kept (its first line is the secret).
+const SECRET_COMMAND_OUTPUT: usize = 64 * 1024;
 
 /// The `[softlayer]` section of `~/.softlayer`, keys lowercased, empty values left out.
 struct SoftlayerFile(HashMap<String, String>);
@@ -86,7 +88,8 @@ impl Settings {
             return Ok(Some(Secret::new(key)));
         }
         if let Some(command) = &section.api_key_cmd {
-            return run_secret_command(command, "[portal] api_key_cmd").map(Some);
+            return run_secret_command(command, "[portal] api_key_cmd", SECRET_COMMAND_TIMEOUT)
+                .map(Some);
         }
         if let Some(key) = &section.api_key {
             if let Some(path) = &self.config_file {
@@ -125,9 +128,17 @@ pub(super) fn mailbox_credential(
             Credential::Password(Secret::new(password))
         } else if let Some(command) = oauth2_token_cmd {
             // Tokens expire: run the command on every connect (getmail6 issue #60).
-            Credential::OAuth2Token(run_secret_command(command, "[mailbox] oauth2_token_cmd")?)
+            Credential::OAuth2Token(run_secret_command(
+                command,
+                "[mailbox] oauth2_token_cmd",
+                SECRET_COMMAND_TIMEOUT,
+            )?)
         } else if let Some(command) = password_cmd {
-            Credential::Password(run_secret_command(command, "[mailbox] password_cmd")?)
+            Credential::Password(run_secret_command(
+                command,
+                "[mailbox] password_cmd",
+                SECRET_COMMAND_TIMEOUT,
+            )?)
         } else {
             return Ok(None);
         },
@@ -192,41 +203,45 @@ fn refuse_readable_secret_file(path: &Path) -> Result<(), ConfigError> {
 /// Runs `command` with `sh -c` and returns its first line of output as a secret. The
 /// secret comes back through a pipe, never through arguments or the environment; the
 /// command's environment holds no secret fulfill was given (`child::shell`).
-pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigError> {
+///
+/// Everything happens within `timeout`: reading the output too, so a background process
+/// that keeps the pipe open cannot hold the run. Once the shell has ended its first line
+/// counts and the rest of its process group is killed: `sleep 600 & echo pw` gives "pw"
+/// at once and leaves no `sleep` behind. Past `timeout` the whole group is killed and the
+/// command fails, naming the limit.
+pub fn run_secret_command(
+    command: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<Secret, ConfigError> {
     let fail = |why: String| ConfigError::SecretCommand {
         what: what.to_string(),
         why,
     };
-    let mut child = child::shell(command)
-        .stdin(Stdio::null())
+    let mut sh = child::shell(command);
+    sh.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot start sh: {e}")))?;
-    // Read in threads so a chatty command cannot fill a pipe and stall.
-    let out = read_in_thread(child.stdout.take(), 64 * 1024);
-    let err = read_in_thread(child.stderr.take(), 4096);
-    let status = match child::wait_at_most(&mut child, SECRET_COMMAND_TIMEOUT) {
-        Ok(Ended::Exited(status)) => status,
-        Ok(Ended::Killed) => {
+        .stderr(Stdio::piped());
+    let finished = child::run(&mut sh, b"", timeout, SECRET_COMMAND_OUTPUT)
+        .map_err(|e| fail(format!("cannot run sh: {e}")))?;
+    let status = match finished.ended {
+        Ended::Exited(status) => status,
+        Ended::Killed => {
             return Err(fail(format!(
-                "no answer within {} s; it was stopped",
-                SECRET_COMMAND_TIMEOUT.as_secs()
+                "no answer within {}; it was stopped",
+                humantime::format_duration(timeout)
             )));
         }
-        Err(e) => return Err(fail(e.to_string())),
     };
-    let output = out.join().unwrap_or_default();
-    let errors = err.join().unwrap_or_default();
     if !status.success() {
         // Its error output is shown (it says what went wrong); its standard output,
         // which may hold part of a secret, is not.
-        return Err(fail(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&errors).trim()
-        )));
+        let errors = String::from_utf8_lossy(&finished.stderr);
+        let errors: String = errors.trim().chars().take(4096).collect();
+        return Err(fail(format!("{status}: {errors}")));
     }
-    let text = String::from_utf8(output).map_err(|_| fail("its output is not text".into()))?;
+    let text =
+        String::from_utf8(finished.stdout).map_err(|_| fail("its output is not text".into()))?;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
     if secret.is_empty() {
         return Err(fail("it printed nothing".into()));
@@ -234,16 +249,79 @@ pub fn run_secret_command(command: &str, what: &str) -> Result<Secret, ConfigErr
     Ok(Secret::new(secret))
 }
 
-/// Reads at most `limit` bytes of a child's pipe in a thread of its own.
-fn read_in_thread(
-    pipe: Option<impl Read + Send + 'static>,
-    limit: u64,
-) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(pipe) = pipe {
-            let _ = pipe.take(limit).read_to_end(&mut buf);
-        }
-        buf
-    })
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn group_alive(pgid: i32) -> bool {
+        !child::testing::group_ends(pgid)
+    }
+
+    /// The shell writes its pid (its process group's id, as the group's leader) here.
+    fn pid_file() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pid");
+        (dir, path)
+    }
+
+    fn read_pid(path: &Path) -> i32 {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_background_child_does_not_hold_the_secret_back_and_is_killed() {
+        let (_dir, pid) = pid_file();
+        let started = Instant::now();
+        let secret = run_secret_command(
+            &format!("echo $$ > {}; sleep 600 & echo pw", pid.display()),
+            "[mailbox] password_cmd",
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(secret.expose(), "pw");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "returned when the shell ended: {:?}",
+            started.elapsed()
+        );
+        assert!(!group_alive(read_pid(&pid)), "the sleep was killed");
+    }
+
+    #[test]
+    fn a_command_past_its_limit_fails_naming_it_and_leaves_nothing() {
+        let (_dir, pid) = pid_file();
+        let started = Instant::now();
+        let error = run_secret_command(
+            &format!("echo $$ > {}; sleep 600 & sleep 600", pid.display()),
+            "[mailbox] password_cmd",
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            error.contains("password_cmd") && error.contains("no answer within 300ms"),
+            "{error}"
+        );
+        assert!(!group_alive(read_pid(&pid)));
+    }
+
+    #[test]
+    fn a_failing_command_shows_its_errors_not_its_output() {
+        let error = run_secret_command(
+            "echo half-a-secret; echo locked >&2; exit 2",
+            "[portal] api_key_cmd",
+            Duration::from_secs(10),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("locked"), "{error}");
+        assert!(!error.contains("half-a-secret"), "{error}");
+    }
 }

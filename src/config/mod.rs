@@ -148,6 +148,12 @@ impl Settings {
         }
     }
 
+    /// `[mailbox] run_timeout`, read without running any `*_cmd`: the watchdog that
+    /// bounds a run starts before the commands do.
+    pub fn run_timeout(&self) -> Duration {
+        duration_or(&self.mailbox.run_timeout, Duration::from_secs(600))
+    }
+
     /// The mailbox connection, or `None` when `[mailbox]` names no host. The password or
     /// token is fetched here, when a command needs it.
     pub fn mailbox(&self) -> Result<Option<MailboxSettings>, ConfigError> {
@@ -195,7 +201,7 @@ impl Settings {
                 .collect(),
             since: duration_or(&section.since, Duration::from_secs(30 * 86400)),
             poll_interval: duration_or(&section.poll_interval, Duration::from_secs(60)),
-            run_timeout: duration_or(&section.run_timeout, Duration::from_secs(600)),
+            run_timeout: self.run_timeout(),
         }))
     }
 }
