@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 use support::dovecot::{Dovecot, deliver_when_idle, dovecot_or_skip};
-use support::portal::{Account, Fault, LocalPortal, OrderSpec};
+use support::portal::{Account, Fault, LocalPortal, NewCertificate, OrderSpec};
 use support::{Home, open_db, stdout_json};
 
 /// Mails the "CA" sends when an order's fulfillment email is resent.
@@ -37,6 +37,9 @@ struct Order {
     name: String,
     mail: Vec<u8>,
     sha256: String,
+    /// The certificate and its key, PEM, for putting it into the portal's store by hand.
+    leaf_pem: String,
+    key_pem: String,
 }
 
 impl Fixture {
@@ -124,20 +127,30 @@ impl Fixture {
 
     /// An approved order in the portal whose key we hold, and the mail the CA will send.
     fn order(&mut self, name: &str) -> Order {
+        self.order_with(name, |_| {})
+    }
+
+    /// An order as [`Fixture::order`] makes it, with `change` made to it first (its
+    /// status, its expiration date).
+    fn order_with(&mut self, name: &str, change: impl FnOnce(&mut OrderSpec)) -> Order {
         let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(2025, 1, 1), pki::ymd(2034, 1, 1));
         let leaf = pki::leaf(&spec, &self.issuing);
         std::fs::write(self.keys.join(format!("{name}.key")), leaf.key_pem()).unwrap();
         let csr = pki::csr_pem(&leaf.key, Some(name), &[name]);
-        let id = self.portal.add_order(OrderSpec {
+        let mut order = OrderSpec {
             approver_email: format!("admin@{name}"),
             ..OrderSpec::new(name, &csr)
-        });
+        };
+        change(&mut order);
+        let id = self.portal.add_order(order);
         let mail = self.mail(name, &leaf);
         Order {
             id,
             name: name.to_string(),
             mail,
             sha256: fulfill::extract::sha256_hex(&leaf.der),
+            leaf_pem: leaf.pem.clone(),
+            key_pem: leaf.key_pem(),
         }
     }
 
@@ -646,6 +659,133 @@ fn a_recorded_certificate_is_validated_again_before_its_upload() {
         "{reason}"
     );
     assert!(f.portal.certificates().is_empty(), "nothing uploaded");
+}
+
+/// `--all-pending` works on the orders that can still be fulfilled and are not: issued
+/// (Approved or Complete), unexpired, without a certificate here or in the portal's
+/// store, and not refused by the API. Nothing else is resent.
+#[test]
+fn all_pending_works_on_pending_orders_only() {
+    let Some(mut f) = Fixture::new() else { return };
+    let due = f.order("www.due.example.com");
+    f.on_resend_send(&due, vec![due.mail.clone()]);
+    let waiting = f.order_with("www.waiting.example.com", |o| {
+        o.status = "Pending CA Approval".into()
+    });
+    let canceled = f.order_with("www.canceled.example.com", |o| o.status = "Canceled".into());
+    let old = f.order_with("www.old.example.com", |o| {
+        o.status = "Complete".into();
+        o.expiration_date = Some(time::macros::datetime!(2020-01-20 10:56:44 UTC));
+    });
+    let in_store = f.order("www.instore.example.com");
+    let portal_id = f
+        .portal
+        .add_certificate(NewCertificate {
+            certificate: in_store.leaf_pem.clone(),
+            private_key: in_store.key_pem.clone(),
+            intermediate_certificate: Some(f.issuing.pem.clone()),
+            ..NewCertificate::default()
+        })
+        .unwrap();
+    let refused = f.order_with("www.refused.example.com", |o| o.refuses_resend = true);
+    // Named on its own, the refused order is tried, refused, and remembered.
+    let (code, _, _) = f.run(&["--order", &refused.id.to_string(), "--timeout", "2s"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(f.order_state(refused.id).as_deref(), Some("refused"));
+
+    let (code, results, stderr) = f.run(&["--all-pending", "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    let worked_on: Vec<i64> = (results.as_array().unwrap().iter())
+        .map(|r| r["order_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(worked_on, vec![due.id], "{results:#}");
+    assert_eq!(results[0]["outcome"], "imported");
+    let resent: Vec<i64> = f.portal.resends().iter().map(|(id, _)| *id).collect();
+    assert_eq!(resent, vec![due.id], "only the pending order is resent");
+    for order in [&waiting, &canceled, &old] {
+        assert_eq!(f.order_state(order.id), None, "{} untouched", order.name);
+    }
+    // The certificate found in the portal's store is recorded with its portal id.
+    assert!(
+        f.rows()
+            .contains(&(in_store.id, in_store.sha256.clone(), Some(portal_id))),
+        "{:?}",
+        f.rows()
+    );
+    assert_eq!(f.order_state(in_store.id).as_deref(), Some("imported"));
+    // Nothing is pending now: a quiet run says nothing, resends nothing, exits 0.
+    let output = f
+        .fulfill()
+        .args([
+            "-q",
+            "resend-and-import",
+            "--all-pending",
+            "--timeout",
+            "5s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    assert_eq!(f.portal.resends().len(), 1);
+}
+
+/// A resend that brings no mail makes the next one wait twice as long; until it is due,
+/// `--all-pending` looks in the mailbox without waiting, exits 0, and is quiet with -q.
+/// `orders` says why the order is pending and when its next resend is due.
+#[test]
+fn resends_back_off_and_runs_in_backoff_are_quiet() {
+    let Some(mut f) = Fixture::new() else { return };
+    let silent = f.order("www.silent.example.com");
+    let (code, results, _) = f.run(&["--all-pending", "--timeout", "3s"]);
+    assert_eq!(code, Some(3), "{results:#}");
+    assert_eq!(f.portal.resends().len(), 1);
+
+    let (code, results, _) = f.run(&["--all-pending", "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "not_due", "{results:#}");
+    assert_eq!(f.portal.resends().len(), 1, "not resent within the backoff");
+    let output = f
+        .fulfill()
+        .args([
+            "-q",
+            "resend-and-import",
+            "--all-pending",
+            "--timeout",
+            "30s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        output.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let orders = stdout_json(&f.fulfill().args(["--json", "orders"]).output().unwrap());
+    let line = (orders.as_array().unwrap().iter())
+        .find(|o| o["id"] == silent.id)
+        .unwrap();
+    assert_eq!(line["pending"], true, "{line:#}");
+    assert_eq!(line["pendency"]["reason"], "backoff", "{line:#}");
+    assert!(line["next_resend"].is_string(), "{line:#}");
+
+    // The mail comes late: a run in the backoff still finds and imports it.
+    f.dovecot.append("INBOX", &silent.mail);
+    let (code, results, _) = f.run(&["--all-pending", "--timeout", "30s"]);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "imported", "{results:#}");
+    assert_eq!(f.portal.resends().len(), 1);
 }
 
 #[test]

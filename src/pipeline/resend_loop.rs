@@ -559,7 +559,16 @@ pub fn request_resend(
             Ok(Err(error))
         }
         Err(error) => {
-            store.resend_refused(order.id, name, &error.to_string(), now)?;
+            // The API's own exception (a retired product, an order it will not resend) is
+            // a refusal to remember: --all-pending leaves the order alone from now on.
+            // Anything else definite (credentials, a redirect) may go away by itself.
+            let state = match error.code() {
+                Some(code) if code.starts_with("SoftLayer_Exception") && !error.is_transient() => {
+                    OrderState::Refused
+                }
+                _ => OrderState::ResendFailed,
+            };
+            store.resend_refused(order.id, name, state, &error.to_string(), now)?;
             Ok(Err(error))
         }
     }

@@ -591,6 +591,7 @@ impl Store {
         &self,
         order_id: i64,
         common_name: Option<&str>,
+        state: OrderState,
         error: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -602,14 +603,7 @@ impl Store {
                 [order_id],
             )
             .map_err(self.sql())?;
-        self.update_order(
-            order_id,
-            common_name,
-            OrderState::ResendFailed,
-            None,
-            Some(error),
-            now,
-        )
+        self.update_order(order_id, common_name, state, None, Some(error), now)
     }
 
     pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {
