@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::commands::{
-    Context, check::CheckArgs, import::ImportArgs, list::ListArgs, orders::OrdersArgs,
-    poll::PollArgs, resend::ResendArgs, resend_and_import::ResendAndImportArgs, show::ShowArgs,
+    Context, check::CheckArgs, deploy::DeployArgs, import::ImportArgs, list::ListArgs,
+    orders::OrdersArgs, poll::PollArgs, resend::ResendArgs, resend_and_import::ResendAndImportArgs,
+    show::ShowArgs,
 };
 use crate::config::Overrides;
 use crate::exit::Exit;
@@ -70,6 +71,9 @@ pub enum Command {
     /// The whole loop, safe from cron: resend the fulfillment email, wait for it, validate,
     /// upload, record, deploy
     ResendAndImport(ResendAndImportArgs),
+    /// Run the deploy hook for recorded certificates: those named, or every one whose hook
+    /// has not run or failed (--pending)
+    Deploy(DeployArgs),
 }
 
 impl Command {
@@ -83,6 +87,7 @@ impl Command {
             Command::Check(args) => args.execute(context),
             Command::Poll(args) => args.execute(context),
             Command::ResendAndImport(args) => args.execute(context),
+            Command::Deploy(args) => args.execute(context),
         }
     }
 }

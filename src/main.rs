@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use fulfill::cli::{Cli, GlobalArgs};
-use fulfill::commands::{Context, Output};
+use fulfill::commands::{self, Context, Output};
 use fulfill::config;
 use fulfill::exit::Exit;
 use fulfill::text::printable;
@@ -15,7 +15,9 @@ use fulfill::text::printable;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let exit = match run(&cli) {
+    let outcome = run(&cli);
+    commands::unless_stopped_by_watchdog();
+    let exit = match outcome {
         Ok(exit) => exit,
         // `fulfill list | head` closes our stdout early: that is a normal end.
         Err(err) if is_broken_pipe(&err) => Exit::Done,

@@ -886,3 +886,90 @@ fn a_config_with_commands_that_others_can_change_is_refused() {
         .assert()
         .success();
 }
+
+/// `import` runs the deploy hook for what it records; `fulfill deploy` runs it by hand,
+/// for named certificates or for every one left pending or failed.
+#[test]
+fn import_and_deploy_run_the_deploy_hook() {
+    let home = Home::new();
+    let log = home.path().join("hook.log");
+    let config = home.path().join("config.toml");
+    let write_config = |hook: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "deploy_hook = \"{hook}\"\n[keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+                samples().join("keys").display(),
+                samples().join("ca/root.pem").display()
+            ),
+        )
+        .unwrap();
+    };
+    let fulfill = || {
+        let mut cmd = home.fulfill();
+        cmd.arg("--config").arg(&config);
+        cmd
+    };
+    let lines = || std::fs::read_to_string(&log).map_or(0, |t| t.lines().count());
+    write_config(&format!("echo $FULFILL_SHA256 >> {}", log.display()));
+    let alpha = samples().join("01-geotrust-inline-pem.eml");
+    fulfill()
+        .args(["import", "--no-upload"])
+        .arg(&alpha)
+        .assert()
+        .success();
+    assert_eq!(lines(), 1);
+    fulfill()
+        .args(["import", "--no-upload"])
+        .arg(&alpha)
+        .assert()
+        .success();
+    assert_eq!(lines(), 1, "already deployed");
+
+    // A hook that fails: exit 1 once all is recorded; deploy --pending retries it.
+    write_config("exit 3");
+    let bravo = samples().join("02-html-br.eml");
+    let output = fulfill()
+        .args(["--json", "import", "--no-upload"])
+        .arg(&bravo)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let results = stdout_json(&output);
+    assert_eq!(results[0]["outcome"], "imported");
+    assert!(
+        results[0]["deploy_hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed:")
+    );
+    write_config(&format!("echo $FULFILL_SHA256 >> {}", log.display()));
+    let deployed = stdout_json(
+        &fulfill()
+            .args(["--json", "deploy", "--pending"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(deployed.as_array().unwrap().len(), 1, "{deployed:#}");
+    assert_eq!(deployed[0]["ok"], true);
+    assert_eq!(lines(), 2);
+    fulfill()
+        .args(["deploy", "--pending"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Nothing to deploy"));
+
+    // By hand, a named certificate is deployed again.
+    fulfill().args(["deploy", "1"]).assert().success();
+    assert_eq!(lines(), 3);
+    fulfill()
+        .args(["deploy", "99"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no certificate '99'"));
+    home.with_samples()
+        .args(["deploy", "--pending"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no deploy hook"));
+}

@@ -890,3 +890,36 @@ fn the_watchdog_covers_a_hanging_password_cmd_and_kills_it() {
     assert!(stderr.contains("took longer than 2s"), "{stderr}");
     assert!(group_ends(&pgid), "the watchdog killed the command's group");
 }
+
+/// `poll` records certificates, so it runs the deploy hook for them too.
+#[test]
+fn poll_runs_the_deploy_hook_for_what_it_imports() {
+    let Some(mut f) = Fixture::new() else { return };
+    let log = f.home.path().join("hook.log");
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(
+        &f.config,
+        format!(
+            "deploy_hook = \"echo $FULFILL_COMMON_NAME >> {}\"\n{config}",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mail = f.fulfillment_mail("www.polled.example.com", true);
+    f.dovecot.append("INBOX", &mail);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["deployments"][0]["ok"], true, "{report:#}");
+    assert_eq!(report["results"][0]["deploy_hook"], "ok", "{report:#}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "www.polled.example.com\n"
+    );
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        1,
+        "once"
+    );
+}

@@ -7,6 +7,7 @@ mod support;
 use fulfill_test_pki as pki;
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -215,6 +216,17 @@ impl Fixture {
         let db = open_db(&self.home.default_db());
         db.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .ok()
+    }
+
+    /// The kinds of every event, oldest first.
+    fn event_kinds(&self) -> Vec<String> {
+        let db = open_db(&self.home.default_db());
+        let mut statement = db.prepare("SELECT kind FROM events ORDER BY id").unwrap();
+        statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     fn order_state(&self, id: i64) -> Option<String> {
@@ -788,6 +800,104 @@ fn resends_back_off_and_runs_in_backoff_are_quiet() {
     assert_eq!(f.portal.resends().len(), 1);
 }
 
+/// A hook that fails once: the run exits 1 and says so in --json and in events; the next
+/// run runs it again and it succeeds; a third run does not run it.
+#[test]
+fn a_failed_deploy_hook_is_retried_until_it_succeeds() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.retry.example.com");
+    f.dovecot.append("INBOX", &order.mail);
+    let (marker, log) = (
+        f.home.path().join("failed-once"),
+        f.home.path().join("hook.log"),
+    );
+    let hook = format!(
+        "if [ ! -e {m} ]; then touch {m}; exit 1; fi; echo \"$FULFILL_SHA256\" >> {l}",
+        m = marker.display(),
+        l = log.display()
+    );
+    let args = [
+        "--order",
+        &order.id.to_string(),
+        "--timeout",
+        "10s",
+        "--deploy-hook",
+        &hook,
+    ];
+    let (code, results, stderr) = f.run(&args);
+    assert_eq!(code, Some(1), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["outcome"], "imported");
+    assert!(
+        results[0]["deploy_hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed:"),
+        "{results:#}"
+    );
+    assert!(f.event_kinds().contains(&"deploy_hook_failed".to_string()));
+    assert!(!log.exists());
+
+    let (code, results, _) = f.run(&args);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert_eq!(results[0]["outcome"], "already_imported");
+    assert_eq!(results[0]["deploy_hook"], "ok", "{results:#}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{}\n", order.sha256)
+    );
+
+    let (code, results, _) = f.run(&args);
+    assert_eq!(code, Some(0), "{results:#}");
+    assert!(results[0]["deploy_hook"].is_null(), "{results:#}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        1,
+        "run once"
+    );
+}
+
+/// A run killed after it recorded a certificate and before its hook ran: the next run
+/// runs the hook, once; the one after does not.
+#[test]
+fn a_run_killed_before_its_deploy_hook_deploys_on_the_next_run() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.killed.example.com");
+    f.dovecot.append("INBOX", &order.mail);
+    let log = f.home.path().join("hook.log");
+    let hook = format!("echo \"$FULFILL_SHA256\" >> {}", log.display());
+    // The upload hangs after the record: the run is killed there, before its hook.
+    f.portal
+        .inject("createObject", Fault::Delay(Duration::from_secs(60)), 1);
+    let order_id = order.id.to_string();
+    let args = [
+        "--order",
+        order_id.as_str(),
+        "--timeout",
+        "10s",
+        "--deploy-hook",
+        &hook,
+    ];
+    let child = f.spawn(&args);
+    wait_until("the certificate is recorded", || !f.rows().is_empty());
+    kill(child);
+    assert!(!log.exists(), "the hook had not run");
+    f.portal.clear_faults();
+
+    let (code, results, stderr) = f.run(&args);
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("{}\n", order.sha256)
+    );
+    let (code, _, _) = f.run(&args);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap().lines().count(),
+        1,
+        "run once"
+    );
+}
+
 #[test]
 fn dry_run_changes_nothing() {
     let Some(mut f) = Fixture::new() else { return };
@@ -863,11 +973,51 @@ fn the_deploy_hook_receives_the_certificate_and_its_facts() {
         "{env}"
     );
 
-    // A failing hook is reported, not fatal.
+    // The certificate files, like certbot's live/: written whole, 0644, named to the hook;
+    // the private key by its path only.
+    let live = f
+        .home
+        .default_db()
+        .parent()
+        .unwrap()
+        .join("live")
+        .join(&order.name);
+    for (variable, file) in [
+        ("FULFILL_CERT_PATH", "cert.pem"),
+        ("FULFILL_CHAIN_PATH", "chain.pem"),
+        ("FULFILL_FULLCHAIN_PATH", "fullchain.pem"),
+    ] {
+        let path = live.join(file);
+        assert!(
+            env.contains(&format!("{variable}={}", path.display())),
+            "{env}"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{file}");
+    }
+    let cert = std::fs::read_to_string(live.join("cert.pem")).unwrap();
+    let chain = std::fs::read_to_string(live.join("chain.pem")).unwrap();
+    let fullchain = std::fs::read_to_string(live.join("fullchain.pem")).unwrap();
+    assert_eq!(pem::parse_many(&cert).unwrap().len(), 1);
+    assert_eq!(
+        fulfill::extract::sha256_hex(pem::parse(&cert).unwrap().contents()),
+        order.sha256
+    );
+    assert_eq!(pem::parse_many(&chain).unwrap().len(), 1);
+    assert_eq!(fullchain, format!("{cert}{chain}"));
+    let key_file = f.keys.join(format!("{}.key", order.name));
+    assert!(
+        env.contains(&format!("FULFILL_KEY_PATH={}", key_file.display())),
+        "{env}"
+    );
+    assert!(!env.contains("PRIVATE KEY"), "never the key itself: {env}");
+
+    // A failing hook is reported: the run exits 1 once all else is done.
     let other = f.order("www.deploy2.example.com");
     f.dovecot.append("INBOX", &other.mail);
     let (code, results, _) = f.run(&["--order", &other.id.to_string(), "--deploy-hook", "exit 7"]);
-    assert_eq!(code, Some(0));
+    assert_eq!(code, Some(1));
+    assert_eq!(results[0]["outcome"], "imported", "{results:#}");
     assert!(
         results[0]["deploy_hook"]
             .as_str()

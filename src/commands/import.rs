@@ -10,7 +10,10 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::import_report::ImportReport;
-use super::{Context, import_checks, load_known_keys, lock_for_writing, open_store};
+use super::{
+    Context, deploy_hook, deploy_undeployed, import_checks, load_known_keys, lock_for_writing,
+    open_store, with_deployments,
+};
 use crate::exit::Exit;
 use crate::pipeline::{self, Destination, ImportResult, Outcome, keys_for_orders};
 use crate::portal::Portal;
@@ -67,6 +70,8 @@ impl ImportArgs {
         let mut destination = Destination::new(store.as_mut(), portal.as_ref(), self.dry_run);
         destination.order_id = self.order;
         destination.upload.order = order.as_ref();
+        let hook = deploy_hook(settings, None).filter(|_| !self.dry_run);
+        destination.deploy = hook.is_some();
 
         let mut results = Vec::new();
         for path in &self.files {
@@ -88,14 +93,18 @@ impl ImportArgs {
                 )?),
             }
         }
-        let exit = results
-            .iter()
-            .fold(Exit::Done, |exit, r| exit.worst(r.exit()));
+        let store = destination.store.as_deref();
+        let deployed = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
+        results
+            .iter_mut()
+            .for_each(|r| r.attach_deployment(&deployed));
+        let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.exit()));
         context.output.print(&ImportReport {
             results: &results,
+            deployments: &deployed,
             now: context.now,
         })?;
-        Ok(exit)
+        Ok(with_deployments(exit, &deployed))
     }
 
     /// The portal to upload to, unless `--no-upload` or none is configured.

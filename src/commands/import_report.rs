@@ -7,6 +7,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{Report, Table, days_left, write_line};
+use crate::pipeline::deploy::Deployment;
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the
@@ -15,6 +16,9 @@ use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 #[serde(transparent)]
 pub struct ImportReport<'a> {
     pub results: &'a [ImportResult],
+    /// What the deploy hook did (in `--json`, on each result as `deploy_hook`).
+    #[serde(skip)]
+    pub deployments: &'a [Deployment],
     #[serde(skip)]
     pub now: OffsetDateTime,
 }
@@ -37,8 +41,28 @@ impl Report for ImportReport<'_> {
         for r in explained {
             explain(r, out)?;
         }
-        Ok(())
+        write_deployments(self.deployments, out)
     }
+}
+
+/// One line per deploy hook run, with what to do about a failure.
+pub fn write_deployments(deployments: &[Deployment], out: &mut dyn Write) -> io::Result<()> {
+    for d in deployments {
+        let line = format!(
+            "certificate #{} {}: deploy hook {}",
+            d.certificate_id,
+            d.common_name,
+            d.summary()
+        );
+        write_line(out, &line)?;
+        if !d.ok {
+            writeln!(
+                out,
+                "  The next run tries again; `fulfill deploy --pending` runs it now."
+            )?;
+        }
+    }
+    Ok(())
 }
 
 impl ImportReport<'_> {

@@ -3,6 +3,7 @@
 //! the [`Context`] every command runs in, the portal connection, and the watchdog.
 
 pub mod check;
+pub mod deploy;
 pub mod import;
 pub mod list;
 pub mod orders;
@@ -23,7 +24,8 @@ pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_s
 pub use self::output::{Output, Report, Table, days_left, parse_time, write_line};
 use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
-use crate::store::RunLock;
+use crate::pipeline::deploy::{DeployHook, Deployer, Deployment};
+use crate::store::{RunLock, Store};
 
 /// What every command runs with, resolved once before any work starts.
 pub struct Context {
@@ -41,6 +43,47 @@ pub fn lock_for_writing(settings: &Settings, dry_run: bool) -> anyhow::Result<Op
         return Ok(None);
     }
     Ok(Some(RunLock::acquire(&settings.database)?))
+}
+
+/// The deploy hook of this run: `--deploy-hook` where a command has it, else the config's.
+pub fn deploy_hook(settings: &Settings, command_line: Option<&str>) -> Option<DeployHook> {
+    let command = command_line
+        .map(str::to_string)
+        .or_else(|| settings.deploy_hook.clone())?;
+    Some(DeployHook {
+        command,
+        timeout: settings.deploy_hook_timeout,
+    })
+}
+
+/// Runs the deploy hook, when there is one, for every certificate not deployed yet: the
+/// ones this run recorded and any an earlier run left pending or failed. Called by every
+/// command that records certificates, after the rest of its work (a dry run deploys
+/// nothing).
+pub fn deploy_undeployed(
+    settings: &Settings,
+    hook: Option<&DeployHook>,
+    store: Option<&Store>,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<Deployment>> {
+    let (Some(hook), Some(store)) = (hook, store) else {
+        return Ok(Vec::new());
+    };
+    let keys = load_known_keys(settings, &[])?;
+    let deployer = Deployer {
+        hook,
+        dir: &settings.deploy_dir,
+        keys: &keys,
+    };
+    deployer.deploy_undeployed(store, now)
+}
+
+/// 1 when a deploy hook failed (after all other work was done), else `exit`.
+pub fn with_deployments(exit: Exit, deployments: &[Deployment]) -> Exit {
+    match deployments.iter().any(|d| !d.ok) {
+        true => exit.worst(Exit::Failure),
+        false => exit,
+    }
 }
 
 /// The portal client, or a usage error saying how to configure it.
@@ -63,6 +106,9 @@ pub fn connect_portal(settings: &Settings) -> anyhow::Result<crate::portal::Port
 pub fn start_watchdog(limit: Duration, why: &'static str) {
     std::thread::spawn(move || {
         std::thread::sleep(limit);
+        // Held to the end: the main thread, woken by the kill below with an error of its
+        // own, waits here instead of exiting first with that error's code.
+        let _exiting = WATCHDOG.lock();
         crate::child::kill_running();
         eprintln!(
             "fulfill: error: the run took longer than {} ({why}) and was stopped; \
@@ -71,4 +117,13 @@ pub fn start_watchdog(limit: Duration, why: &'static str) {
         );
         std::process::exit(Exit::Failure as i32);
     });
+}
+
+/// Held by a watchdog that is stopping the run.
+static WATCHDOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Returns at once, unless a watchdog is stopping the run: then it never returns, and the
+/// run ends with the watchdog's exit code and message.
+pub fn unless_stopped_by_watchdog() {
+    drop(WATCHDOG.lock());
 }

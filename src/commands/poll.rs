@@ -10,12 +10,14 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::import_report::ImportReport;
+use super::import_report::{ImportReport, write_deployments};
 use super::{
-    Context, Report, import_checks, load_known_keys, lock_for_writing, open_store, start_watchdog,
+    Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
+    lock_for_writing, open_store, start_watchdog, with_deployments,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
+use crate::pipeline::deploy::Deployment;
 use crate::pipeline::{self, Checks, Destination, Folder, ImportResult, keys_for_orders};
 use crate::portal::Portal;
 
@@ -47,6 +49,8 @@ impl PollArgs {
         let checks = import_checks(settings, None, known_keys(context, portal.as_ref())?)?;
         let mut store = open_store(settings, self.dry_run)?;
         let mut destination = Destination::new(store.as_mut(), portal.as_ref(), self.dry_run);
+        let hook = deploy_hook(settings, None).filter(|_| !self.dry_run);
+        destination.deploy = hook.is_some();
         let mut session = Session::connect(&mailbox).with_context(|| {
             format!(
                 "connecting to the mailbox {}:{}",
@@ -72,8 +76,11 @@ impl PollArgs {
             report.bytes_read,
             report.bytes_written
         );
+        let store = destination.store.as_deref();
+        report.deployments = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
+        (report.results.iter_mut()).for_each(|r| r.attach_deployment(&report.deployments));
         context.output.print(&report)?;
-        Ok(report.exit())
+        Ok(with_deployments(report.exit(), &report.deployments))
     }
 
     /// Scans the folder; with `--wait`, goes on waiting for a change and scanning again
@@ -154,6 +161,8 @@ struct PollReport {
     timed_out: bool,
     bytes_read: u64,
     bytes_written: u64,
+    /// What the deploy hook did, for this run's certificates and any left from before.
+    deployments: Vec<Deployment>,
     #[serde(skip)]
     folder: String,
     #[serde(skip)]
@@ -175,6 +184,7 @@ impl PollReport {
             timed_out: false,
             bytes_read: 0,
             bytes_written: 0,
+            deployments: Vec::new(),
             folder: mailbox.folder.clone(),
             wait,
             started_at: now,
@@ -200,9 +210,12 @@ impl Report for PollReport {
         if !self.results.is_empty() {
             ImportReport {
                 results: &self.results,
+                deployments: &self.deployments,
                 now: self.now,
             }
             .write_text(out)?;
+        } else {
+            write_deployments(&self.deployments, out)?;
         }
         let imported = (self.results.iter())
             .filter(|r| r.outcome == crate::pipeline::Outcome::Imported)
@@ -225,7 +238,7 @@ impl Report for PollReport {
     }
 
     fn is_routine(&self) -> bool {
-        self.results.is_empty() && !self.timed_out
+        self.results.is_empty() && !self.timed_out && self.deployments.is_empty()
     }
 }
 

@@ -9,12 +9,11 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{
-    Context, Report, connect_portal, import_checks, load_known_keys, lock_for_writing, open_store,
-    start_watchdog, write_line,
+    Context, Report, connect_portal, deploy_hook, deploy_undeployed, import_checks,
+    load_known_keys, lock_for_writing, open_store, start_watchdog, with_deployments, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
-use crate::pipeline::deploy::DeployHook;
 use crate::pipeline::keys_for_orders;
 use crate::pipeline::pending::{assess_orders, record_from_portal};
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
@@ -46,7 +45,8 @@ pub struct ResendAndImportArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Run after each import with the certificate PEM on stdin (overrides deploy_hook)
+    /// Run for each new certificate, with its PEM on stdin and its files named in the
+    /// environment (overrides deploy_hook)
     #[arg(long, value_name = "CMD")]
     pub deploy_hook: Option<String>,
 }
@@ -77,21 +77,28 @@ impl ResendAndImportArgs {
                 mailbox.host, mailbox.port
             )
         })?;
-        let results = ResendLoop {
+        let hook = deploy_hook(settings, self.deploy_hook.as_deref()).filter(|_| !self.dry_run);
+        let mut results = ResendLoop {
             portal: &portal,
             session: &mut session,
             mailbox: &mailbox,
             account: mailbox.account(),
             checks,
             store: store.as_mut(),
-            options: self.loop_options(context),
+            options: self.loop_options(context, hook.is_some()),
         }
         .run(&orders, context.now)?;
         session.logout();
-
+        let deployed = deploy_undeployed(settings, hook.as_ref(), store.as_ref(), context.now)?;
+        for result in &mut results {
+            let deployment = deployed
+                .iter()
+                .find(|d| Some(&d.sha256) == result.sha256.as_ref());
+            result.deploy_hook = deployment.map(|d| d.summary());
+        }
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
         context.output.print(&OrdersReport(&results))?;
-        Ok(exit)
+        Ok(with_deployments(exit, &deployed))
     }
 
     /// The orders named with `--order`, or with `--all-pending` the pending orders of the
@@ -123,7 +130,8 @@ impl ResendAndImportArgs {
             // A dry run reads the database only, and records nothing.
             let writable = store.as_deref_mut().filter(|_| !self.dry_run);
             if let (Some(found), Some(store)) = (&assessed.in_portal, writable) {
-                let id = record_from_portal(store, &order, found, now)?;
+                let deploy = deploy_hook(&context.settings, self.deploy_hook.as_deref()).is_some();
+                let id = record_from_portal(store, &order, found, deploy, now)?;
                 log::info!(
                     "order {}: its certificate is in the portal store ({}); recorded as #{id}, not resent",
                     order.id,
@@ -143,14 +151,8 @@ impl ResendAndImportArgs {
         Ok(pending)
     }
 
-    fn loop_options(&self, context: &Context) -> LoopOptions {
+    fn loop_options(&self, context: &Context, deploy: bool) -> LoopOptions {
         let settings = &context.settings;
-        let deploy_hook = (self.deploy_hook.clone())
-            .or_else(|| settings.deploy_hook.clone())
-            .map(|command| DeployHook {
-                command,
-                timeout: settings.deploy_hook_timeout,
-            });
         LoopOptions {
             resend: !self.no_resend,
             timeout: self.timeout,
@@ -158,7 +160,7 @@ impl ResendAndImportArgs {
             // An order named on the command line is waited for, due or not.
             wait_when_not_due: !self.all_pending,
             dry_run: self.dry_run,
-            deploy_hook,
+            deploy,
         }
     }
 }

@@ -28,6 +28,16 @@ pub struct ConfigFile {
     pub keys: KeysSection,
     #[serde(default)]
     pub validation: ValidationSection,
+    #[serde(default)]
+    pub deploy: DeploySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySection {
+    /// Where the certificate files for the deploy hook go, one folder per common name
+    /// (default: `live/` beside the database).
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -72,6 +72,8 @@ pub struct Settings {
     /// Run after each import with the certificate PEM on stdin.
     pub deploy_hook: Option<String>,
     pub deploy_hook_timeout: Duration,
+    /// `[deploy] dir`: the certificate files for the hook, one folder per common name.
+    pub deploy_dir: PathBuf,
     /// As written; credentials are resolved from it on demand (`credentials.rs`).
     portal: PortalSection,
     mailbox: MailboxSection,
@@ -114,6 +116,7 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         resend_cooldown: duration_or(&file.resend_cooldown, Duration::from_secs(3600)),
         deploy_hook: file.deploy_hook,
         deploy_hook_timeout: duration_or(&file.deploy_hook_timeout, Duration::from_secs(60)),
+        deploy_dir: file.deploy.dir.unwrap_or_default(),
         portal: file.portal,
         mailbox: file.mailbox,
     };
@@ -122,6 +125,13 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         .iter()
         .map(|d| settings.relative(d))
         .collect();
+    // Like certbot's live/: beside the database unless the file says where.
+    settings.deploy_dir = match settings.deploy_dir.as_os_str().is_empty() {
+        true => (settings.database.parent())
+            .unwrap_or(Path::new("."))
+            .join("live"),
+        false => settings.relative(&settings.deploy_dir),
+    };
     settings.trust_roots = (settings.trust_roots.iter())
         .map(|roots| match roots {
             TrustRoots::Bundle(path) => TrustRoots::Bundle(settings.relative(path)),

@@ -38,6 +38,9 @@ pub struct Destination<'a> {
     pub upload: Upload<'a>,
     /// The order every certificate is recorded for (`import --order`).
     pub order_id: Option<i64>,
+    /// A deploy hook is configured: a new certificate is recorded with its deployment
+    /// pending (`deploy.rs` runs it).
+    pub deploy: bool,
     pub dry_run: bool,
 }
 
@@ -56,6 +59,7 @@ impl<'a> Destination<'a> {
                 dry_run,
             },
             order_id: None,
+            deploy: false,
             dry_run,
         }
     }
@@ -230,6 +234,7 @@ fn record(
         key_source: Some(accepted.key_source.clone()),
         source_message_id: extraction.message_id.clone(),
         source: Some(source.to_string()),
+        deploy: destination.deploy,
     };
     let recorded = store
         .record_certificate(&new, position, now)

@@ -248,6 +248,7 @@ pub fn record_from_portal(
     store: &mut Store,
     order: &SslOrder,
     found: &StoredCertificate,
+    deploy: bool,
     now: OffsetDateTime,
 ) -> anyhow::Result<i64> {
     let pem = found.certificate.as_deref().unwrap_or_default();
@@ -274,6 +275,7 @@ pub fn record_from_portal(
         key_source: Some(KeySource::OrderCsr(order.id).to_string()),
         source_message_id: None,
         source: Some(format!("portal certificate {}", found.id)),
+        deploy,
     };
     let id = match store.record_certificate(&new, None, now)? {
         Recorded::New(id) | Recorded::AlreadyThere(id) => id,

@@ -16,7 +16,6 @@ use anyhow::Context;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::deploy::DeployHook;
 use super::order_keys::RecordedCertificates;
 use super::pending::next_resend_due;
 use super::upload::{TemplateParts, certificate_template};
@@ -43,7 +42,9 @@ pub struct LoopOptions {
     /// with `--order`); without, such an order is reported as not due (`--all-pending`).
     pub wait_when_not_due: bool,
     pub dry_run: bool,
-    pub deploy_hook: Option<DeployHook>,
+    /// A deploy hook is configured: certificates are recorded with their deployment
+    /// pending (the command runs the hook after the loop).
+    pub deploy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,13 +143,6 @@ impl OrderResult {
     }
 }
 
-/// The orders' results so far, and which orders this run brought a certificate in for
-/// (their deploy hook runs at the end).
-struct Progress {
-    results: Vec<OrderResult>,
-    newly_imported: Vec<i64>,
-}
-
 /// The loop over portal orders, and what it works with.
 pub struct ResendLoop<'a> {
     pub portal: &'a Portal,
@@ -169,28 +163,25 @@ impl ResendLoop<'_> {
         now: OffsetDateTime,
     ) -> anyhow::Result<Vec<OrderResult>> {
         let started = Instant::now();
-        let mut progress = Progress {
-            results: orders.iter().map(OrderResult::new).collect(),
-            newly_imported: Vec::new(),
-        };
+        let mut results: Vec<OrderResult> = orders.iter().map(OrderResult::new).collect();
         // 1. Already in, or recorded and waiting for its upload?
-        self.settle_recorded(orders, &mut progress, now)?;
+        self.settle_recorded(orders, &mut results, now)?;
         // 2. The mail may be in the mailbox already: no resend needed then.
         let pass_time = now + started.elapsed();
-        self.scan(orders, &mut progress, pass_time)?;
+        self.scan(orders, &mut results, pass_time)?;
         // 3. Resend for what is still missing.
-        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
+        for (order, result) in orders.iter().zip(results.iter_mut()) {
             if !result.settled() {
                 self.resend(order, result, now)?;
             }
         }
         // 4. Wait for the mails, all orders on one IDLE.
         if !self.options.dry_run {
-            self.wait(orders, &mut progress, started, now)?;
+            self.wait(orders, &mut results, started, now)?;
         }
         // 5. What is still missing waits for the next run; the resend time is kept. A
         //    resend without an answer stays the order's last error.
-        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
+        for (order, result) in orders.iter().zip(results.iter_mut()) {
             if result.outcome == OrderOutcome::TimedOut {
                 let unanswered = result.reason.take();
                 let waited = format!(
@@ -209,15 +200,7 @@ impl ResendLoop<'_> {
                 )?;
             }
         }
-        // 6. Deploy what came in.
-        if let Some(hook) = self.options.deploy_hook.clone() {
-            for result in (progress.results.iter_mut())
-                .filter(|r| progress.newly_imported.contains(&r.order_id))
-            {
-                result.deploy_hook = Some(self.deploy(&hook, result));
-            }
-        }
-        Ok(progress.results)
+        Ok(results)
     }
 
     /// Settles the orders whose certificate an earlier run recorded, uploading it when
@@ -225,11 +208,11 @@ impl ResendLoop<'_> {
     fn settle_recorded(
         &mut self,
         orders: &[SslOrder],
-        progress: &mut Progress,
+        results: &mut [OrderResult],
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         let recorded = RecordedCertificates::load(self.store.as_deref())?;
-        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
+        for (order, result) in orders.iter().zip(results.iter_mut()) {
             let Some(row) = recorded.for_order(order) else {
                 continue;
             };
@@ -238,9 +221,6 @@ impl ResendLoop<'_> {
                 continue;
             }
             self.upload_recorded(order, row, result, now)?;
-            if result.outcome == OrderOutcome::Imported {
-                progress.newly_imported.push(order.id);
-            }
         }
         Ok(())
     }
@@ -249,12 +229,12 @@ impl ResendLoop<'_> {
     fn wait(
         &mut self,
         orders: &[SslOrder],
-        progress: &mut Progress,
+        results: &mut [OrderResult],
         started: Instant,
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         let deadline = started + self.options.timeout;
-        while progress.results.iter().any(|r| !r.settled()) {
+        while results.iter().any(|r| !r.settled()) {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 break;
@@ -267,7 +247,7 @@ impl ResendLoop<'_> {
                     self.mailbox.poll_interval.min(remaining),
                 )
                 .context("waiting for the fulfillment emails")?;
-            self.scan(orders, progress, now + started.elapsed())?;
+            self.scan(orders, results, now + started.elapsed())?;
         }
         Ok(())
     }
@@ -296,18 +276,19 @@ impl ResendLoop<'_> {
     fn scan(
         &mut self,
         orders: &[SslOrder],
-        progress: &mut Progress,
+        results: &mut [OrderResult],
         now: OffsetDateTime,
     ) -> anyhow::Result<()> {
         let dry_run = self.options.dry_run;
         let mut destination =
             Destination::new(self.store.as_deref_mut(), Some(self.portal), dry_run);
+        destination.deploy = self.options.deploy;
         let folder = Folder {
             settings: self.mailbox,
             account: &self.account,
         };
         let scan = scan_mailbox(self.session, &folder, &self.checks, &mut destination, now)?;
-        for (order, result) in orders.iter().zip(progress.results.iter_mut()) {
+        for (order, result) in orders.iter().zip(results.iter_mut()) {
             if !result.open() {
                 continue;
             }
@@ -329,7 +310,6 @@ impl ResendLoop<'_> {
             } else {
                 result.outcome = OrderOutcome::Imported;
                 result.portal_certificate_id = found.portal_certificate_id;
-                progress.newly_imported.push(order.id);
                 self.set_state(order, OrderState::Imported, None, now)?;
             }
         }
@@ -499,25 +479,6 @@ impl ResendLoop<'_> {
             order_id: Some(order.id),
             message_id: None,
         })
-    }
-
-    /// Runs the deploy hook for an imported order. A failure is reported, not fatal: the
-    /// certificate is in, only the deployment needs a person.
-    fn deploy(&self, hook: &DeployHook, result: &OrderResult) -> String {
-        let row = match (self.store.as_deref(), &result.sha256) {
-            (Some(store), Some(sha256)) => store.certificate_by_sha256(sha256).ok().flatten(),
-            _ => None,
-        };
-        let Some(row) = row else {
-            return "failed: the certificate is not in the database".into();
-        };
-        match hook.run(result.order_id, &row) {
-            Ok(()) => "ok".into(),
-            Err(why) => {
-                log::error!("order {}: deploy hook failed: {why}", result.order_id);
-                format!("failed: {why}")
-            }
-        }
     }
 }
 

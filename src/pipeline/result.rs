@@ -112,6 +112,8 @@ pub struct ImportResult {
     pub portal_certificate_id: Option<i64>,
     pub upload: Option<UploadStatus>,
     pub upload_error: Option<String>,
+    /// "ok", or "failed: why", when the deploy hook ran for this certificate.
+    pub deploy_hook: Option<String>,
     pub reasons: Vec<Reason>,
     pub message_id: Option<String>,
     pub links: Vec<String>,
@@ -138,6 +140,7 @@ impl ImportResult {
             portal_certificate_id: None,
             upload: None,
             upload_error: None,
+            deploy_hook: None,
             reasons: Vec::new(),
             message_id: extraction.and_then(|e| e.message_id.clone()),
             links: extraction.map(|e| e.links.clone()).unwrap_or_default(),
@@ -164,6 +167,16 @@ impl ImportResult {
             _ => Exit::Done,
         };
         self.outcome.exit().worst(upload)
+    }
+
+    /// Notes what the deploy hook did with this result's certificate, if it ran for it.
+    pub fn attach_deployment(&mut self, deployments: &[crate::pipeline::deploy::Deployment]) {
+        let ran = deployments
+            .iter()
+            .find(|d| Some(&d.sha256) == self.sha256.as_ref());
+        if let Some(deployment) = ran {
+            self.deploy_hook = Some(deployment.summary());
+        }
     }
 
     /// The `events.detail` of this result: where, which certificate, and every reason.

@@ -52,4 +52,14 @@ pub const MIGRATIONS: &[&str] = &[
     // 2: how many resends in a row got no mail, for the backoff between resends
     // (docs/architecture.md, "Pending orders").
     "ALTER TABLE orders ADD COLUMN resend_attempts INTEGER NOT NULL DEFAULT 0;",
+    // 3: the deploy hook's state per certificate, so that no certificate is left
+    // undeployed by a crash, a failure or a run that did not record it.
+    "CREATE TABLE deployments (
+        certificate_id  INTEGER PRIMARY KEY REFERENCES certificates (id),
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        done_at         TEXT,
+        last_error      TEXT,
+        updated_at      TEXT NOT NULL
+    );",
 ];

@@ -68,6 +68,29 @@ pub struct NewCertificate {
     pub key_source: Option<String>,
     pub source_message_id: Option<String>,
     pub source: Option<String>,
+    /// Whether a deploy hook is to run for it: its `deployments` row is written pending in
+    /// the same transaction as the certificate, so a crash before the hook loses nothing.
+    pub deploy: bool,
+}
+
+/// Where the deploy hook is with a certificate (`deployments.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    Pending,
+    Done,
+    /// The hook failed; the next run tries again.
+    Failed,
+}
+
+impl DeployState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployState::Pending => "pending",
+            DeployState::Done => "done",
+            DeployState::Failed => "failed",
+        }
+    }
 }
 
 /// A row of `certificates`. Serialised with the column names, for `--json`.
@@ -470,6 +493,13 @@ impl Store {
                 )
                 .map_err(sql)?;
                 let id = tx.last_insert_rowid();
+                if cert.deploy {
+                    tx.execute(
+                        "INSERT INTO deployments (certificate_id, state, updated_at) VALUES (?1, ?2, ?3)",
+                        params![id, DeployState::Pending.as_str(), at],
+                    )
+                    .map_err(sql)?;
+                }
                 tx.execute(
                     "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_recorded', ?3)",
                     params![at, cert.order_id, printable(&format!(
@@ -627,6 +657,67 @@ impl Store {
             )
             .optional()
             .map_err(self.sql())
+    }
+
+    /// The certificates whose deploy hook has not run, or failed: every run retries them.
+    pub fn undeployed_certificates(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let mut statement = self
+            .conn
+            .prepare(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates
+                 WHERE id IN (SELECT certificate_id FROM deployments WHERE state != 'done')
+                 ORDER BY id"
+            ))
+            .map_err(self.sql())?;
+        statement
+            .query_map([], certificate_row)
+            .map_err(self.sql())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.sql())
+    }
+
+    /// Records what the deploy hook did with a certificate, with an event.
+    pub fn set_deployment(
+        &self,
+        certificate_id: i64,
+        result: Result<(), &str>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (state, error) = match result {
+            Ok(()) => (DeployState::Done, None),
+            Err(error) => (DeployState::Failed, Some(printable(error).into_owned())),
+        };
+        let at = timestamp(now);
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        tx.execute(
+            "INSERT INTO deployments (certificate_id, state, attempts, done_at, last_error, updated_at)
+             VALUES (?1, ?2, 1, CASE WHEN ?2 = 'done' THEN ?4 END, ?3, ?4)
+             ON CONFLICT (certificate_id) DO UPDATE SET
+                 state = excluded.state,
+                 attempts = attempts + 1,
+                 done_at = coalesce(excluded.done_at, done_at),
+                 last_error = excluded.last_error,
+                 updated_at = excluded.updated_at",
+            params![certificate_id, state.as_str(), error, at],
+        )
+        .map_err(self.sql())?;
+        let (kind, detail) = match &error {
+            None => (
+                "deploy_hook_ran",
+                format!("certificate #{certificate_id}: deploy hook ok"),
+            ),
+            Some(error) => (
+                "deploy_hook_failed",
+                format!("certificate #{certificate_id}: deploy hook failed: {error}"),
+            ),
+        };
+        tx.execute(
+            "INSERT INTO events (at, order_id, kind, detail)
+             SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
+            params![at, kind, detail, certificate_id],
+        )
+        .map_err(self.sql())?;
+        tx.commit().map_err(self.sql())
     }
 
     /// Appends one step to the audit trail.
