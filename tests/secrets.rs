@@ -300,7 +300,8 @@ impl Fixture {
         }
         // The deploy hook: records its arguments, $0, environment, its parent's argv, every
         // process's argv at that moment, its stdin, the umask it inherited and the modes of
-        // the files in fulfill's data folder while fulfill has them open.
+        // the files in fulfill's data folder while fulfill has them open (but for live/, the
+        // public certificate files the hook reads).
         let hook = aux.path().join("hook.sh");
         fs::write(
             &hook,
@@ -318,7 +319,7 @@ impl Fixture {
                  cat > \"$out.stdin\"\n\
                  umask > \"$out.umask\"\n\
                  for f in \"$HOME\"/.local/share/fulfill/* \"$HOME\"/.local/share/fulfill/.[!.]*; do\n\
-                 [ -e \"$f\" ] && stat -c '%a %n' \"$f\"\n\
+                 [ -e \"$f\" ] && [ \"${{f##*/}}\" != live ] && stat -c '%a %n' \"$f\"\n\
                  done > \"$out.modes\"\n\
                  exit 0\n",
                 trace = aux.path().join("trace").display()
@@ -631,15 +632,16 @@ impl Fixture {
         assert_tree_private(self.home.path());
     }
 
-    /// Every row of every table, and the raw bytes of the database files, hold no secret.
-    /// Returns (certificates, events) row counts.
+    /// Every row of every table, and the raw bytes of the database files (and of the
+    /// deploy hook's certificate files beside them), hold no secret. Returns
+    /// (certificates, events) row counts.
     fn assert_database_clean(&self) -> (i64, i64) {
         let needles = self.needles();
         let db = self.home.default_db();
         let folder = db.parent().expect("data folder");
-        for entry in fs::read_dir(folder).expect("data folder").flatten() {
-            let bytes = fs::read(entry.path()).expect("database file");
-            needles.assert_absent(&format!("the file {}", entry.path().display()), &bytes);
+        for entry in walk_files(folder) {
+            let bytes = fs::read(&entry).expect("database file");
+            needles.assert_absent(&format!("the file {}", entry.display()), &bytes);
         }
         let conn = open_db(&db);
         let tables: Vec<String> = conn
@@ -699,8 +701,31 @@ fn write_private(path: &Path, text: &str) {
     file.write_all(text.as_bytes()).expect("write file");
 }
 
+/// Whether `path` is in the deploy hook's `live/` folder, beside a database under `root`.
+fn is_deployed_certificate(path: &Path, root: &Path) -> bool {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    relative.components().any(|c| c.as_os_str() == "live")
+}
+
+/// Every file below `folder`, in its subfolders too.
+fn walk_files(folder: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read folder").flatten() {
+            match entry.file_type().expect("file type").is_dir() {
+                true => stack.push(entry.path()),
+                false => files.push(entry.path()),
+            }
+        }
+    }
+    files
+}
+
 /// Every file under `root` is 0600 and every folder 0700 (HOME holds only what fulfill
-/// wrote). Returns the files seen.
+/// wrote), but for the deploy hook's certificate files under `live/`: certificates are
+/// public, and a web server must read them (0644, in folders 0755 inside the 0700 data
+/// folder). Returns the files seen.
 fn assert_tree_private(root: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -708,6 +733,27 @@ fn assert_tree_private(root: &Path) -> Vec<PathBuf> {
         for entry in fs::read_dir(&dir).expect("read folder").flatten() {
             let meta = fs::symlink_metadata(entry.path()).expect("stat");
             let mode = meta.permissions().mode() & 0o777;
+            if is_deployed_certificate(&entry.path(), root) {
+                let public = if meta.is_dir() { 0o755 } else { 0o644 };
+                assert_eq!(
+                    mode & 0o022,
+                    0,
+                    "{} is mode {mode:o}",
+                    entry.path().display()
+                );
+                assert_eq!(
+                    mode & public,
+                    mode,
+                    "{} is mode {mode:o}",
+                    entry.path().display()
+                );
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    files.push(entry.path());
+                }
+                continue;
+            }
             if meta.is_dir() {
                 assert_eq!(mode, 0o700, "{} is mode {mode:o}", entry.path().display());
                 stack.push(entry.path());
@@ -929,10 +975,12 @@ fn success_paths_leak_nothing_at_any_verbosity() {
         }
     }
     let (hooks, commands) = f.assert_children_clean();
+    // Every command that records a certificate runs the hook for it: resend-and-import,
+    // poll and import, at each level with and without --json.
     assert_eq!(
         hooks,
-        LEVELS.len() * 2,
-        "one deploy hook per resend-and-import"
+        LEVELS.len() * 2 * 3,
+        "one deploy hook per certificate recorded"
     );
     assert!(commands >= 2, "the secret commands ran ({commands})");
     let (certificates, events) = f.assert_database_clean();
@@ -1354,6 +1402,7 @@ fn every_file_fulfill_writes_is_private() {
         let mut names: Vec<String> = assert_tree_private(f.home.path())
             .iter()
             .filter(|p| p.starts_with(f.home.path().join(format!("umask-{umask}"))))
+            .filter(|p| !is_deployed_certificate(p, f.home.path()))
             .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
             .collect();
         names.sort();
@@ -1380,6 +1429,7 @@ fn every_file_fulfill_writes_is_private() {
     let mut names: Vec<String> = assert_tree_private(f.home.path())
         .iter()
         .filter(|p| p.starts_with(f.home.path().join(".local")))
+        .filter(|p| !is_deployed_certificate(p, f.home.path()))
         .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect();
     names.sort();

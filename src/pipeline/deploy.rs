@@ -103,8 +103,7 @@ impl Deployer<'_> {
     /// renamed into place, 0644; and the matching private key file, by path only.
     fn write_files(&self, row: &CertificateRow) -> anyhow::Result<DeployFiles> {
         let folder = self.dir.join(folder_name(row));
-        fs::create_dir_all(&folder)
-            .with_context(|| format!("cannot create {}", folder.display()))?;
+        create_public_folder(&folder)?;
         let files = DeployFiles {
             cert: folder.join("cert.pem"),
             chain: folder.join("chain.pem"),
@@ -148,6 +147,25 @@ fn folder_name(row: &CertificateRow) -> String {
     } else {
         name
     }
+}
+
+/// Creates `folder` and whatever is missing above it 0755 whatever the umask: the files
+/// are for a web server's user to read, and no one else may replace them. Folders that
+/// exist already keep the mode their owner gave them.
+fn create_public_folder(folder: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let missing: Vec<&Path> = folder.ancestors().take_while(|p| !p.exists()).collect();
+    let create = || -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(folder)?;
+        for made in &missing {
+            fs::set_permissions(made, fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
+    };
+    create().with_context(|| format!("cannot create {}", folder.display()))
 }
 
 /// Writes `text` to a temporary file beside `path`, then renames it over `path`: a reader
