@@ -185,7 +185,7 @@ impl PollReport {
             bytes_read: 0,
             bytes_written: 0,
             deployments: Vec::new(),
-            folder: mailbox.folder.clone(),
+            folder: mailbox.folder.to_string(),
             wait,
             started_at: now,
             now,

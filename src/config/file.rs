@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::values::{ByteSize, HumanDuration, Parsed, SenderAddress, TrustRoots};
-use crate::mailbox::{AfterImport, Security};
+use crate::mailbox::{AfterImport, FolderName, Security};
 
 /// A duration value, parsed when the file is read.
 type DurationValue = Option<Parsed<HumanDuration>>;
@@ -71,7 +71,7 @@ pub struct MailboxSection {
     pub username: Option<String>,
     pub password_cmd: Option<String>,
     pub oauth2_token_cmd: Option<String>,
-    pub folder: Option<String>,
+    pub folder: Option<Parsed<FolderName>>,
     pub after_import: Option<Parsed<AfterImport>>,
     pub max_message_size: Option<Parsed<ByteSize>>,
     /// Only mail from these addresses is looked at.

@@ -16,7 +16,7 @@ pub use self::credentials::run_secret_command;
 use self::file::{ConfigFile, MailboxSection, PortalSection, duration_or};
 pub use self::values::{ByteSize, HumanDuration, TrustRoots, parse_duration};
 use self::values::{Parsed, SenderAddress};
-use crate::mailbox::{AfterImport, MailboxSettings, Security};
+use crate::mailbox::{AfterImport, FolderName, MailboxSettings, Security};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -201,7 +201,10 @@ impl Settings {
             pin_sha256: section.pin_sha256.clone(),
             username,
             credential,
-            folder: section.folder.clone().unwrap_or_else(|| "INBOX".into()),
+            folder: (section.folder.clone()).map_or_else(
+                || FolderName::new("INBOX").expect("a valid name"),
+                |Parsed(f)| f,
+            ),
             after_import: (section.after_import.clone()).map_or(AfterImport::Flag, |Parsed(a)| a),
             max_message_size: self.max_message_size as u64,
             connect_timeout: timeout,
@@ -351,6 +354,14 @@ mod tests {
             (
                 "[mailbox]\nafter_import = \"trash\"\n",
                 "line 2, column 16: after_import",
+            ),
+            (
+                "[mailbox]\nafter_import = \"move:Done\\r\\nA1 DELETE INBOX\"\n",
+                "line 2, column 16: after_import: the folder name \"Done\\r\\nA1",
+            ),
+            (
+                "[mailbox]\nfolder = \"INBOX\\u0000\"\n",
+                "line 2, column 10: folder: the folder name \"INBOX\\x00\"",
             ),
             (
                 "[mailbox]\nmax_message_size = \"big\"\n",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::mailbox::{AfterImport, Security};
+use crate::mailbox::{AfterImport, FolderName, Security};
 
 /// A length of time written the humantime way: "30s", "15m", "1h", "7d".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +98,22 @@ impl FromStr for AfterImport {
             "seen" => Ok(AfterImport::Seen),
             "none" => Ok(AfterImport::Nothing),
             other => match other.strip_prefix("move:") {
-                Some(folder) if !folder.is_empty() => Ok(AfterImport::Move(folder.to_string())),
+                Some(folder) if !folder.is_empty() => FolderName::new(folder)
+                    .map(AfterImport::Move)
+                    .map_err(|e| format!("after_import: {e}")),
                 _ => Err(format!(
                     "after_import = \"{other}\": use \"flag\", \"seen\", \"move:FOLDER\" or \"none\""
                 )),
             },
         }
+    }
+}
+
+impl FromStr for FolderName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        FolderName::new(text).map_err(|e| format!("folder: {e}"))
     }
 }
 
@@ -222,10 +232,31 @@ mod tests {
         assert_eq!("flag".parse(), Ok(AfterImport::Flag));
         assert_eq!("seen".parse(), Ok(AfterImport::Seen));
         assert_eq!("none".parse(), Ok(AfterImport::Nothing));
-        assert_eq!("move:Done".parse(), Ok(AfterImport::Move("Done".into())));
+        assert_eq!(
+            "move:Done".parse(),
+            Ok(AfterImport::Move(FolderName::new("Done").unwrap()))
+        );
         for bad in ["move:", "delete", ""] {
             let error = bad.parse::<AfterImport>().unwrap_err();
             assert!(error.contains("move:FOLDER"), "{error}");
+        }
+        for bad in ["move:Done\r\nA1 DELETE INBOX", "move:Do\0ne", "move:\n"] {
+            let error = bad.parse::<AfterImport>().unwrap_err();
+            assert!(error.contains("line break or NUL"), "{error}");
+        }
+    }
+
+    #[test]
+    fn folders() {
+        assert_eq!(
+            "Certs/Incoming"
+                .parse::<FolderName>()
+                .map(|f| f.to_string()),
+            Ok("Certs/Incoming".into())
+        );
+        for bad in ["", "INBOX\r\nA1 LOGOUT", "IN\nBOX", "IN\0BOX"] {
+            let error = bad.parse::<FolderName>().unwrap_err();
+            assert!(error.starts_with("folder: "), "{error}");
         }
     }
 

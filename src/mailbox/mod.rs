@@ -43,8 +43,46 @@ pub enum AfterImport {
     /// Set the keyword `$FulfillImported`.
     Flag,
     Seen,
-    Move(String),
+    Move(FolderName),
     Nothing,
+}
+
+/// An IMAP mailbox name from the config (`folder`, `after_import = "move:..."`): never
+/// empty, and without CR, LF or NUL, which would end a command line early (and let a
+/// config value add commands of its own) or cannot be sent at all (RFC 3501 §9: `CHAR` is
+/// %x01-7F, `TEXT-CHAR` excludes CR and LF). Checked when the config is read; every
+/// command sends it as a quoted string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FolderName(String);
+
+impl FolderName {
+    pub fn new(name: &str) -> Result<FolderName, String> {
+        if name.is_empty() {
+            return Err("an empty folder name".into());
+        }
+        if name.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "the folder name \"{}\" holds a line break or NUL, which IMAP cannot send",
+                crate::text::printable(name)
+            ));
+        }
+        Ok(FolderName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as an IMAP quoted string (RFC 3501 §9 `quoted`): `\` and `"` escaped.
+    pub fn quoted(&self) -> String {
+        format!("\"{}\"", self.0.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+impl std::fmt::Display for FolderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The keyword set on imported mails by `after_import = "flag"`.
@@ -65,7 +103,7 @@ pub struct MailboxSettings {
     pub pin_sha256: Option<String>,
     pub username: String,
     pub credential: Credential,
-    pub folder: String,
+    pub folder: FolderName,
     pub after_import: AfterImport,
     pub max_message_size: u64,
     pub connect_timeout: Duration,
@@ -334,10 +372,11 @@ impl Session {
         &self.host
     }
 
-    pub fn select(&mut self, folder: &str) -> Result<FolderStatus, MailboxError> {
+    pub fn select(&mut self, folder: &FolderName) -> Result<FolderStatus, MailboxError> {
+        // imap quotes the name as `FolderName::quoted` does.
         let mailbox = self
             .imap
-            .select(folder)
+            .select(folder.as_str())
             .map_err(protocol(&format!("SELECT {folder}"), self.io_timeout))?;
         Ok(FolderStatus {
             uidvalidity: mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
@@ -431,13 +470,14 @@ impl Session {
                 .uid_store(&set, "+FLAGS (\\Seen)")
                 .map(|_| ())
                 .map_err(protocol("UID STORE", timeout)),
+            // imap's uid_copy sends the name as given, unquoted: both are written here.
             AfterImport::Move(folder) if self.has_move => self
                 .imap
-                .uid_mv(&set, folder)
+                .run_command_and_check_ok(format!("UID MOVE {set} {}", folder.quoted()))
                 .map_err(protocol(&format!("UID MOVE {folder}"), timeout)),
             AfterImport::Move(folder) => {
                 self.imap
-                    .uid_copy(&set, folder)
+                    .run_command_and_check_ok(format!("UID COPY {set} {}", folder.quoted()))
                     .map_err(protocol(&format!("UID COPY {folder}"), timeout))?;
                 self.imap
                     .uid_store(&set, format!("+FLAGS ({IMPORTED_KEYWORD})"))
@@ -733,6 +773,20 @@ mod tests {
             Some(r#"{"status":"401","schemes":"bearer","scope":"mail"}"#)
         );
         assert_eq!(printable(b"a\r\nb\x1b[2J"), "a??b?[2J");
+    }
+
+    #[test]
+    fn folder_names_are_checked_and_quoted() {
+        assert_eq!(FolderName::new("INBOX").unwrap().quoted(), "\"INBOX\"");
+        assert_eq!(
+            FolderName::new("Certs \"2026\" \\ done").unwrap().quoted(),
+            "\"Certs \\\"2026\\\" \\\\ done\""
+        );
+        for bad in ["", "A\r\nB", "A\nB", "A\rB", "A\0B"] {
+            assert!(FolderName::new(bad).is_err(), "{bad:?}");
+        }
+        let error = FolderName::new("x\r\nA1 DELETE INBOX").unwrap_err();
+        assert!(error.contains("x\\r\\nA1 DELETE INBOX"), "{error}");
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn scan_mailbox(
     for (uid, size) in session.sizes(&uids)? {
         let position = MailboxPosition {
             account: folder.account.to_string(),
-            folder: name.clone(),
+            folder: name.to_string(),
             uidvalidity: status.uidvalidity,
             uid,
         };
@@ -76,7 +76,7 @@ fn last_uid(
     scan: &mut Scan,
 ) -> anyhow::Result<u32> {
     let state = match destination.store.as_deref() {
-        Some(store) => store.mailbox_state(folder.account, &folder.settings.folder)?,
+        Some(store) => store.mailbox_state(folder.account, folder.settings.folder.as_str())?,
         None => None,
     };
     Ok(match state {

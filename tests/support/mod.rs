@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod fake_imap;
 pub mod portal;
 
 // The environment tests keep from their children, and `env::command`, the one way they
