@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use support::fake_imap::{Body, FakeImap, FakeMessage, Script};
-use support::Home;
+use support::{Home, open_db};
+
+const MIB: u64 = 1024 * 1024;
 
 /// A scripted server, a private home, a test CA and a keys folder.
 struct Fake {
@@ -148,13 +150,52 @@ impl Fake {
         // SAFETY: pid is our own child, not yet waited for; the pointers are to locals.
         let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
         assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-        Run {
+        let run = Run {
             code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
             stdout: stdout.join().unwrap(),
             stderr: stderr.join().unwrap(),
             // Linux counts ru_maxrss in KiB.
             max_rss: usage.ru_maxrss as u64 * 1024,
-        }
+        };
+        eprintln!(
+            "poll: exit {:?}, peak RSS {} KiB; stderr: {}",
+            run.code,
+            run.max_rss / 1024,
+            run.stderr.trim()
+        );
+        run
+    }
+}
+
+impl Fake {
+    /// `(kind, detail)` of every event.
+    fn events(&self) -> Vec<(String, String)> {
+        let db = open_db(&self.home.default_db());
+        let mut stmt = db
+            .prepare("SELECT kind, detail FROM events ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The commands of the last runs that read or change the mailbox (not LOGIN,
+    /// CAPABILITY or LOGOUT), with the SEARCH and FETCH arguments cut to their verb.
+    fn mailbox_commands(&self) -> Vec<String> {
+        (self.server.commands().into_iter())
+            .filter(|c| {
+                !["LOGIN ", "CAPABILITY", "LOGOUT"]
+                    .iter()
+                    .any(|p| c.starts_with(p))
+            })
+            .map(
+                |c| match c.split_whitespace().take(2).collect::<Vec<_>>()[..] {
+                    ["UID", verb] => format!("UID {verb}"),
+                    _ => c,
+                },
+            )
+            .collect()
     }
 }
 
@@ -204,5 +245,94 @@ fn without_move_the_copy_quotes_the_folder_name() {
     assert!(
         commands.contains(&"UID STORE 1 +FLAGS ($FulfillImported)".to_string()),
         "{commands:#?}"
+    );
+}
+
+/// A server that says RFC822.SIZE 1 KB, then sends a 100 MB message whatever range was asked
+/// for: refused as soon as it is announced, by the name of the limit, and the run's memory
+/// stays far below what it announced. The mail is recorded as too large and the next run
+/// goes on after it.
+#[test]
+fn a_server_that_sends_more_than_it_said_is_refused_by_max_message_size() {
+    let f = Fake::start(Script {
+        messages: vec![message(1, Some(1024), Body::Literal(100 * MIB))],
+        ..Script::default()
+    });
+    let run = f.poll();
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("max_message_size"), "{run}");
+    assert!(run.stderr.contains("104857600 bytes"), "{run}");
+    assert!(run.max_rss < 100 * MIB, "{run}");
+    // It asked for no more than max_message_size + 1 bytes (25 MiB by default).
+    assert!(
+        (f.server.commands().iter()).any(|c| c == "UID FETCH 1 BODY.PEEK[]<0.26214401>"),
+        "{:#?}",
+        f.server.commands()
+    );
+    let events = f.events();
+    assert!(
+        events.iter().any(|(kind, detail)| kind == "mail_too_large"
+            && detail.contains(";UID=1:")
+            && detail.contains("max_message_size")),
+        "{events:#?}"
+    );
+
+    f.server.clear_commands();
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.json()["new_messages"], 0, "{run}");
+    assert_eq!(f.mailbox_commands(), ["SELECT \"INBOX\"", "UID SEARCH"]);
+}
+
+/// A response line that never ends: given up after the line limit, memory bounded.
+#[test]
+fn a_line_that_never_ends_is_refused() {
+    let f = Fake::start(Script {
+        messages: vec![message(1, Some(1024), Body::EndlessLine(100 * MIB))],
+        ..Script::default()
+    });
+    let run = f.poll();
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(
+        run.stderr.contains("a line longer than 4194304 bytes"),
+        "{run}"
+    );
+    assert!(run.max_rss < 100 * MIB, "{run}");
+}
+
+/// A mail longer than max_message_size whose server said it was small: only
+/// max_message_size + 1 bytes of it are read, it is refused by name, and the run goes on
+/// to the next mail.
+#[test]
+fn a_mail_over_max_message_size_is_read_no_further_than_the_limit() {
+    let mut f = Fake::start(Script::default());
+    let mut big = f.fulfillment_mail("www.big.example.com");
+    big.extend_from_slice(format!("{}\r\n", "x".repeat(70)).repeat(300).as_bytes());
+    let small = f.fulfillment_mail("www.small.example.com");
+    f.server.set_messages(vec![
+        message(1, Some(1000), Body::Honest(big)),
+        honest(2, small),
+    ]);
+    f.configure("max_message_size = \"8KiB\"\n");
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    let report = run.json();
+    assert_eq!(report["too_large"], 1, "{run}");
+    assert_eq!(imported(&report), vec!["www.small.example.com"]);
+    assert!(
+        report["bytes_read"].as_u64().unwrap() < 8192 + 8000,
+        "no more than the limit of the big mail was read: {run}"
+    );
+    assert!(
+        (f.server.commands().iter()).any(|c| c == "UID FETCH 1 BODY.PEEK[]<0.8193>"),
+        "{:#?}",
+        f.server.commands()
+    );
+    let events = f.events();
+    assert!(
+        events.iter().any(|(kind, detail)| kind == "mail_too_large"
+            && detail.contains(";UID=1:")
+            && detail.contains("longer than max_message_size (8192 bytes)")),
+        "{events:#?}"
     );
 }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use imap::extensions::idle::WaitOutcome;
 use sha2::{Digest, Sha256};
 
-pub use self::stream::Traffic;
 use self::stream::{Counted, ImapStream};
+pub use self::stream::{ResponseLimits, TooLarge, Traffic};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,8 +178,29 @@ pub enum MailboxError {
     Timeout { what: String, seconds: u64 },
     #[error("IMAP {what} failed: {cause}")]
     Protocol { what: String, cause: String },
+    /// The server sent more than [`ResponseLimits`] allow; the connection is given up.
+    #[error("IMAP {what}: {cause}")]
+    TooLarge { what: String, cause: TooLarge },
     #[error("cannot read ca_file {path}: {cause}")]
     CaFile { path: PathBuf, cause: String },
+}
+
+impl MailboxError {
+    /// Whether the server sent more than the limits allow (the connection is then unusable).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, MailboxError::TooLarge { .. })
+    }
+}
+
+/// What fetching one message found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Message(Vec<u8>),
+    /// Longer than `max_message_size`: only its first `max_message_size + 1` bytes were
+    /// read, and they were dropped.
+    TooLarge,
+    /// Not there any more (expunged since the search).
+    Gone,
 }
 
 /// What SELECT tells about a folder.
@@ -195,6 +216,7 @@ pub struct Session {
     traffic: Arc<Traffic>,
     host: String,
     io_timeout: Duration,
+    max_message_size: u64,
     has_idle: bool,
     has_move: bool,
 }
@@ -260,6 +282,15 @@ fn printable(bytes: &[u8]) -> String {
 
 fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> MailboxError + '_ {
     move |error| match &error {
+        imap::Error::Io(e) if e.get_ref().is_some_and(|inner| inner.is::<TooLarge>()) => {
+            MailboxError::TooLarge {
+                what: what.to_string(),
+                cause: (e.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<TooLarge>())
+                    .cloned()
+                    .expect("checked above"),
+            }
+        }
         imap::Error::Io(e)
             if matches!(
                 e.kind(),
@@ -308,10 +339,11 @@ impl Session {
             Security::StartTls => starttls(counted, &settings.host, timeout)?,
         };
         let tls = handshake(settings, counted)?;
-        let mut client = imap::Client::new(ImapStream {
+        let mut client = imap::Client::new(ImapStream::new(
             tls,
-            read_timeout: settings.io_timeout,
-        });
+            settings.io_timeout,
+            ResponseLimits::for_max_message_size(settings.max_message_size),
+        ));
         if settings.security == Security::Tls {
             client
                 .read_greeting()
@@ -355,6 +387,7 @@ impl Session {
             traffic,
             host: settings.host.clone(),
             io_timeout: timeout,
+            max_message_size: settings.max_message_size,
             has_idle,
             has_move,
         })
@@ -439,17 +472,28 @@ impl Session {
         Ok(sizes)
     }
 
-    /// The raw message, fetched with BODY.PEEK[] so it is not marked \Seen by reading.
-    pub fn fetch(&mut self, uid: u32) -> Result<Option<Vec<u8>>, MailboxError> {
+    /// The raw message, fetched with BODY.PEEK[] so it is not marked \Seen by reading, and
+    /// never more than `max_message_size + 1` bytes of it (`<0.N>`), whatever RFC822.SIZE
+    /// said: a message that fills the range is longer than allowed and is refused. A server
+    /// that sends more than it was asked for is stopped by [`ResponseLimits`].
+    pub fn fetch(&mut self, uid: u32) -> Result<Fetched, MailboxError> {
+        let range = self
+            .max_message_size
+            .saturating_add(1)
+            .min(u64::from(u32::MAX));
         let fetches = self
             .imap
-            .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+            .uid_fetch(uid.to_string(), format!("BODY.PEEK[]<0.{range}>"))
             .map_err(protocol(&format!("UID FETCH {uid}"), self.io_timeout))?;
-        Ok(fetches
+        let body = fetches
             .iter()
             .find(|f| f.uid == Some(uid))
-            .and_then(|f| f.body())
-            .map(<[u8]>::to_vec))
+            .and_then(|f| f.body());
+        Ok(match body {
+            None => Fetched::Gone,
+            Some(body) if body.len() as u64 > self.max_message_size => Fetched::TooLarge,
+            Some(body) => Fetched::Message(body.to_vec()),
+        })
     }
 
     /// Applies `after_import` to one mail. Nothing is deleted or expunged: MOVE is used

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::result::{ImportResult, Outcome};
 use super::{Checks, Destination, import_message};
-use crate::mailbox::{FolderStatus, MailboxSettings, Session};
+use crate::mailbox::{Fetched, FolderStatus, MailboxSettings, Session};
 use crate::store::MailboxPosition;
 
 /// What one pass over the mailbox folder found.
@@ -118,23 +118,43 @@ fn import_uid(
         .store
         .as_deref()
         .filter(|_| !destination.dry_run);
-    if u64::from(size) > settings.max_message_size {
-        let detail = format!(
-            "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
-            settings.max_message_size
-        );
+    let too_large = |detail: String| -> anyhow::Result<()> {
         log::warn!("{detail}");
         if let Some(store) = store {
             store.add_event_at(None, "mail_too_large", &detail, Some(position), now)?;
         }
+        Ok(())
+    };
+    if u64::from(size) > settings.max_message_size {
+        too_large(format!(
+            "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
+            settings.max_message_size
+        ))?;
         return Ok(None);
     }
-    let Some(bytes) = session.fetch(position.uid)? else {
-        // Expunged between SEARCH and FETCH: nothing to learn, move on.
-        if let Some(store) = store {
-            store.advance_mailbox(position, now)?;
+    let bytes = match session.fetch(position.uid) {
+        Ok(Fetched::Message(bytes)) => bytes,
+        Ok(Fetched::TooLarge) => {
+            too_large(format!(
+                "{source}: longer than max_message_size ({} bytes), although the server said \
+                 {size} bytes; not read past the limit",
+                settings.max_message_size
+            ))?;
+            return Ok(None);
         }
-        return Ok(Some(Vec::new()));
+        Ok(Fetched::Gone) => {
+            // Expunged between SEARCH and FETCH: nothing to learn, move on.
+            if let Some(store) = store {
+                store.advance_mailbox(position, now)?;
+            }
+            return Ok(Some(Vec::new()));
+        }
+        Err(error) if error.is_too_large() => {
+            // The connection is given up; the next run goes on after this mail.
+            too_large(format!("{source}: {error}"))?;
+            return Err(error).with_context(|| format!("{source}: fetching"));
+        }
+        Err(error) => return Err(error.into()),
     };
     let results = import_message(&bytes, &source, checks, destination, Some(position), now)?;
     if results.iter().any(|r| r.outcome.is_recorded()) && !destination.dry_run {
