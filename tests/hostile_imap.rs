@@ -246,6 +246,11 @@ fn without_move_the_copy_quotes_the_folder_name() {
         commands.contains(&"UID STORE 1 +FLAGS ($FulfillImported)".to_string()),
         "{commands:#?}"
     );
+    // LIST found the folder by its exact (unescaped) name: nothing was created.
+    assert!(
+        !commands.iter().any(|c| c.starts_with("CREATE")),
+        "{commands:#?}"
+    );
 }
 
 /// A server that says RFC822.SIZE 1 KB, then sends a 100 MB message whatever range was asked
@@ -334,5 +339,104 @@ fn a_mail_over_max_message_size_is_read_no_further_than_the_limit() {
             && detail.contains(";UID=1:")
             && detail.contains("longer than max_message_size (8192 bytes)")),
         "{events:#?}"
+    );
+}
+
+/// The cron case: with nothing new and no mark pending, a run is one SELECT and one UID
+/// SEARCH, whatever the mailbox holds. A pending mark adds its own commands, once.
+#[test]
+fn a_run_with_nothing_new_and_nothing_pending_is_one_select_and_one_search() {
+    let mut f = Fake::start(Script::default());
+    let mail = f.fulfillment_mail("www.quiet.example.com");
+    f.server.set_messages(vec![honest(1, mail)]);
+    f.configure("after_import = \"move:Imported\"\n");
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(imported(&run.json()), vec!["www.quiet.example.com"]);
+    // The folder was missing: looked for, created, then the mail moved.
+    assert_eq!(
+        f.mailbox_commands(),
+        [
+            "SELECT \"INBOX\"",
+            "UID SEARCH",
+            "UID FETCH",
+            "UID FETCH",
+            "LIST \"\" \"Imported\"",
+            "CREATE \"Imported\"",
+            "UID MOVE"
+        ]
+    );
+    assert_eq!(f.server.folders(), ["Imported"]);
+
+    f.server.clear_commands();
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(f.mailbox_commands(), ["SELECT \"INBOX\"", "UID SEARCH"]);
+}
+
+/// A UID the server gives no RFC822.SIZE for: recorded in `events` with its UID, and still
+/// read (no further than max_message_size), so a certificate in it is not lost.
+#[test]
+fn a_mail_without_a_size_is_recorded_and_still_read() {
+    let mut f = Fake::start(Script::default());
+    let mail = f.fulfillment_mail("www.unsized.example.com");
+    f.server
+        .set_messages(vec![message(3, None, Body::Honest(mail))]);
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(imported(&run.json()), vec!["www.unsized.example.com"]);
+    let events = f.events();
+    assert!(
+        events
+            .iter()
+            .any(|(kind, detail)| kind == "mail_without_size"
+                && detail.contains(";UID=3:")
+                && detail.contains("no RFC822.SIZE")),
+        "{events:#?}"
+    );
+}
+
+/// A server that refuses CREATE (as Cyrus may): the mark stays pending. Its UIDs mean
+/// nothing after a UIDVALIDITY change, so the pending mark is dropped (with an event) and
+/// the rescan, finding the certificate already recorded, marks the mail again, under its
+/// new UID.
+#[test]
+fn a_pending_mark_of_an_old_uidvalidity_gives_way_to_the_rescan() {
+    let mut f = Fake::start(Script {
+        refuse_create: true,
+        ..Script::default()
+    });
+    let mail = f.fulfillment_mail("www.moved.example.com");
+    f.server.set_messages(vec![honest(1, mail.clone())]);
+    f.configure("after_import = \"move:Imported\"\n");
+    let run = f.poll();
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("Permission denied"), "{run}");
+    assert_eq!(imported(&run.json()), vec!["www.moved.example.com"]);
+
+    f.server.set_uidvalidity(8);
+    f.server.set_messages(vec![honest(1, mail)]);
+    f.server.set_refuse_create(false);
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(run.json()["results"][0]["outcome"], "already_imported");
+    assert_eq!(f.server.folders(), ["Imported"]);
+    let events = f.events();
+    let kinds: Vec<&str> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "certificate_recorded",
+            "mark_failed",
+            "mark_dropped",
+            "certificate_already_recorded",
+            "mailbox_folder_created"
+        ],
+        "{events:#?}"
+    );
+    assert!(
+        events[2]
+            .1
+            .contains("UIDVALIDITY=7;UID=1: after_import move:Imported not applied")
     );
 }

@@ -923,3 +923,154 @@ fn poll_runs_the_deploy_hook_for_what_it_imports() {
         "once"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// after_import that cannot be applied: the mail is never lost from sight.
+// ---------------------------------------------------------------------------------------
+
+impl Fixture {
+    /// `(kind, detail)` of every event.
+    fn events(&self) -> Vec<(String, String)> {
+        let db = open_db(&self.home.default_db());
+        let mut stmt = db
+            .prepare("SELECT kind, detail FROM events ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// `(uid, action, last_error)` of every pending mark.
+    fn pending_marks(&self) -> Vec<(u32, String, Option<String>)> {
+        let db = open_db(&self.home.default_db());
+        let mut stmt = db
+            .prepare("SELECT uid, action, last_error FROM pending_marks ORDER BY uid")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn last_uid(&self) -> u32 {
+        open_db(&self.home.default_db())
+            .query_row("SELECT last_uid FROM mailbox_state", [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+fn events_of<'a>(events: &'a [(String, String)], kind: &str) -> Vec<&'a str> {
+    (events.iter())
+        .filter(|(k, _)| k == kind)
+        .map(|(_, detail)| detail.as_str())
+        .collect()
+}
+
+/// `move:Imported` and no such folder: the first mark creates it (and says so), every mail
+/// of the run is moved, and the mail without a certificate is in `events` with its UID.
+#[test]
+fn a_move_into_a_missing_folder_creates_it_and_moves_every_mail() {
+    let Some(mut f) = Fixture::new() else { return };
+    f.configure("after_import = \"move:Imported\"\n");
+    let first = f.fulfillment_mail("www.first.example.com", true);
+    let second = f.fulfillment_mail("www.second.example.com", true);
+    let uids = f
+        .dovecot
+        .append_many("INBOX", [first, unrelated_mail(1), second]);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        imported(&report),
+        vec!["www.first.example.com", "www.second.example.com"]
+    );
+    assert_eq!(f.dovecot.count("Imported"), 2);
+    assert_eq!(
+        f.dovecot.uids("INBOX"),
+        vec![uids[1]],
+        "only the ordinary mail is left"
+    );
+    assert!(f.pending_marks().is_empty());
+    let events = f.events();
+    let created = events_of(&events, "mailbox_folder_created");
+    assert_eq!(created.len(), 1, "{events:#?}");
+    assert!(
+        created[0].contains("the folder Imported did not exist"),
+        "{events:#?}"
+    );
+}
+
+/// A `move:` folder that cannot be created (a file stands where Dovecot would keep it, so
+/// LIST does not show it and CREATE fails, as on a server that does not let the user create
+/// folders): the certificates are recorded, the run goes on to the next mail, and each mark
+/// is left pending with its error and an event. Once the folder can be made, the next run
+/// moves both mails, although the position had passed them.
+#[test]
+fn a_mark_that_fails_stays_pending_until_the_next_run_applies_it() {
+    let Some(mut f) = Fixture::new() else { return };
+    f.configure("after_import = \"move:Imported\"\n");
+    let first = f.fulfillment_mail("www.first.example.com", true);
+    let second = f.fulfillment_mail("www.second.example.com", true);
+    let uids = f
+        .dovecot
+        .append_many("INBOX", [first, unrelated_mail(1), second]);
+    let blocker = f.dovecot.folder_path("Imported");
+    std::fs::write(&blocker, "not a folder").unwrap();
+
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(
+        imported(&report),
+        vec!["www.first.example.com", "www.second.example.com"],
+        "the run carried on after the first failed mark"
+    );
+    assert_eq!(
+        report["mark_failures"].as_array().unwrap().len(),
+        2,
+        "{report:#}"
+    );
+    assert_eq!(f.dovecot.count("INBOX"), 3, "nothing moved");
+    assert_eq!(f.last_uid(), uids[2]);
+    let pending = f.pending_marks();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|(uid, action, _)| (*uid, action.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(uids[0], "move:Imported"), (uids[2], "move:Imported")]
+    );
+    assert!(
+        pending.iter().all(|(_, _, error)| error.is_some()),
+        "{pending:?}"
+    );
+    let events = f.events();
+    let failed = events_of(&events, "mark_failed");
+    assert_eq!(failed.len(), 2, "{events:#?}");
+    assert!(
+        failed[0].contains(&format!(";UID={}:", uids[0])),
+        "{events:#?}"
+    );
+    assert!(
+        failed[1].contains(&format!(";UID={}:", uids[2])),
+        "{events:#?}"
+    );
+
+    // Still failing: still pending, and no new event for the same error.
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["new_messages"], 0);
+    assert_eq!(f.pending_marks().len(), 2);
+    assert_eq!(events_of(&f.events(), "mark_failed").len(), 2);
+
+    std::fs::remove_file(&blocker).unwrap();
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["new_messages"], 0);
+    assert_eq!(f.dovecot.count("Imported"), 2, "both mails moved");
+    assert_eq!(f.dovecot.uids("INBOX"), vec![uids[1]]);
+    assert!(f.pending_marks().is_empty());
+    let events = f.events();
+    assert_eq!(events_of(&events, "mail_marked").len(), 2, "{events:#?}");
+    assert_eq!(events_of(&events, "mailbox_folder_created").len(), 1);
+    assert_eq!(f.certificates_in_db().len(), 2);
+}

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::import_report::{ImportReport, write_deployments};
 use super::{
     Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
-    lock_for_writing, open_store, start_watchdog, with_deployments,
+    lock_for_writing, open_store, start_watchdog, with_deployments, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
@@ -107,6 +107,7 @@ impl PollArgs {
             report.new_messages += scan.new_messages;
             report.too_large += scan.too_large;
             report.uidvalidity_changed |= scan.uidvalidity_changed;
+            report.mark_failures.extend(scan.mark_failures);
             // A certificate recorded before (found again after a UIDVALIDITY change) ends
             // no wait.
             let found_new = scan.results.iter().any(|r| r.outcome.is_new());
@@ -158,6 +159,8 @@ struct PollReport {
     new_messages: usize,
     too_large: usize,
     uidvalidity_changed: bool,
+    /// Mails whose `after_import` failed: recorded, the mark pending for the next run.
+    mark_failures: Vec<String>,
     timed_out: bool,
     bytes_read: u64,
     bytes_written: u64,
@@ -181,6 +184,7 @@ impl PollReport {
             new_messages: 0,
             too_large: 0,
             uidvalidity_changed: false,
+            mark_failures: Vec::new(),
             timed_out: false,
             bytes_read: 0,
             bytes_written: 0,
@@ -193,14 +197,20 @@ impl PollReport {
     }
 
     /// 3 when the wait ended without a mail; 0 when anything was imported or nothing was
-    /// there; else the worst of what the mails held.
+    /// there; else the worst of what the mails held. A mark that failed makes it 1 (after
+    /// the rest of the mail was read): the mail is recorded, but someone should look.
     fn exit(&self) -> Exit {
-        if self.timed_out {
+        let mails = if self.timed_out {
             Exit::TimedOut
         } else if self.results.is_empty() || self.results.iter().any(|r| r.outcome.is_accepted()) {
             Exit::Done
         } else {
             (self.results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()))
+        };
+        if self.mark_failures.is_empty() {
+            mails
+        } else {
+            mails.worst(Exit::Failure)
         }
     }
 }
@@ -227,9 +237,16 @@ impl Report for PollReport {
             ),
             None => String::new(),
         };
+        for failure in &self.mark_failures {
+            write_line(out, failure)?;
+        }
+        let pending = match self.mark_failures.len() {
+            0 => String::new(),
+            n => format!("; {n} mark{} failed, pending", plural(n)),
+        };
         writeln!(
             out,
-            "{}: {} new message{}, {imported} certificate{} imported{timed_out}",
+            "{}: {} new message{}, {imported} certificate{} imported{timed_out}{pending}",
             self.folder,
             self.new_messages,
             plural(self.new_messages),
@@ -238,7 +255,10 @@ impl Report for PollReport {
     }
 
     fn is_routine(&self) -> bool {
-        self.results.is_empty() && !self.timed_out && self.deployments.is_empty()
+        self.results.is_empty()
+            && !self.timed_out
+            && self.deployments.is_empty()
+            && self.mark_failures.is_empty()
     }
 }
 

@@ -47,6 +47,18 @@ pub enum AfterImport {
     Nothing,
 }
 
+impl std::fmt::Display for AfterImport {
+    /// As written in the config: "flag", "seen", "move:FOLDER", "none".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AfterImport::Flag => f.write_str("flag"),
+            AfterImport::Seen => f.write_str("seen"),
+            AfterImport::Move(folder) => write!(f, "move:{folder}"),
+            AfterImport::Nothing => f.write_str("none"),
+        }
+    }
+}
+
 /// An IMAP mailbox name from the config (`folder`, `after_import = "move:..."`): never
 /// empty, and without CR, LF or NUL, which would end a command line early (and let a
 /// config value add commands of its own) or cannot be sent at all (RFC 3501 §9: `CHAR` is
@@ -178,6 +190,18 @@ pub enum MailboxError {
     Timeout { what: String, seconds: u64 },
     #[error("IMAP {what} failed: {cause}")]
     Protocol { what: String, cause: String },
+    /// The server answered NO or BAD: the connection is still good for other commands.
+    #[error("IMAP {what} failed: {cause}")]
+    Refused { what: String, cause: String },
+    /// A COPY or MOVE answered `NO [TRYCREATE]` (RFC 3501 §6.4.7): the target folder does
+    /// not exist.
+    #[error("IMAP {what}: the folder {folder} does not exist on {host} ({server_says})")]
+    MissingFolder {
+        what: String,
+        folder: FolderName,
+        host: String,
+        server_says: String,
+    },
     /// The server sent more than [`ResponseLimits`] allow; the connection is given up.
     #[error("IMAP {what}: {cause}")]
     TooLarge { what: String, cause: TooLarge },
@@ -189,6 +213,15 @@ impl MailboxError {
     /// Whether the server sent more than the limits allow (the connection is then unusable).
     pub fn is_too_large(&self) -> bool {
         matches!(self, MailboxError::TooLarge { .. })
+    }
+
+    /// Whether the server refused the command (NO, BAD), as opposed to the connection
+    /// failing: the session can go on with other commands.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MailboxError::Refused { .. } | MailboxError::MissingFolder { .. }
+        )
     }
 }
 
@@ -219,6 +252,16 @@ pub struct Session {
     max_message_size: u64,
     has_idle: bool,
     has_move: bool,
+    /// Folders this session has seen exist (or created).
+    known_folders: BTreeSet<FolderName>,
+}
+
+/// What [`Session::ensure_folder`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderCheck {
+    Exists,
+    /// It did not exist and was created.
+    Created,
 }
 
 struct XOAuth2<'a> {
@@ -302,6 +345,10 @@ fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> Mailbox
                 seconds: io_timeout.as_secs().max(1),
             }
         }
+        imap::Error::No(_) | imap::Error::Bad(_) => MailboxError::Refused {
+            what: what.to_string(),
+            cause: error.to_string(),
+        },
         _ => MailboxError::Protocol {
             what: what.to_string(),
             cause: error.to_string(),
@@ -390,6 +437,7 @@ impl Session {
             max_message_size: settings.max_message_size,
             has_idle,
             has_move,
+            known_folders: BTreeSet::new(),
         })
     }
 
@@ -411,14 +459,7 @@ impl Session {
             .imap
             .select(folder.as_str())
             .map_err(protocol(&format!("SELECT {folder}"), self.io_timeout))?;
-        Ok(FolderStatus {
-            uidvalidity: mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
-                what: format!("SELECT {folder}"),
-                cause: "the server sent no UIDVALIDITY".into(),
-            })?,
-            uid_next: mailbox.uid_next,
-            exists: mailbox.exists,
-        })
+        folder_status("SELECT", folder, &mailbox)
     }
 
     /// UIDs above `after_uid`, received on or after `since`, from one of `senders` if any:
@@ -496,6 +537,60 @@ impl Session {
         })
     }
 
+    /// Whether the folder exists: `LIST "" "name"`, compared exactly (a name with `%` or
+    /// `*` also matches others).
+    pub fn folder_exists(&mut self, folder: &FolderName) -> Result<bool, MailboxError> {
+        let names = self
+            .imap
+            .list(Some(""), Some(&folder.quoted()))
+            .map_err(protocol(&format!("LIST {folder}"), self.io_timeout))?;
+        let wanted = folder.as_str();
+        let inbox = wanted.eq_ignore_ascii_case("INBOX");
+        // imap-proto hands out a quoted name as sent, escapes and all.
+        let unescaped = |name: &str| name.replace("\\\"", "\"").replace("\\\\", "\\");
+        Ok(names.iter().any(|n| {
+            n.name() == wanted
+                || unescaped(n.name()) == wanted
+                || (inbox && n.name().eq_ignore_ascii_case("INBOX"))
+        }))
+    }
+
+    pub fn create_folder(&mut self, folder: &FolderName) -> Result<(), MailboxError> {
+        // imap quotes the name as `FolderName::quoted` does.
+        self.imap
+            .create(folder.as_str())
+            .map_err(protocol(&format!("CREATE {folder}"), self.io_timeout))?;
+        self.known_folders.insert(folder.clone());
+        Ok(())
+    }
+
+    /// Makes sure the folder exists, creating it if it does not; asks the server once per
+    /// session (`forget` asks again, after a `NO [TRYCREATE]`).
+    pub fn ensure_folder(
+        &mut self,
+        folder: &FolderName,
+        forget: bool,
+    ) -> Result<FolderCheck, MailboxError> {
+        if forget {
+            self.known_folders.remove(folder);
+        }
+        if self.known_folders.contains(folder) {
+            return Ok(FolderCheck::Exists);
+        }
+        if self.folder_exists(folder)? {
+            self.known_folders.insert(folder.clone());
+            return Ok(FolderCheck::Exists);
+        }
+        self.create_folder(folder).map_err(|error| match error {
+            MailboxError::Refused { what, cause } => MailboxError::Refused {
+                what: format!("{what} (it does not exist)"),
+                cause,
+            },
+            other => other,
+        })?;
+        Ok(FolderCheck::Created)
+    }
+
     /// Applies `after_import` to one mail. Nothing is deleted or expunged: MOVE is used
     /// only where the server has it (it removes the original atomically); elsewhere the
     /// mail is copied and keeps the keyword in place.
@@ -515,14 +610,17 @@ impl Session {
                 .map(|_| ())
                 .map_err(protocol("UID STORE", timeout)),
             // imap's uid_copy sends the name as given, unquoted: both are written here.
-            AfterImport::Move(folder) if self.has_move => self
-                .imap
-                .run_command_and_check_ok(format!("UID MOVE {set} {}", folder.quoted()))
-                .map_err(protocol(&format!("UID MOVE {folder}"), timeout)),
+            AfterImport::Move(folder) if self.has_move => {
+                let what = format!("UID MOVE {folder}");
+                self.imap
+                    .run_command_and_check_ok(format!("UID MOVE {set} {}", folder.quoted()))
+                    .map_err(|e| missing_folder(e, &what, folder, &self.host, timeout))
+            }
             AfterImport::Move(folder) => {
+                let what = format!("UID COPY {folder}");
                 self.imap
                     .run_command_and_check_ok(format!("UID COPY {set} {}", folder.quoted()))
-                    .map_err(protocol(&format!("UID COPY {folder}"), timeout))?;
+                    .map_err(|e| missing_folder(e, &what, folder, &self.host, timeout))?;
                 self.imap
                     .uid_store(&set, format!("+FLAGS ({IMPORTED_KEYWORD})"))
                     .map(|_| ())
@@ -570,6 +668,21 @@ impl Session {
     pub fn logout(mut self) {
         let _ = self.imap.logout();
     }
+}
+
+fn folder_status(
+    command: &str,
+    folder: &FolderName,
+    mailbox: &imap::types::Mailbox,
+) -> Result<FolderStatus, MailboxError> {
+    Ok(FolderStatus {
+        uidvalidity: mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
+            what: format!("{command} {folder}"),
+            cause: "the server sent no UIDVALIDITY".into(),
+        })?,
+        uid_next: mailbox.uid_next,
+        exists: mailbox.exists,
+    })
 }
 
 /// How long one IDLE may last before it is re-issued: well under the 29 minutes of
@@ -744,6 +857,27 @@ fn starttls(mut plain: Counted, host: &str, timeout: Duration) -> Result<Counted
     }
     command(&mut plain, "f2", "STARTTLS")?;
     Ok(plain)
+}
+
+/// `NO [TRYCREATE]` as [`MailboxError::MissingFolder`], any other error as [`protocol`].
+fn missing_folder(
+    error: imap::Error,
+    what: &str,
+    folder: &FolderName,
+    host: &str,
+    io_timeout: Duration,
+) -> MailboxError {
+    match &error {
+        imap::Error::No(no) if no.code == Some(imap_proto::ResponseCode::TryCreate) => {
+            MailboxError::MissingFolder {
+                what: what.to_string(),
+                folder: folder.clone(),
+                host: host.to_string(),
+                server_says: printable(no.information.as_bytes()),
+            }
+        }
+        _ => protocol(what, io_timeout)(error),
+    }
 }
 
 /// The server's own words from a refusal ("NO [AUTHENTICATIONFAILED] Authentication failed.").

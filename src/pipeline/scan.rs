@@ -1,15 +1,28 @@
 //! One pass over the configured mailbox folder: what is new since the last run (by UID,
 //! within `since`, from `senders`), each message sized, fetched, imported and marked in
-//! turn, the position recorded with what each message taught. A run with nothing new
-//! costs one SELECT and one UID SEARCH, whatever the size of the mailbox.
+//! turn, the position recorded with what each message taught.
+//!
+//! The position never passes a mail whose `after_import` is not applied: a recorded
+//! certificate records its mail's mark as pending in the same transaction
+//! (`pending_marks`), and the row goes once the mark is applied. A mark the server refuses
+//! stays pending with its error and the pass goes on with the other mails; every pass
+//! retries what is pending before it looks for new mail. A `move:` folder that does not
+//! exist is created (before the first mark of a session, or on `NO [TRYCREATE]`).
+//!
+//! A run with nothing new and nothing pending costs one SELECT and one UID SEARCH,
+//! whatever the size of the mailbox.
+
+use std::collections::BTreeMap;
 
 use anyhow::Context;
 use time::OffsetDateTime;
 
 use super::result::{ImportResult, Outcome};
 use super::{Checks, Destination, import_message};
-use crate::mailbox::{Fetched, FolderStatus, MailboxSettings, Session};
-use crate::store::MailboxPosition;
+use crate::mailbox::{
+    AfterImport, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings, Session,
+};
+use crate::store::{MailboxPosition, Store};
 
 /// What one pass over the mailbox folder found.
 #[derive(Debug, Default)]
@@ -19,6 +32,9 @@ pub struct Scan {
     pub new_messages: usize,
     pub too_large: usize,
     pub uidvalidity_changed: bool,
+    /// Mails whose `after_import` failed in this pass, new or retried: each stays pending
+    /// and the next pass tries again.
+    pub mark_failures: Vec<String>,
 }
 
 /// The folder to scan and whose it is.
@@ -26,6 +42,26 @@ pub struct Folder<'a> {
     pub settings: &'a MailboxSettings,
     /// "user@host:port", the `mailbox_state` key.
     pub account: &'a str,
+}
+
+impl Folder<'_> {
+    fn position(&self, uidvalidity: u32, uid: u32) -> MailboxPosition {
+        MailboxPosition {
+            account: self.account.to_string(),
+            folder: self.settings.folder.to_string(),
+            uidvalidity,
+            uid,
+            mark: None,
+        }
+    }
+
+    /// The RFC 5092 IMAP URL of a mail: a reviewer can find the mail again from the record.
+    fn source(&self, position: &MailboxPosition) -> String {
+        format!(
+            "imap://{}/{};UIDVALIDITY={};UID={}",
+            self.account, self.settings.folder, position.uidvalidity, position.uid
+        )
+    }
 }
 
 pub fn scan_mailbox(
@@ -41,6 +77,13 @@ pub fn scan_mailbox(
         .with_context(|| format!("opening folder {name} on {}", session.host()))?;
     let mut scan = Scan::default();
     let after_uid = last_uid(folder, &status, destination, &mut scan)?;
+    if let Some(store) = destination
+        .store
+        .as_deref()
+        .filter(|_| !destination.dry_run)
+    {
+        retry_pending_marks(session, folder, &status, store, now, &mut scan)?;
+    }
     let since = (now - folder.settings.since).date();
     let uids = session
         .search_new(after_uid, Some(since), &folder.settings.senders)
@@ -49,14 +92,27 @@ pub fn scan_mailbox(
     if uids.is_empty() {
         return Ok(scan);
     }
-    for (uid, size) in session.sizes(&uids)? {
+    let sizes: BTreeMap<u32, u32> = session.sizes(&uids)?.into_iter().collect();
+    // What a recorded certificate leaves pending until its mail is marked.
+    let mark = Some(&folder.settings.after_import)
+        .filter(|action| **action != AfterImport::Nothing && !destination.dry_run)
+        .map(AfterImport::to_string);
+    for uid in uids {
         let position = MailboxPosition {
-            account: folder.account.to_string(),
-            folder: name.to_string(),
-            uidvalidity: status.uidvalidity,
-            uid,
+            mark: mark.clone(),
+            ..folder.position(status.uidvalidity, uid)
         };
-        let results = import_uid(session, folder, &position, size, checks, destination, now)?;
+        let size = sizes.get(&uid).copied();
+        let results = import_uid(
+            session,
+            folder,
+            &position,
+            size,
+            checks,
+            destination,
+            now,
+            &mut scan,
+        )?;
         scan.too_large += usize::from(results.is_none());
         scan.results.extend(
             (results.into_iter().flatten()).filter(|r| r.outcome != Outcome::NoCertificate),
@@ -97,23 +153,62 @@ fn last_uid(
     })
 }
 
+/// Applies the marks left pending by earlier runs, with today's `after_import` (the one
+/// recorded with each says what it was then). Marks of another UIDVALIDITY are dropped:
+/// their UIDs mean nothing now, and the rescan marks the mail again.
+fn retry_pending_marks(
+    session: &mut Session,
+    folder: &Folder<'_>,
+    status: &FolderStatus,
+    store: &Store,
+    now: OffsetDateTime,
+    scan: &mut Scan,
+) -> anyhow::Result<()> {
+    let pending = store.pending_marks(folder.account, folder.settings.folder.as_str())?;
+    for mark in pending {
+        let position = folder.position(mark.uidvalidity, mark.uid);
+        let source = folder.source(&position);
+        let dropped = if mark.uidvalidity != status.uidvalidity {
+            Some(format!(
+                "UIDVALIDITY is now {}; the rescan marks the mail again if it is there",
+                status.uidvalidity
+            ))
+        } else if folder.settings.after_import == AfterImport::Nothing {
+            Some("after_import is now \"none\"".to_string())
+        } else {
+            None
+        };
+        if let Some(why) = dropped {
+            let detail = format!("{source}: after_import {} not applied: {why}", mark.action);
+            log::info!("{detail}");
+            store.clear_pending_mark(&position, Some(("mark_dropped", &detail)), now)?;
+            continue;
+        }
+        log::info!(
+            "{source}: applying after_import {} left pending{}",
+            folder.settings.after_import,
+            (mark.last_error.as_deref()).map_or(String::new(), |e| format!(" ({e})"))
+        );
+        apply_mark(session, folder, &position, &source, store, true, now, scan)?;
+    }
+    Ok(())
+}
+
 /// Fetches, imports and marks one message; `None` when it is over the size limit and was
-/// left unfetched.
+/// not read (or not past the limit).
+#[allow(clippy::too_many_arguments)]
 fn import_uid(
     session: &mut Session,
     folder: &Folder<'_>,
     position: &MailboxPosition,
-    size: u32,
+    size: Option<u32>,
     checks: &Checks,
     destination: &mut Destination<'_>,
     now: OffsetDateTime,
+    scan: &mut Scan,
 ) -> anyhow::Result<Option<Vec<ImportResult>>> {
     let settings = folder.settings;
-    // RFC 5092 IMAP URL: a reviewer can find the mail again from the record.
-    let source = format!(
-        "imap://{}/{};UIDVALIDITY={};UID={}",
-        folder.account, settings.folder, position.uidvalidity, position.uid
-    );
+    let source = folder.source(position);
     let store = destination
         .store
         .as_deref()
@@ -125,19 +220,35 @@ fn import_uid(
         }
         Ok(())
     };
-    if u64::from(size) > settings.max_message_size {
-        too_large(format!(
-            "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
-            settings.max_message_size
-        ))?;
-        return Ok(None);
-    }
+    let said = match size {
+        Some(size) if u64::from(size) > settings.max_message_size => {
+            too_large(format!(
+                "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
+                settings.max_message_size
+            ))?;
+            return Ok(None);
+        }
+        Some(size) => format!("{size} bytes"),
+        None => {
+            // The fetch reads no more than max_message_size + 1 bytes whatever the size,
+            // so the mail is still looked at; the record says the server left it out.
+            let detail = format!(
+                "{source}: the server gave no RFC822.SIZE; fetched no further than \
+                 max_message_size"
+            );
+            log::warn!("{detail}");
+            if let Some(store) = store {
+                store.add_event(None, "mail_without_size", &detail, now)?;
+            }
+            "no size".to_string()
+        }
+    };
     let bytes = match session.fetch(position.uid) {
         Ok(Fetched::Message(bytes)) => bytes,
         Ok(Fetched::TooLarge) => {
             too_large(format!(
                 "{source}: longer than max_message_size ({} bytes), although the server said \
-                 {size} bytes; not read past the limit",
+                 {said}; not read past the limit",
                 settings.max_message_size
             ))?;
             return Ok(None);
@@ -157,10 +268,84 @@ fn import_uid(
         Err(error) => return Err(error.into()),
     };
     let results = import_message(&bytes, &source, checks, destination, Some(position), now)?;
-    if results.iter().any(|r| r.outcome.is_recorded()) && !destination.dry_run {
-        session
-            .after_import(position.uid, &settings.after_import)
-            .with_context(|| format!("{source}: applying after_import"))?;
+    let store = destination
+        .store
+        .as_deref()
+        .filter(|_| !destination.dry_run);
+    if let Some(store) = store.filter(|_| position.mark.is_some())
+        && results.iter().any(|r| r.outcome.is_recorded())
+    {
+        apply_mark(session, folder, position, &source, store, false, now, scan)?;
     }
     Ok(Some(results))
+}
+
+/// Applies `after_import` to one mail whose certificate is recorded. Done, its pending
+/// row goes; refused by the server, the row keeps the error (a `mark_failed` event the
+/// first time) and the pass goes on. A failed connection ends the pass: the row stays for
+/// the next run.
+#[allow(clippy::too_many_arguments)]
+fn apply_mark(
+    session: &mut Session,
+    folder: &Folder<'_>,
+    position: &MailboxPosition,
+    source: &str,
+    store: &Store,
+    retry: bool,
+    now: OffsetDateTime,
+    scan: &mut Scan,
+) -> anyhow::Result<()> {
+    let action = &folder.settings.after_import;
+    match mark(session, action, position.uid, store, now) {
+        Ok(()) => {
+            let detail = format!("{source}: after_import {action} applied, left pending before");
+            store.clear_pending_mark(position, retry.then_some(("mail_marked", &detail)), now)?;
+            Ok(())
+        }
+        Err(error) if error.downcast_ref().is_some_and(MailboxError::is_refusal) => {
+            let error = format!("{error:#}");
+            let detail = format!(
+                "{source}: after_import {action} failed: {error}; the certificate is recorded, \
+                 the mark is pending and retried by the next run"
+            );
+            log::warn!("{detail}");
+            store.pending_mark_failed(position, &action.to_string(), &error, &detail, now)?;
+            scan.mark_failures.push(detail);
+            Ok(())
+        }
+        Err(error) => Err(error.context(format!("{source}: applying after_import {action}"))),
+    }
+}
+
+/// `after_import` on one UID. A `move:` folder is made sure of first (once per session),
+/// and again if the server still says `NO [TRYCREATE]`: a missing folder is created.
+fn mark(
+    session: &mut Session,
+    action: &AfterImport,
+    uid: u32,
+    store: &Store,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
+    let AfterImport::Move(target) = action else {
+        return Ok(session.after_import(uid, action)?);
+    };
+    let ensure = |session: &mut Session, forget: bool| -> anyhow::Result<()> {
+        if session.ensure_folder(target, forget)? == FolderCheck::Created {
+            let detail = format!(
+                "after_import = \"{action}\": the folder {target} did not exist on {}; created it",
+                session.host()
+            );
+            log::warn!("{detail}");
+            store.add_event(None, "mailbox_folder_created", &detail, now)?;
+        }
+        Ok(())
+    };
+    ensure(session, false)?;
+    match session.after_import(uid, action) {
+        Err(MailboxError::MissingFolder { .. }) => {
+            ensure(session, true)?;
+            Ok(session.after_import(uid, action)?)
+        }
+        other => Ok(other?),
+    }
 }

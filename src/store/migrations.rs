@@ -62,4 +62,19 @@ pub const MIGRATIONS: &[&str] = &[
         last_error      TEXT,
         updated_at      TEXT NOT NULL
     );",
+    // 4: mails whose certificate is recorded but whose `after_import` is not applied yet
+    // (the mark failed, or the run stopped before it). Written in the transaction that
+    // records the certificate and moves the mailbox position past the mail, deleted once
+    // the mark is applied; every scan retries what is left.
+    "CREATE TABLE pending_marks (
+        account      TEXT NOT NULL,
+        folder       TEXT NOT NULL,
+        uidvalidity  INTEGER NOT NULL,
+        uid          INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        last_error   TEXT,
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL,
+        PRIMARY KEY (account, folder, uidvalidity, uid)
+    );",
 ];

@@ -181,6 +181,21 @@ pub struct MailboxPosition {
     pub folder: String,
     pub uidvalidity: u32,
     pub uid: u32,
+    /// The `after_import` a recorded certificate asks for ("flag", "move:Imported"), if
+    /// any: recording the certificate records the mark as pending in the same transaction,
+    /// so the position never passes a mail that is neither marked nor pending.
+    pub mark: Option<String>,
+}
+
+/// A row of `pending_marks`: a mail whose certificate is recorded but whose
+/// `after_import` is not applied yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMark {
+    pub uidvalidity: u32,
+    pub uid: u32,
+    /// The `after_import` it was recorded with.
+    pub action: String,
+    pub last_error: Option<String>,
 }
 
 /// A row of `mailbox_state`.
@@ -515,9 +530,152 @@ impl Store {
         };
         if let Some(position) = position {
             advance(&tx, position, now).map_err(sql)?;
+            if let Some(action) = &position.mark {
+                tx.execute(
+                    "INSERT INTO pending_marks
+                         (account, folder, uidvalidity, uid, action, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                     ON CONFLICT DO NOTHING",
+                    params![
+                        position.account,
+                        position.folder,
+                        position.uidvalidity,
+                        position.uid,
+                        action,
+                        at
+                    ],
+                )
+                .map_err(sql)?;
+            }
         }
         tx.commit().map_err(sql)?;
         Ok(recorded)
+    }
+
+    /// The marks still to apply in one folder, oldest UID first.
+    pub fn pending_marks(
+        &self,
+        account: &str,
+        folder: &str,
+    ) -> Result<Vec<PendingMark>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT uidvalidity, uid, action, last_error FROM pending_marks
+                 WHERE account = ?1 AND folder = ?2 ORDER BY uidvalidity, uid",
+            )
+            .map_err(self.sql())?;
+        let rows = stmt
+            .query_map([account, folder], |r| {
+                Ok(PendingMark {
+                    uidvalidity: r.get(0)?,
+                    uid: r.get(1)?,
+                    action: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// The mark of this mail is applied, or no longer to be applied: the row goes, and
+    /// `event` (kind, detail), if any, is recorded with it.
+    pub fn clear_pending_mark(
+        &self,
+        position: &MailboxPosition,
+        event: Option<(&str, &str)>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.unchecked_transaction().map_err(sql)?;
+        tx.execute(
+            "DELETE FROM pending_marks
+             WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+            params![
+                position.account,
+                position.folder,
+                position.uidvalidity,
+                position.uid
+            ],
+        )
+        .map_err(sql)?;
+        if let Some((kind, detail)) = event {
+            tx.execute(
+                "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, NULL, ?2, ?3)",
+                params![timestamp(now), kind, printable(detail)],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Applying the mark of this mail failed: it stays pending with the error. A
+    /// `mark_failed` event is recorded for its first failure, not at every retry (a cron
+    /// run every few minutes would fill the table). Returns whether it was.
+    pub fn pending_mark_failed(
+        &self,
+        position: &MailboxPosition,
+        action: &str,
+        error: &str,
+        detail: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let error = printable(error);
+        let at = timestamp(now);
+        let tx = self.conn.unchecked_transaction().map_err(sql)?;
+        let before: Option<Option<String>> = tx
+            .query_row(
+                "SELECT last_error FROM pending_marks
+                 WHERE account = ?1 AND folder = ?2 AND uidvalidity = ?3 AND uid = ?4",
+                params![
+                    position.account,
+                    position.folder,
+                    position.uidvalidity,
+                    position.uid
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO pending_marks
+                 (account, folder, uidvalidity, uid, action, last_error, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+             ON CONFLICT (account, folder, uidvalidity, uid) DO UPDATE SET
+                 last_error = excluded.last_error,
+                 updated_at = excluded.updated_at",
+            params![
+                position.account,
+                position.folder,
+                position.uidvalidity,
+                position.uid,
+                action,
+                error,
+                at
+            ],
+        )
+        .map_err(sql)?;
+        // Servers put the time in some messages ("Internal error occurred ... [2026-...]"),
+        // so the same failure rarely reads the same twice: only the first one is an event.
+        let new = before.flatten().is_none();
+        if new {
+            tx.execute(
+                "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, NULL, 'mark_failed', ?2)",
+                params![at, printable(detail)],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        Ok(new)
     }
 
     /// Notes that the portal store holds certificate `id` as `portal_id`.
@@ -878,5 +1036,123 @@ impl Store {
             .query_map([until], certificate_row)
             .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(sha256: &str) -> NewCertificate {
+        NewCertificate {
+            order_id: None,
+            common_name: "www.example.com".into(),
+            subject_alt_names: vec!["www.example.com".into()],
+            serial: "01".into(),
+            sha256: sha256.into(),
+            issuer: "CN=Test CA".into(),
+            not_before: OffsetDateTime::UNIX_EPOCH,
+            not_after: OffsetDateTime::UNIX_EPOCH,
+            certificate_pem: String::new(),
+            chain_pem: String::new(),
+            key_source: None,
+            source_message_id: None,
+            source: Some("imap://a/INBOX;UIDVALIDITY=9;UID=4".into()),
+        }
+    }
+
+    fn position(uid: u32, mark: Option<&str>) -> MailboxPosition {
+        MailboxPosition {
+            account: "a".into(),
+            folder: "INBOX".into(),
+            uidvalidity: 9,
+            uid,
+            mark: mark.map(str::to_string),
+        }
+    }
+
+    fn events(store: &Store, kind: &str) -> usize {
+        (store.events().unwrap().iter())
+            .filter(|e| e.kind == kind)
+            .count()
+    }
+
+    /// Recording a certificate leaves its mail's mark pending in the same transaction
+    /// that moves the position; the row goes when the mark is applied.
+    #[test]
+    fn a_recorded_mail_is_pending_until_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("f.db")).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        store
+            .record_certificate(&certificate("aa"), Some(&position(4, Some("flag"))), now)
+            .unwrap();
+        // The same certificate again (another mail): pending too. Without a mark: not.
+        store
+            .record_certificate(&certificate("aa"), Some(&position(5, Some("flag"))), now)
+            .unwrap();
+        store
+            .record_certificate(&certificate("bb"), Some(&position(6, None)), now)
+            .unwrap();
+        assert_eq!(
+            store.mailbox_state("a", "INBOX").unwrap().unwrap().last_uid,
+            6
+        );
+        let pending = store.pending_marks("a", "INBOX").unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|p| (p.uid, p.action.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(4, "flag"), (5, "flag")]
+        );
+        assert_eq!(pending[0].last_error, None);
+
+        // Failures: one event for the first, none for the retries.
+        for error in ["NO [x] 10:00", "NO [x] 10:05"] {
+            store
+                .pending_mark_failed(&position(4, None), "flag", error, "detail", now)
+                .unwrap();
+        }
+        assert_eq!(events(&store, "mark_failed"), 1);
+        assert_eq!(
+            store.pending_marks("a", "INBOX").unwrap()[0]
+                .last_error
+                .as_deref(),
+            Some("NO [x] 10:05")
+        );
+
+        store
+            .clear_pending_mark(&position(4, None), Some(("mail_marked", "done")), now)
+            .unwrap();
+        store
+            .clear_pending_mark(&position(5, None), None, now)
+            .unwrap();
+        assert!(store.pending_marks("a", "INBOX").unwrap().is_empty());
+        assert_eq!(events(&store, "mail_marked"), 1);
+    }
+
+    /// A database of schema 1 gets the table of migration 2 and keeps its rows.
+    #[test]
+    fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO mailbox_state VALUES ('a', 'INBOX', 9, 3, 'then')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(
+            store.mailbox_state("a", "INBOX").unwrap().unwrap().last_uid,
+            3
+        );
+        assert!(store.pending_marks("a", "INBOX").unwrap().is_empty());
     }
 }

@@ -26,6 +26,8 @@ pub struct Script {
     pub messages: Vec<FakeMessage>,
     /// Folders that exist besides INBOX; CREATE adds to them.
     pub folders: Vec<String>,
+    /// CREATE answers `NO [NOPERM]`, as on a server where the user may not make folders.
+    pub refuse_create: bool,
 }
 
 impl Default for Script {
@@ -35,6 +37,7 @@ impl Default for Script {
             uidvalidity: 7,
             messages: Vec::new(),
             folders: Vec::new(),
+            refuse_create: false,
         }
     }
 }
@@ -126,6 +129,16 @@ impl FakeImap {
     /// The folders that exist now, besides INBOX.
     pub fn folders(&self) -> Vec<String> {
         self.state.lock().unwrap().folders.clone()
+    }
+
+    /// Changes what CREATE answers from now on.
+    pub fn set_refuse_create(&self, refuse: bool) {
+        self.state.lock().unwrap().refuse_create = refuse;
+    }
+
+    /// Changes the UIDVALIDITY, as a server migration does.
+    pub fn set_uidvalidity(&self, uidvalidity: u32) {
+        self.state.lock().unwrap().uidvalidity = uidvalidity;
     }
 
     /// Replaces the messages the server holds.
@@ -265,6 +278,9 @@ fn serve(
             }
         } else if upper.starts_with("CREATE ") {
             match quoted_argument(command) {
+                Some(_) if script.refuse_create => {
+                    write!(out, "{tag} NO [NOPERM] Permission denied\r\n")?
+                }
                 Some(name) => {
                     let mut state = state.lock().unwrap();
                     if !state.folders.contains(&name) {
@@ -279,7 +295,8 @@ fn serve(
             if let Some(name) =
                 quoted_argument(command).filter(|n| n == "INBOX" || script.folders.contains(n))
             {
-                write!(out, "* LIST (\\HasNoChildren) \"/\" \"{name}\"\r\n")?;
+                let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
+                write!(out, "* LIST (\\HasNoChildren) \"/\" \"{quoted}\"\r\n")?;
             }
             write!(out, "{tag} OK List completed.\r\n")?;
         } else if upper == "NOOP" {
