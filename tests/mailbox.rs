@@ -998,6 +998,12 @@ fn a_move_into_a_missing_folder_creates_it_and_moves_every_mail() {
         created[0].contains("the folder Imported did not exist"),
         "{events:#?}"
     );
+    let ordinary = events_of(&events, "mail_without_certificate");
+    assert_eq!(ordinary.len(), 1, "{events:#?}");
+    assert!(
+        ordinary[0].ends_with(&format!(";UID={}", uids[1])),
+        "{events:#?}"
+    );
 }
 
 /// A `move:` folder that cannot be created (a file stands where Dovecot would keep it, so

@@ -142,7 +142,9 @@ pub fn import_message(
 }
 
 /// Records an event for every outcome that recorded nothing (an import records its own),
-/// moving the mailbox position with it.
+/// moving the mailbox position with it. In a mailbox scan that includes ordinary mail
+/// without any certificate (`mail_without_certificate`, kept short): every mail the position
+/// passes without importing from it is accounted for.
 fn finish(
     results: &[ImportResult],
     destination: &mut Destination<'_>,
@@ -160,14 +162,20 @@ fn finish(
         if result.outcome.is_recorded() {
             continue;
         }
-        // In a mailbox scan, mail without any certificate is ordinary mail, not an event.
-        if position.is_some() && result.outcome == Outcome::NoCertificate {
-            continue;
-        }
+        // Ordinary mail in a scan: where it is and what stopped a look inside (a skipped
+        // zip, say), not the links of every newsletter.
+        let detail = if position.is_some() && result.outcome == Outcome::NoCertificate {
+            std::iter::once(result.source.as_str())
+                .chain(result.problems.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else {
+            result.event_detail()
+        };
         store.add_event_at(
             destination.order_id,
             result.outcome.event_kind(),
-            &result.event_detail(),
+            &detail,
             position,
             now,
         )?;
