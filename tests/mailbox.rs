@@ -978,12 +978,28 @@ fn a_move_into_a_missing_folder_creates_it_and_moves_every_mail() {
     let uids = f
         .dovecot
         .append_many("INBOX", [first, unrelated_mail(1), second]);
+    // `check` says so beforehand, and changes nothing.
+    f.fulfill().arg("check").assert().success().stdout(
+        predicate::str::contains("mailbox      ok     logged in as fulfill-test")
+            .and(predicate::str::contains("folder INBOX holds 3 messages"))
+            .and(predicate::str::contains(
+                "after_import ok     \"move:Imported\": the folder Imported does not exist on \
+                 127.0.0.1; the first run that imports a certificate creates it",
+            )),
+    );
     let (code, report) = f.poll(&[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(
         imported(&report),
         vec!["www.first.example.com", "www.second.example.com"]
     );
+    f.fulfill()
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "\"move:Imported\": the folder Imported exists",
+        ));
     assert_eq!(f.dovecot.count("Imported"), 2);
     assert_eq!(
         f.dovecot.uids("INBOX"),

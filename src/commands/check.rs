@@ -1,5 +1,7 @@
 //! `fulfill check`: is everything in place? Configuration, keys, trust anchors, database,
-//! and portal authentication, each reported as ok or failed with the reason.
+//! portal authentication and the mailbox (login, folder, and the folder of
+//! `after_import = "move:..."`), each reported as ok or failed with the reason. It changes
+//! nothing: a missing `move:` folder is reported, and created by the first mark of a run.
 
 use std::io::{self, Write};
 
@@ -9,6 +11,7 @@ use serde::Serialize;
 use super::{Context, Report, load_known_keys, load_trust_anchors, write_line};
 use crate::config::Settings;
 use crate::exit::Exit;
+use crate::mailbox::{AfterImport, Session};
 use crate::portal::Portal;
 use crate::validate::KeySource;
 
@@ -47,7 +50,7 @@ impl CheckLine {
 impl CheckArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let settings = &context.settings;
-        let lines = vec![
+        let mut lines = vec![
             CheckLine::from("config", Ok(()), |()| match &settings.config_file {
                 Some(path) => format!("{} read", path.display()),
                 None => "no config file; defaults in use".into(),
@@ -76,6 +79,7 @@ impl CheckArgs {
             }),
             check_portal(settings),
         ];
+        lines.extend(check_mailbox(settings));
         let exit = if lines.iter().all(|l| l.ok) {
             Exit::Done
         } else {
@@ -123,6 +127,75 @@ fn check_portal(settings: &Settings) -> CheckLine {
             detail: e.to_string(),
         },
     }
+}
+
+/// Logs in to the mailbox when it is configured and looks at the folder (EXAMINE, which
+/// changes nothing) and at the `move:` folder of `after_import`, if any.
+fn check_mailbox(settings: &Settings) -> Vec<CheckLine> {
+    let failed = |detail: String| {
+        vec![CheckLine {
+            check: "mailbox",
+            ok: false,
+            detail,
+        }]
+    };
+    let mailbox = match settings.mailbox() {
+        Ok(None) => {
+            return vec![CheckLine {
+                check: "mailbox",
+                ok: true,
+                detail: "not configured (no [mailbox] host); poll and resend-and-import need it"
+                    .into(),
+            }];
+        }
+        Ok(Some(mailbox)) => mailbox,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut session = match Session::connect(&mailbox) {
+        Ok(session) => session,
+        Err(e) => return failed(e.to_string()),
+    };
+    let status = match session.examine(&mailbox.folder) {
+        Ok(status) => status,
+        Err(e) => {
+            session.logout();
+            return failed(e.to_string());
+        }
+    };
+    let mut lines = vec![CheckLine {
+        check: "mailbox",
+        ok: true,
+        detail: format!(
+            "logged in as {} to {}:{}; folder {} holds {} messages",
+            mailbox.username, mailbox.host, mailbox.port, mailbox.folder, status.exists
+        ),
+    }];
+    if let AfterImport::Move(target) = &mailbox.after_import {
+        let action = &mailbox.after_import;
+        lines.push(match session.folder_exists(target) {
+            Ok(true) => CheckLine {
+                check: "after_import",
+                ok: true,
+                detail: format!("\"{action}\": the folder {target} exists"),
+            },
+            Ok(false) => CheckLine {
+                check: "after_import",
+                ok: true,
+                detail: format!(
+                    "\"{action}\": the folder {target} does not exist on {}; the first run \
+                     that imports a certificate creates it",
+                    mailbox.host
+                ),
+            },
+            Err(e) => CheckLine {
+                check: "after_import",
+                ok: false,
+                detail: e.to_string(),
+            },
+        });
+    }
+    session.logout();
+    lines
 }
 
 #[derive(Serialize)]

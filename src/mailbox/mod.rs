@@ -462,6 +462,15 @@ impl Session {
         folder_status("SELECT", folder, &mailbox)
     }
 
+    /// SELECT without changing anything (no \Recent cleared): for `check`.
+    pub fn examine(&mut self, folder: &FolderName) -> Result<FolderStatus, MailboxError> {
+        let mailbox = self
+            .imap
+            .examine(folder.as_str())
+            .map_err(protocol(&format!("EXAMINE {folder}"), self.io_timeout))?;
+        folder_status("EXAMINE", folder, &mailbox)
+    }
+
     /// UIDs above `after_uid`, received on or after `since`, from one of `senders` if any:
     /// all narrowed by the server, so a run with nothing new costs the same whatever the
     /// size of the mailbox.
