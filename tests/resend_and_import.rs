@@ -334,6 +334,42 @@ fn mail_already_in_the_mailbox_needs_no_resend() {
     assert!(f.portal.resends().is_empty());
 }
 
+/// The order's certificate is in, but its mail cannot be moved (a file stands where the
+/// `move:` folder would go, so it cannot be created): the order is imported, the run exits 1
+/// and the mark stays pending; once the folder can be made, the next run moves the mail.
+#[test]
+fn a_refused_mark_fails_the_run_but_not_the_order() {
+    let Some(mut f) = Fixture::new() else { return };
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    std::fs::write(
+        &f.config,
+        config.replace(
+            "[mailbox]\n",
+            "[mailbox]\nafter_import = \"move:Imported\"\n",
+        ),
+    )
+    .unwrap();
+    let order = f.order("www.unmoved.example.com");
+    f.dovecot.append("INBOX", &order.mail);
+    let blocker = f.dovecot.folder_path("Imported");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let id = order.id.to_string();
+    let (code, results, stderr) = f.run(&["--order", &id, "--timeout", "10s"]);
+    assert_eq!(code, Some(1), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["outcome"], "imported", "{results:#}");
+    assert!(stderr.contains("the mark is pending"), "{stderr}");
+    assert_eq!(f.count("pending_marks"), Some(1));
+    assert_eq!(f.dovecot.count("INBOX"), 1);
+
+    std::fs::remove_file(&blocker).unwrap();
+    let (code, results, stderr) = f.run(&["--order", &id, "--timeout", "10s"]);
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    assert_eq!(results[0]["outcome"], "already_imported", "{results:#}");
+    assert_eq!(f.count("pending_marks"), Some(0));
+    assert_eq!(f.dovecot.count("Imported"), 1, "moved by the second run");
+    assert_eq!(f.dovecot.count("INBOX"), 0);
+}
+
 #[test]
 fn a_forged_mail_arriving_first_is_ignored() {
     let Some(mut f) = Fixture::new() else { return };

@@ -18,7 +18,9 @@ use super::{
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::pipeline::deploy::Deployment;
-use crate::pipeline::{self, Checks, Destination, Folder, ImportResult, keys_for_orders};
+use crate::pipeline::{
+    self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
+};
 use crate::portal::Portal;
 
 #[derive(Debug, Args)]
@@ -107,7 +109,7 @@ impl PollArgs {
             report.new_messages += scan.new_messages;
             report.too_large += scan.too_large;
             report.uidvalidity_changed |= scan.uidvalidity_changed;
-            report.mark_failures.extend(scan.mark_failures);
+            pipeline::note_mark_failures(&mut report.mark_failures, scan.mark_failures);
             // A certificate recorded before (found again after a UIDVALIDITY change) ends
             // no wait.
             let found_new = scan.results.iter().any(|r| r.outcome.is_new());
@@ -160,7 +162,7 @@ struct PollReport {
     too_large: usize,
     uidvalidity_changed: bool,
     /// Mails whose `after_import` failed: recorded, the mark pending for the next run.
-    mark_failures: Vec<String>,
+    mark_failures: Vec<MarkFailure>,
     timed_out: bool,
     bytes_read: u64,
     bytes_written: u64,
@@ -238,7 +240,7 @@ impl Report for PollReport {
             None => String::new(),
         };
         for failure in &self.mark_failures {
-            write_line(out, failure)?;
+            write_line(out, &failure.detail)?;
         }
         let pending = match self.mark_failures.len() {
             0 => String::new(),

@@ -78,7 +78,7 @@ impl ResendAndImportArgs {
             )
         })?;
         let hook = deploy_hook(settings, self.deploy_hook.as_deref()).filter(|_| !self.dry_run);
-        let mut results = ResendLoop {
+        let mut resend_loop = ResendLoop {
             portal: &portal,
             session: &mut session,
             mailbox: &mailbox,
@@ -86,8 +86,11 @@ impl ResendAndImportArgs {
             checks,
             store: store.as_mut(),
             options: self.loop_options(context, hook.is_some()),
-        }
-        .run(&orders, context.now)?;
+            mark_failures: Vec::new(),
+        };
+        let mut results = resend_loop.run(&orders, context.now)?;
+        // Each was logged as it happened; the mails are recorded, their marks pending.
+        let marks_failed = !resend_loop.mark_failures.is_empty();
         session.logout();
         let deployed = deploy_undeployed(settings, hook.as_ref(), store.as_ref(), context.now)?;
         for result in &mut results {
@@ -97,6 +100,11 @@ impl ResendAndImportArgs {
             result.deploy_hook = deployment.map(|d| d.summary());
         }
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
+        let exit = if marks_failed {
+            exit.worst(Exit::Failure)
+        } else {
+            exit
+        };
         context.output.print(&OrdersReport(&results))?;
         Ok(with_deployments(exit, &deployed))
     }

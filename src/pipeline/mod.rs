@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 pub use self::order_keys::{RecordedCertificates, certificate_key, keys_for_orders};
 pub use self::result::{ImportResult, Outcome, Reason, UploadStatus};
-pub use self::scan::{Folder, Scan, scan_mailbox};
+pub use self::scan::{Folder, MarkFailure, Scan, note_mark_failures, scan_mailbox};
 pub use self::upload::{Upload, to_pem};
 use crate::extract::{self, Extraction, Limits};
 use crate::portal::Portal;

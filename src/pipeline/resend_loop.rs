@@ -19,7 +19,9 @@ use time::OffsetDateTime;
 use super::order_keys::RecordedCertificates;
 use super::pending::next_resend_due;
 use super::upload::{TemplateParts, certificate_template};
-use super::{Checks, Destination, Folder, certificate_key, scan_mailbox};
+use super::{
+    Checks, Destination, Folder, MarkFailure, certificate_key, note_mark_failures, scan_mailbox,
+};
 use crate::exit::Exit;
 use crate::extract;
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
@@ -154,6 +156,8 @@ pub struct ResendLoop<'a> {
     pub checks: Checks,
     pub store: Option<&'a mut Store>,
     pub options: LoopOptions,
+    /// Mails whose `after_import` failed during the run (recorded, the mark pending).
+    pub mark_failures: Vec<MarkFailure>,
 }
 
 impl ResendLoop<'_> {
@@ -288,6 +292,7 @@ impl ResendLoop<'_> {
             account: &self.account,
         };
         let scan = scan_mailbox(self.session, &folder, &self.checks, &mut destination, now)?;
+        note_mark_failures(&mut self.mark_failures, scan.mark_failures);
         for (order, result) in orders.iter().zip(results.iter_mut()) {
             if !result.open() {
                 continue;

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
+use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::result::{ImportResult, Outcome};
@@ -34,7 +35,25 @@ pub struct Scan {
     pub uidvalidity_changed: bool,
     /// Mails whose `after_import` failed in this pass, new or retried: each stays pending
     /// and the next pass tries again.
-    pub mark_failures: Vec<String>,
+    pub mark_failures: Vec<MarkFailure>,
+}
+
+/// A mail whose `after_import` the server refused: recorded, its mark pending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkFailure {
+    /// The mail's IMAP URL.
+    pub source: String,
+    /// What failed and why, as logged and recorded.
+    pub detail: String,
+}
+
+/// Adds `new` to `failures`, one per mail: a wait that scans again and fails again on the
+/// same mail keeps the latest failure.
+pub fn note_mark_failures(failures: &mut Vec<MarkFailure>, new: Vec<MarkFailure>) {
+    for failure in new {
+        failures.retain(|f| f.source != failure.source);
+        failures.push(failure);
+    }
 }
 
 /// The folder to scan and whose it is.
@@ -310,7 +329,10 @@ fn apply_mark(
             );
             log::warn!("{detail}");
             store.pending_mark_failed(position, &action.to_string(), &error, &detail, now)?;
-            scan.mark_failures.push(detail);
+            scan.mark_failures.push(MarkFailure {
+                source: source.to_string(),
+                detail,
+            });
             Ok(())
         }
         Err(error) => Err(error.context(format!("{source}: applying after_import {action}"))),
