@@ -3,7 +3,7 @@
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::{Collector, ExtractError, html, pem, zip};
+use super::{Collector, ExtractError, html, pem, shape, zip};
 
 pub struct Headers {
     pub message_id: Option<String>,
@@ -12,9 +12,17 @@ pub struct Headers {
 }
 
 pub fn walk(raw: &[u8], collector: &mut Collector<'_>) -> Result<Headers, ExtractError> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or(ExtractError::NotAMessage)?;
+    let parser = MessageParser::default();
+    // The parser builds its whole tree before the walk below can stop at a limit: give it
+    // only the part of the message whose tree stays within the limits.
+    let raw = match shape::find_cut(raw, &parser, collector.limits) {
+        Some(cut) => {
+            collector.problem("message", cut.what);
+            &raw[..cut.at]
+        }
+        None => raw,
+    };
+    let message = parser.parse(raw).ok_or(ExtractError::NotAMessage)?;
     let headers = Headers {
         message_id: message.message_id().map(str::to_string),
         subject: message.subject().map(str::to_string),

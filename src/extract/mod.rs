@@ -14,6 +14,7 @@ mod der;
 mod html;
 mod mime;
 mod pem;
+mod shape;
 mod zip;
 
 use sha2::{Digest, Sha256};
@@ -23,12 +24,21 @@ pub use self::pem::{PemBlock, scan_pem};
 
 /// Bounds on what one message may make the extractor do. Each breach is reported as a
 /// [`Problem`] naming the limit, except `max_message_size`, which refuses the message.
+///
+/// `max_parts`, `max_header_size` and `max_text_size` bound what the MIME parser builds:
+/// the message is cut where the first of them is passed, before the parser reads it
+/// (`shape.rs`), which keeps the parser's memory within a few times the message size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_message_size: usize,
     /// Nesting of multiparts and forwarded messages.
     pub max_mime_depth: usize,
     pub max_parts: usize,
+    /// Bytes of header lines in the message, every part's and forward's together.
+    pub max_header_size: usize,
+    /// Bytes of text and HTML parts, and of forwarded messages sent encoded, as they are
+    /// in the mail: what the parser decodes into text, up to three times larger.
+    pub max_text_size: usize,
     pub max_zip_entries: usize,
     pub max_zip_entry_size: u64,
     /// Bytes unpacked from all zip archives of one message, nested ones and refused
@@ -50,6 +60,8 @@ impl Default for Limits {
             max_message_size: 25 * 1024 * 1024,
             max_mime_depth: 20,
             max_parts: 1000,
+            max_header_size: 128 * 1024,
+            max_text_size: 1024 * 1024,
             max_zip_entries: 256,
             max_zip_entry_size: 10 * 1024 * 1024,
             max_zip_total_size: 50 * 1024 * 1024,

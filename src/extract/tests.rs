@@ -1098,6 +1098,8 @@ fn limit_every_field_has_a_test() {
         max_message_size,
         max_mime_depth,
         max_parts,
+        max_header_size,
+        max_text_size,
         max_zip_entries,
         max_zip_entry_size,
         max_zip_total_size,
@@ -1274,6 +1276,7 @@ fn limit_max_mime_depth_ten_thousand_nested_multiparts() {
     let limits = Limits {
         max_mime_depth: depth,
         max_parts: 2 * depth,
+        max_header_size: message.len(),
         ..Limits::default()
     };
     let out = run_with(&message, &limits);
@@ -1337,6 +1340,345 @@ fn limit_max_parts_stops_the_walk_one_part_over() {
     );
     let problem = the_limit_problem(&out, "max_parts");
     assert!(problem.what.contains("more than 10"), "{}", problem.what);
+}
+
+/// A multipart holding `first` in a text part, then `count` empty parts: "--b" CRLF CRLF
+/// each, 7 bytes a part. 2.5 million of them made the parser build 562 MB before the walk
+/// could stop at max_parts.
+fn empty_parts(count: usize, first: &str) -> Vec<u8> {
+    let mut message = format!(
+        "From: a@example.com\r\nSubject: many parts\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n\
+         --b\r\nContent-Type: text/plain\r\n\r\n{first}\r\n"
+    )
+    .into_bytes();
+    for _ in 0..count {
+        message.extend_from_slice(b"--b\r\n\r\n");
+    }
+    message
+}
+
+#[test]
+fn limit_max_parts_cuts_the_message_before_the_parser_builds_its_tree() {
+    let c = chain();
+    let message = empty_parts(500_000, &c.leaf.pem);
+    let started = Instant::now();
+    let out = run(&message);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "read up to the cut");
+    let problem = the_limit_problem(&out, "max_parts");
+    assert!(problem.what.contains("more than 1000"), "{}", problem.what);
+}
+
+#[test]
+fn limit_max_parts_counts_the_parts_of_an_encoded_forward() {
+    let c = chain();
+    // The root, the multipart... the forward sent in base64 holds 20 parts of its own.
+    let inner = mail(
+        "Fwd",
+        mixed((0..19).map(|i| text(&format!("{i}\r\n"))).collect()),
+    );
+    let message = mail(
+        "forwarded",
+        mixed(vec![
+            text(&c.leaf.pem),
+            base64_part("message/rfc822", &inner),
+        ]),
+    );
+    // Root multipart, the text, the forward's part and its 20: 23 parts.
+    let at_limit = Limits {
+        max_parts: 23,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+
+    // One over, inside the forward: the parser never sees the forward at all, since it
+    // would parse whatever part of it were left.
+    let over = Limits {
+        max_parts: 22,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &over);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "read up to the forward");
+    let problem = the_limit_problem(&out, "max_parts");
+    assert!(problem.what.contains("more than 22"), "{}", problem.what);
+}
+
+/// Parts and header bytes in the parser's tree, forwards included.
+fn tree_counts(message: &mail_parser::Message<'_>) -> (usize, usize) {
+    let (mut parts, mut header_bytes) = (0, 0);
+    let mut pending = vec![message];
+    while let Some(message) = pending.pop() {
+        for part in &message.parts {
+            parts += 1;
+            header_bytes += (part.offset_body - part.offset_header) as usize;
+            if let mail_parser::PartType::Message(inner) = &part.body {
+                pending.push(inner);
+            }
+        }
+    }
+    (parts, header_bytes)
+}
+
+/// The cut is only as good as the walk's copy of the parser's steps: on every message at
+/// hand, both must see the same parts and header sections.
+#[test]
+fn shape_counts_what_the_parser_builds() {
+    let c = chain();
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = repo.join("../shared/corpora/mail-parser");
+    for dir in [
+        repo.join("samples"),
+        corpus.join("malformed"),
+        corpus.join("rfc"),
+        corpus.join("thirdparty"),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("readable").path();
+            if path.extension().is_some_and(|e| e == "eml") {
+                let bytes = std::fs::read(&path).expect("readable");
+                messages.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    let inner = mail("Fwd", mixed(vec![text("a\r\n"), text(&c.leaf.pem)]));
+    let qp_inner = String::from_utf8(inner.clone()).unwrap();
+    let mut encoded_thrice = inner.clone();
+    for _ in 0..4 {
+        encoded_thrice = mail(
+            "Fwd",
+            mixed(vec![
+                text("x\r\n"),
+                base64_part("message/rfc822", &encoded_thrice),
+            ]),
+        );
+    }
+    let odd: Vec<(&str, Vec<u8>)> = vec![
+        ("nested multiparts", nested_multiparts(30, &c.leaf.pem)),
+        ("nested forwards", nested_forwards(30, &c.leaf.pem)),
+        ("empty parts", empty_parts(50, "x")),
+        (
+            "base64 forward",
+            mail("f", mixed(vec![base64_part("message/rfc822", &inner)])),
+        ),
+        (
+            "quoted-printable forward",
+            mail(
+                "f",
+                mixed(vec![quoted_printable(
+                    "message/rfc822",
+                    &qp_encode(&qp_inner, 76),
+                )]),
+            ),
+        ),
+        ("forwards encoded four deep", encoded_thrice),
+        (
+            "forward as sent, multipart inside",
+            mail("f", mixed(vec![text("a"), Part::Message(inner.clone())])),
+        ),
+        (
+            "forward at the root",
+            [
+                &b"Subject: f\r\nContent-Type: message/rfc822\r\n\r\n"[..],
+                &inner,
+            ]
+            .concat(),
+        ),
+        (
+            "digest",
+            b"Subject: d\r\nContent-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\n\
+              Subject: one\r\n\r\nbody\r\n--d\r\n\r\nSubject: two\r\n\r\nbody\r\n--d--\r\n"
+                .to_vec(),
+        ),
+        (
+            "bad base64, unclosed boundary",
+            b"Subject: b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+              Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+              !!!not base64!!!\r\n--b\r\nContent-Type: text/plain\r\n\r\nno end"
+                .to_vec(),
+        ),
+        (
+            "delimiters inside lines",
+            b"Subject: m\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nx--b\r\n\r\none--b\
+              \r\n\r\ntwo--b\r\n\r\n--b--"
+                .to_vec(),
+        ),
+        (
+            "boundary never seen",
+            b"Subject: n\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\ntext\r\n".to_vec(),
+        ),
+        (
+            "no boundary parameter",
+            b"Subject: n\r\nContent-Type: multipart/mixed\r\n\r\n--b\r\n\r\ntext\r\n".to_vec(),
+        ),
+        (
+            "headers only",
+            b"Subject: h\r\nFrom: a@example.com\r\nX-No-Body: yes".to_vec(),
+        ),
+        (
+            "forward cut in its headers",
+            b"Subject: f\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+              Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nFrom: x"
+                .to_vec(),
+        ),
+    ];
+    messages.extend(
+        odd.into_iter()
+            .map(|(name, bytes)| (name.to_string(), bytes)),
+    );
+    let parser = mail_parser::MessageParser::default();
+    let mut compared = 0;
+    for (name, bytes) in &messages {
+        let walked = shape::count(bytes, &parser);
+        let built = parser
+            .parse(bytes)
+            .map(|m| tree_counts(&m))
+            .unwrap_or((0, 0));
+        if name.ends_with("thirdparty/015.eml") {
+            // Forwards whose header sections run on into the next part's: the parser builds
+            // a part, then drops it with the forward that held it. The walk counts what
+            // was built, which is what the memory was spent on.
+            assert!(
+                walked.0 > built.0 && walked.1 > built.1,
+                "{name}: walked {walked:?}, built {built:?}"
+            );
+        } else {
+            assert_eq!(walked, built, "{name}: (parts, header bytes)");
+        }
+        compared += 1;
+    }
+    assert!(compared >= 30, "compared {compared} messages");
+}
+
+#[test]
+fn limit_max_header_size_boundary() {
+    let c = chain();
+    let root = "From: a@example.com\r\nSubject: headers\r\n\
+                Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n";
+    let section = "Content-Type: text/plain\r\n\r\n";
+    let message = format!(
+        "{root}--b\r\n{section}hello\r\n--b\r\n{section}{}\r\n--b--\r\n",
+        c.leaf.pem
+    );
+    let header_bytes = root.len() + 2 * section.len();
+
+    let at_limit = Limits {
+        max_header_size: header_bytes,
+        ..Limits::default()
+    };
+    let out = run_with(message.as_bytes(), &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    // One byte over, in the last part's header section: that part is not read.
+    let over = Limits {
+        max_header_size: header_bytes - 1,
+        ..Limits::default()
+    };
+    let out = run_with(message.as_bytes(), &over);
+    assert!(
+        out.certificates.is_empty(),
+        "the part past the limit is not read"
+    );
+    let problem = the_limit_problem(&out, "max_header_size");
+    assert!(
+        problem
+            .what
+            .contains(&format!("more than {}", header_bytes - 1)),
+        "{}",
+        problem.what
+    );
+}
+
+#[test]
+fn limit_max_header_size_millions_of_header_lines() {
+    // 20 MB of "X-a: b" lines made the parser build 320 MB of headers.
+    let mut message = b"From: a@example.com\r\nSubject: flood\r\n".to_vec();
+    for _ in 0..1_000_000 {
+        message.extend_from_slice(b"X-a: b\r\n");
+    }
+    message.extend_from_slice(b"\r\nbody\r\n");
+    let started = Instant::now();
+    let out = run(&message);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    // The cut keeps the headers before the budget ran out.
+    assert_eq!(out.subject.as_deref(), Some("flood"));
+    assert_eq!(out.from.as_deref(), Some("a@example.com"));
+    the_limit_problem(&out, "max_header_size");
+}
+
+#[test]
+fn limit_max_text_size_boundary() {
+    let c = chain();
+    let message = mail(
+        "text",
+        mixed(vec![
+            text("hello"),
+            attachment("application/pkix-cert", "cert.cer", &c.leaf.der),
+        ]),
+    );
+    // The one text part holds "hello"; the attachment is not text.
+    let at_limit = Limits {
+        max_text_size: 5,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let over = Limits {
+        max_text_size: 4,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &over);
+    assert!(
+        out.certificates.is_empty(),
+        "the part past the limit is not read"
+    );
+    let problem = the_limit_problem(&out, "max_text_size");
+    assert!(problem.what.contains("more than 4"), "{}", problem.what);
+}
+
+#[test]
+fn limit_max_text_size_counts_encoded_forwards_and_cuts_them_whole() {
+    let c = chain();
+    let inner = text_mail(&c.leaf.pem);
+    let encoded = pki::base64_mime(&inner);
+    let message = mail(
+        "forwarded",
+        mixed(vec![base64_part("message/rfc822", &inner)]),
+    );
+    // The forward as sent, and the text part inside it once decoded.
+    let text_bytes = encoded.len() + c.leaf.pem.len();
+    let at_limit = Limits {
+        max_text_size: text_bytes,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &at_limit);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)], "at the limit");
+
+    let over = Limits {
+        max_text_size: text_bytes - 1,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &over);
+    assert!(out.certificates.is_empty(), "the forward is not read");
+    the_limit_problem(&out, "max_text_size");
 }
 
 #[test]
