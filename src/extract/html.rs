@@ -29,9 +29,14 @@ pub fn html_to_text(html: &str) -> String {
         rest = &after[close + 1..];
     }
     text.push_str(rest);
-    html_escape::decode_html_entities(&text)
-        .replace('\u{a0}', " ")
-        .to_string()
+    // One copy of the text at a time: the HTML can be megabytes of decoded charset.
+    if text.contains('&') {
+        text = html_escape::decode_html_entities(&text).into_owned();
+    }
+    if text.contains('\u{a0}') {
+        text = text.replace('\u{a0}', " ");
+    }
+    text
 }
 
 /// Words that mark a link as the way to the certificate in CA mails ("getcert",
@@ -64,20 +69,27 @@ pub fn certificate_links(text: &str) -> Vec<String> {
     links
 }
 
+/// A mail is not an order list either: keep the first few.
+const MAX_ORDER_NUMBERS: usize = 10;
+
 /// Order numbers after "order number", "order #", "order no." or "order id"
-/// (RapidSSL: "Order number: 1557047799"), at least four digits.
+/// (RapidSSL: "Order number: 1557047799"), at least four digits. Matched without
+/// lowercasing a copy of the text, which can be megabytes.
 pub fn order_numbers(text: &str) -> Vec<String> {
-    let lower = text.to_ascii_lowercase();
     let mut numbers = Vec::new();
-    for (at, _) in lower.match_indices("order") {
-        let after = &lower[at + "order".len()..];
-        let after = after
-            .strip_prefix(" number")
-            .or_else(|| after.strip_prefix(" no."))
-            .or_else(|| after.strip_prefix(" no"))
-            .or_else(|| after.strip_prefix(" id"))
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(found) = find_ignore_case(&bytes[from..], b"order") {
+        let at = from + found + b"order".len();
+        from = at;
+        // "order" is ASCII, so `at` is a char boundary.
+        let after = &text[at..];
+        let after = strip_prefix_ignore_case(after, " number")
+            .or_else(|| strip_prefix_ignore_case(after, " no."))
+            .or_else(|| strip_prefix_ignore_case(after, " no"))
+            .or_else(|| strip_prefix_ignore_case(after, " id"))
             .or_else(|| after.strip_prefix(" #"))
-            .or_else(|| after.strip_prefix("#"));
+            .or_else(|| after.strip_prefix('#'));
         let Some(after) = after else { continue };
         let digits: String = after
             .trim_start_matches([' ', ':', '#', '\t'])
@@ -87,7 +99,23 @@ pub fn order_numbers(text: &str) -> Vec<String> {
             .collect();
         if digits.len() >= 4 && !numbers.contains(&digits) {
             numbers.push(digits);
+            if numbers.len() == MAX_ORDER_NUMBERS {
+                break;
+            }
         }
     }
     numbers
+}
+
+fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window.eq_ignore_ascii_case(needle))
+}
+
+fn strip_prefix_ignore_case<'t>(text: &'t str, prefix: &str) -> Option<&'t str> {
+    let head = text.as_bytes().get(..prefix.len())?;
+    // An ASCII prefix matched: the rest starts on a char boundary.
+    head.eq_ignore_ascii_case(prefix.as_bytes())
+        .then(|| &text[prefix.len()..])
 }

@@ -1,6 +1,8 @@
 //! Walks every MIME part, forwarded messages included, with an explicit stack so hostile
 //! nesting costs a bounded loop instead of recursion.
 
+use std::borrow::Cow;
+
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::{Collector, ExtractError, html, pem, shape, zip};
@@ -149,17 +151,17 @@ fn drop_flat(message: Message<'_>) {
 }
 
 /// The body of a part with only its transfer encoding undone: the bytes as sent, before
-/// any charset conversion.
-fn decoded_body(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
+/// any charset conversion. Borrowed when there was no transfer encoding.
+fn decoded_body<'m>(msg: &'m Message<'_>, part: &MessagePart<'_>) -> Option<Cow<'m, [u8]>> {
     let raw = msg
         .raw_message
         .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
     match part.encoding {
-        Encoding::Base64 => pem::decode_base64(raw),
+        Encoding::Base64 => pem::decode_base64(raw).map(Cow::Owned),
         Encoding::QuotedPrintable => {
-            mail_parser::decoders::quoted_printable::quoted_printable_decode(raw)
+            mail_parser::decoders::quoted_printable::quoted_printable_decode(raw).map(Cow::Owned)
         }
-        Encoding::None => Some(raw.to_vec()),
+        Encoding::None => Some(Cow::Borrowed(raw)),
     }
 }
 

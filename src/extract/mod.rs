@@ -227,7 +227,13 @@ impl<'l> Collector<'l> {
                 self.out.order_numbers.push(number);
             }
         }
-        let scan = scan_pem(text, self.limits.max_line_length);
+        // One block past the limit is enough to know it was passed.
+        let room = self
+            .limits
+            .max_pem_blocks
+            .saturating_sub(self.pem_blocks)
+            .saturating_add(1);
+        let scan = pem::scan_pem_blocks(text, self.limits.max_line_length, room);
         for problem in scan.problems {
             self.problem(found_in, problem);
         }
@@ -348,13 +354,19 @@ impl<'l> Collector<'l> {
             );
             return;
         }
-        let entries = zip::read_entries(bytes, self.limits, &mut self.zip_budget);
-        for problem in entries.problems {
-            self.problem(&format!("{found_in}{}", problem.0), problem.1);
-        }
-        for entry in entries.files {
-            let place = format!("{found_in}, zip entry '{}'", entry.name);
-            self.scan_bytes(&entry.bytes, &place, zip_depth + 1);
+        // Entry by entry: only the entry being scanned (and, inside it, the entry of a
+        // nested archive) is in memory.
+        let mut entries = zip::ZipReader::new(bytes, self.limits);
+        while let Some(item) = entries.next(self.limits, &mut self.zip_budget) {
+            match item {
+                zip::ZipItem::File { name, bytes } => {
+                    let place = format!("{found_in}, zip entry '{name}'");
+                    self.scan_bytes(&bytes, &place, zip_depth + 1);
+                }
+                zip::ZipItem::Problem(place, what) => {
+                    self.problem(&format!("{found_in}{place}"), what);
+                }
+            }
         }
     }
 }

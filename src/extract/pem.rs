@@ -6,6 +6,8 @@
 //! scanner takes the base64 between a BEGIN line and the END line, the next BEGIN, or the
 //! first line of prose, whichever comes first.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
@@ -62,9 +64,17 @@ pub fn label_kind(label: &str) -> LabelKind {
 
 /// Finds every PEM block in `text`.
 pub fn scan_pem(text: &str, max_line_length: usize) -> PemScan {
+    scan_pem_blocks(text, max_line_length, usize::MAX)
+}
+
+/// Finds the first `max_blocks` PEM blocks in `text`: the ones past the caller's limit are
+/// neither decoded nor kept.
+pub fn scan_pem_blocks(text: &str, max_line_length: usize, max_blocks: usize) -> PemScan {
     let mut scan = PemScan::default();
     let mut rest = text;
-    while let Some(start) = rest.find(BEGIN) {
+    while scan.blocks.len() < max_blocks
+        && let Some(start) = rest.find(BEGIN)
+    {
         let after = &rest[start + BEGIN.len()..];
         let Some(label_end) = after.find("-----").filter(|&n| n <= MAX_LABEL) else {
             rest = after;
@@ -183,9 +193,24 @@ fn is_base64_byte(b: u8) -> bool {
 }
 
 /// Bytes that are text holding a PEM marker (an attachment saved as `.crt`, `.p7b`, `.ca-bundle`).
-pub fn as_pem_text(bytes: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    text.contains(BEGIN).then(|| text.into_owned())
+/// Bytes that are not UTF-8 become `?`, one for one: U+FFFD would take three bytes for
+/// each, and an attachment is up to 25 MiB.
+pub fn as_pem_text(bytes: &[u8]) -> Option<Cow<'_, str>> {
+    if !bytes
+        .windows(BEGIN.len())
+        .any(|window| window == BEGIN.as_bytes())
+    {
+        return None;
+    }
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Some(Cow::Borrowed(text));
+    }
+    let mut text = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        text.extend(std::iter::repeat_n('?', chunk.invalid().len()));
+    }
+    Some(Cow::Owned(text))
 }
 
 /// Base64 with line breaks and other white space, as in a transfer-encoded body.
@@ -200,13 +225,20 @@ pub fn decode_base64(bytes: &[u8]) -> Option<Vec<u8>> {
 
 /// Bytes that are nothing but base64 (and white space), decoded; `None` for anything else.
 pub fn bare_base64(bytes: &[u8]) -> Option<Vec<u8>> {
+    // Checked before anything is copied: most attachments fail at the first bytes.
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_whitespace() || is_base64_byte(b))
+    {
+        return None;
+    }
     let compact: Vec<u8> = bytes
         .iter()
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     // A certificate is hundreds of bytes; short base64-looking words are not one.
-    if compact.len() < 128 || !compact.iter().all(|&b| is_base64_byte(b)) {
+    if compact.len() < 128 {
         return None;
     }
     LENIENT.decode(&compact).ok()

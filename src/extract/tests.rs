@@ -931,6 +931,38 @@ fn link_only_mail_gives_links_and_order_number() {
 }
 
 #[test]
+fn order_numbers_are_found_in_any_case_and_only_the_first_few_kept() {
+    let numbers: String = (0..25)
+        .map(|i| format!("ORDER NUMBER: {}\r\n", 1_557_047_700 + i))
+        .collect();
+    let out = run(&text_mail(&format!(
+        "order #4242 and Order Id 4243\r\n{numbers}"
+    )));
+    // A mail is not an order list: a list of thousands once cost a quadratic search.
+    assert_eq!(out.order_numbers.len(), 10, "{:?}", out.order_numbers);
+    assert_eq!(out.order_numbers[..3], ["4242", "4243", "1557047700"]);
+}
+
+#[test]
+fn pem_attachment_with_bytes_that_are_not_utf8_is_read() {
+    let c = chain();
+    // A bundle saved by a Latin-1 tool: "für" is not UTF-8.
+    let mut file = b"Zertifikat f\xfcr www.example.com\n".to_vec();
+    file.extend_from_slice(c.leaf.pem.as_bytes());
+    let message = mail(
+        "certificate",
+        mixed(vec![attachment(
+            "application/octet-stream",
+            "www.example.com.crt",
+            &file,
+        )]),
+    );
+    let out = run(&message);
+    assert_no_problems(&out);
+    assert_eq!(shas(&out), vec![sha(&c.leaf.der)]);
+}
+
+#[test]
 fn mail_with_no_certificate_and_no_link() {
     let out = run(&text_mail(
         "Thank you for your order.\r\nWe will be in touch. See https://www.rapidssl.com/ for news.\r\n",

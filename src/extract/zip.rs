@@ -6,16 +6,14 @@ use std::io::{Cursor, Read};
 
 use super::Limits;
 
-pub struct ZipEntry {
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
-
-#[derive(Default)]
-pub struct ZipEntries {
-    pub files: Vec<ZipEntry>,
+/// What the reader gives for one entry, in archive order.
+pub enum ZipItem {
+    File {
+        name: String,
+        bytes: Vec<u8>,
+    },
     /// (place suffix, what went wrong)
-    pub problems: Vec<(String, String)>,
+    Problem(String, String),
 }
 
 /// Local file header or end-of-central-directory (an empty archive) signature.
@@ -27,52 +25,77 @@ pub fn is_zip(bytes: &[u8]) -> bool {
 /// compress oddly (a few bytes of header, or a run of padding).
 const RATIO_FLOOR: u64 = 64 * 1024;
 
-/// Reads the entries of one archive. `budget` is what may still be unpacked in the whole
-/// message: every byte decompressed counts against it, refused entries and nested archives
-/// included, so a zip of zip bombs costs no more than one `max_zip_total_size`.
-pub fn read_entries(bytes: &[u8], limits: &Limits, budget: &mut u64) -> ZipEntries {
-    let mut out = ZipEntries::default();
-    let mut archive = match open(bytes, limits) {
-        Ok(archive) => archive,
-        Err(problem) => {
-            out.problems.push((String::new(), problem));
-            return out;
-        }
-    };
-    for index in 0..archive.len() {
-        let mut entry = match archive.by_index(index) {
-            Ok(entry) => entry,
-            Err(e) => {
-                out.problems.push((
-                    format!(", zip entry #{}", index + 1),
-                    format!("could not be read: {e}"),
-                ));
-                continue;
-            }
-        };
-        let name = entry
-            .name()
-            .map(|n| n.into_owned())
-            .unwrap_or_else(|_| format!("#{}", index + 1));
-        let place = format!(", zip entry '{name}'");
-        if entry.is_dir() {
-            continue;
-        }
-        if entry.encrypted() {
-            out.problems.push((place, "is encrypted; not read".into()));
-            continue;
-        }
-        let compressed = entry.compressed_size();
-        match unpack(&mut entry, compressed, limits, budget) {
-            Unpacked::File(bytes) => out.files.push(ZipEntry { name, bytes }),
-            Unpacked::Refused(problem) => out.problems.push((place, problem)),
-            Unpacked::BudgetSpent(problem) => {
-                out.problems.push((place, problem));
-                break;
-            }
+/// The entries of one archive, unpacked one at a time, so that only the entry being read
+/// is in memory: the archives of one message may unpack to `max_zip_total_size` in all.
+pub struct ZipReader<'b> {
+    archive: Option<zip::ZipArchive<Cursor<&'b [u8]>>>,
+    /// The archive could not be opened: the one problem to give.
+    refused: Option<String>,
+    index: usize,
+}
+
+impl<'b> ZipReader<'b> {
+    pub fn new(bytes: &'b [u8], limits: &Limits) -> ZipReader<'b> {
+        match open(bytes, limits) {
+            Ok(archive) => ZipReader {
+                archive: Some(archive),
+                refused: None,
+                index: 0,
+            },
+            Err(problem) => ZipReader {
+                archive: None,
+                refused: Some(problem),
+                index: 0,
+            },
         }
     }
-    out
+
+    /// The next entry or problem. `budget` is what may still be unpacked in the whole
+    /// message: every byte decompressed counts against it, refused entries and nested
+    /// archives included, so a zip of zip bombs costs no more than one `max_zip_total_size`.
+    pub fn next(&mut self, limits: &Limits, budget: &mut u64) -> Option<ZipItem> {
+        if let Some(problem) = self.refused.take() {
+            return Some(ZipItem::Problem(String::new(), problem));
+        }
+        let archive = self.archive.as_mut()?;
+        while self.index < archive.len() {
+            let index = self.index;
+            self.index += 1;
+            let mut entry = match archive.by_index(index) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    return Some(ZipItem::Problem(
+                        format!(", zip entry #{}", index + 1),
+                        format!("could not be read: {e}"),
+                    ));
+                }
+            };
+            let name = entry
+                .name()
+                .map(|n| n.into_owned())
+                .unwrap_or_else(|_| format!("#{}", index + 1));
+            let place = format!(", zip entry '{name}'");
+            if entry.is_dir() {
+                continue;
+            }
+            if entry.encrypted() {
+                return Some(ZipItem::Problem(place, "is encrypted; not read".into()));
+            }
+            let compressed = entry.compressed_size();
+            let unpacked = unpack(&mut entry, compressed, limits, budget);
+            drop(entry);
+            return Some(match unpacked {
+                Unpacked::File(bytes) => ZipItem::File { name, bytes },
+                Unpacked::Refused(problem) => ZipItem::Problem(place, problem),
+                Unpacked::BudgetSpent(problem) => {
+                    // Neither this entry nor later ones are read.
+                    self.archive = None;
+                    ZipItem::Problem(place, problem)
+                }
+            });
+        }
+        None
+    }
 }
 
 /// Opens the archive, unless it cannot be read or has more entries than `max_zip_entries`.
