@@ -18,8 +18,9 @@
 //!
 //! The cut is where the first limit is passed: before the header section of the part one
 //! over `max_parts`, or inside the header section or text body at the byte the budget ran
-//! out. An encoded forward that passes a limit is cut whole, before its header section:
-//! the parser would decode and parse whatever part of it were left.
+//! out. An encoded forward that passes a limit is cut whole, before its header section (or
+//! its body, when the forward is the message itself): the parser would decode and parse
+//! whatever part of it were left.
 
 use mail_parser::parsers::MessageStream;
 use mail_parser::{ContentType, GetHeader, Header, HeaderName, HeaderValue, MessageParser};
@@ -281,16 +282,20 @@ fn walk(
             }
         } else {
             // A forward sent encoded: the parser keeps it decoded and parses it again. Cut
-            // short, it would still be parsed: a forward over the budget is cut whole.
-            count_text(counts, limits, offset_body, offset_end).map_err(|breach| Breach {
-                at: offset_header,
+            // short, it would still be parsed: a forward over a limit is cut whole, before
+            // its header section, or, when it is the message itself, before its body.
+            let whole = if offset_header == 0 {
+                offset_body
+            } else {
+                offset_header
+            };
+            let cut_whole = |breach: Breach| Breach {
+                at: whole,
                 limit: breach.limit,
-            })?;
+            };
+            count_text(counts, limits, offset_body, offset_end).map_err(cut_whole)?;
             if depth != 0 {
-                walk(&decoded, depth - 1, parser, limits, counts).map_err(|breach| Breach {
-                    at: offset_header,
-                    limit: breach.limit,
-                })?;
+                walk(&decoded, depth - 1, parser, limits, counts).map_err(cut_whole)?;
             }
         }
         drop(decoded);

@@ -1714,6 +1714,24 @@ fn limit_max_text_size_counts_encoded_forwards_and_cuts_them_whole() {
 }
 
 #[test]
+fn limit_max_text_size_cuts_a_forward_that_is_the_whole_message_after_its_headers() {
+    let c = chain();
+    let mut message = b"From: a@example.com\r\nSubject: forwarded\r\n\
+        Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    message.extend_from_slice(pki::base64_mime(&text_mail(&c.leaf.pem)).as_bytes());
+    let limits = Limits {
+        max_text_size: 100,
+        ..Limits::default()
+    };
+    let out = run_with(&message, &limits);
+    assert!(out.certificates.is_empty());
+    // Still a message, with its headers: cut before the whole of it, it would be none.
+    assert_eq!(out.subject.as_deref(), Some("forwarded"));
+    the_limit_problem(&out, "max_text_size");
+}
+
+#[test]
 fn limit_max_zip_entries_refuses_the_archive_one_entry_over() {
     let c = chain();
     let names: Vec<String> = (0..5).map(|i| format!("file{i}.txt")).collect();
