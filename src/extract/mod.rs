@@ -63,7 +63,7 @@ impl Default for Limits {
             max_header_size: 128 * 1024,
             max_text_size: 1024 * 1024,
             max_zip_entries: 256,
-            max_zip_entry_size: 10 * 1024 * 1024,
+            max_zip_entry_size: 4 * 1024 * 1024,
             max_zip_total_size: 50 * 1024 * 1024,
             max_zip_ratio: 100,
             max_zip_depth: 1,
