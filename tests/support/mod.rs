@@ -65,9 +65,12 @@ impl Home {
     /// [`Home::fulfill`] as a `std::process::Command`, for a test that spawns the run and
     /// watches it (pipes, kill) rather than waiting for its output.
     pub fn fulfill_process(&self) -> std::process::Command {
-        let mut cmd = env::command(fulfill_binary());
-        cmd.env("HOME", self.path()).current_dir(repo());
-        cmd
+        self.process(fulfill_binary())
+    }
+
+    /// `program` (a build of fulfill) run the same way, as a plain process.
+    pub fn process(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        process_in(self.path(), program)
     }
 
     /// `fulfill --config samples/config.toml`.
@@ -81,6 +84,15 @@ impl Home {
 /// The `fulfill` binary cargo built for the integration tests.
 pub fn fulfill_binary() -> PathBuf {
     assert_cmd::cargo::cargo_bin("fulfill")
+}
+
+/// `program` (a build of fulfill) with `home` as its HOME and nothing inherited that could
+/// change its behaviour (`env::command`), as a plain process: for a test that waits on the
+/// child itself, to read its resource usage.
+pub fn process_in(home: &Path, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = env::command(program);
+    cmd.env("HOME", home).current_dir(repo());
+    cmd
 }
 
 /// Opens a database the way a reviewer would, read-only.
