@@ -1058,6 +1058,7 @@ mod tests {
             key_source: None,
             source_message_id: None,
             source: Some("imap://a/INBOX;UIDVALIDITY=9;UID=4".into()),
+            deploy: false,
         }
     }
 
