@@ -14,7 +14,7 @@ mod support;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -263,7 +263,7 @@ const FIGURES: &str = "fulfill-memory:";
 /// built a 20 MB mail, holds far more than fulfill needs. The launcher is this test binary
 /// started afresh ([`launcher`]), small when it starts fulfill.
 fn import_and_measure(home: &Home, mail: &Path) -> (Option<i32>, u64, u64) {
-    let output = Command::new(std::env::current_exe().expect("the test binary"))
+    let output = support::env::command(std::env::current_exe().expect("the test binary"))
         .args(["launcher", "--exact", "--nocapture", "--test-threads=1"])
         .env(
             LAUNCH,

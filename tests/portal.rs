@@ -914,3 +914,32 @@ fn exactly_the_matching_private_key_is_uploaded_as_pem() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].private_key, alpha);
 }
+
+/// A store that answers every page of `getSecurityCertificates` full (as an API that
+/// ignored resultLimit's offset would) is read for at most 50 pages: the upload stops
+/// with an error that says so, instead of paging forever.
+#[test]
+fn the_store_is_paged_at_most_fifty_times() {
+    let s = setup();
+    let page: Vec<serde_json::Value> = (0..100)
+        .map(|id| serde_json::json!({"id": 9000 + id, "commonName": ALPHA, "certificate": ""}))
+        .collect();
+    s.portal.inject(
+        "getSecurityCertificates",
+        Fault::Raw {
+            status: 200,
+            body: serde_json::Value::Array(page).to_string(),
+        },
+        200,
+    );
+    let output = s.import_alpha().output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped after 50 pages"), "{stderr}");
+    assert_eq!(
+        s.portal.pending_faults("getSecurityCertificates"),
+        150,
+        "50 pages read"
+    );
+    assert!(s.portal.certificates().is_empty(), "nothing created");
+}

@@ -588,9 +588,13 @@ fn every_writing_command_waits_its_turn() {
         "30s",
         "--no-resend",
     ]);
-    wait_until("the first run holds the lock", || {
-        f.home.default_db().with_extension("db.lock").exists() && f.count("events").is_some()
-    });
+    // Past its portal calls and its first look at the mailbox: waiting in IDLE, it holds
+    // the lock and touches nothing until the mail comes or the timeout.
+    assert!(
+        f.dovecot.wait_for_idle(Duration::from_secs(30)),
+        "the first run waits in IDLE"
+    );
+    assert!(f.home.default_db().with_extension("db.lock").exists());
     let calls_before = f.portal.requests().len();
     let sample = support::samples().join("01-geotrust-inline-pem.eml");
     let order_id = order.id.to_string();
