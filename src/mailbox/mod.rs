@@ -359,24 +359,9 @@ fn protocol(what: &str, io_timeout: Duration) -> impl Fn(imap::Error) -> Mailbox
 impl Session {
     /// Connects, secures and logs in.
     pub fn connect(settings: &MailboxSettings) -> Result<Session, MailboxError> {
-        let connect_error = |cause: String| MailboxError::Connect {
-            host: settings.host.clone(),
-            port: settings.port,
-            cause,
-        };
-        let address = (settings.host.as_str(), settings.port)
-            .to_socket_addrs()
-            .map_err(|e| connect_error(e.to_string()))?
-            .next()
-            .ok_or_else(|| connect_error("the name has no address".into()))?;
-        let tcp = TcpStream::connect_timeout(&address, settings.connect_timeout)
-            .map_err(|e| connect_error(e.to_string()))?;
-        tcp.set_read_timeout(Some(settings.io_timeout))
-            .and_then(|_| tcp.set_write_timeout(Some(settings.io_timeout)))
-            .map_err(|e| connect_error(e.to_string()))?;
         let traffic = Arc::new(Traffic::default());
         let counted = Counted {
-            tcp,
+            tcp: open_tcp(settings)?,
             traffic: traffic.clone(),
         };
         let timeout = settings.io_timeout;
@@ -716,6 +701,26 @@ impl SelectCounts for imap::Session<ImapStream> {
             })
             .count()
     }
+}
+
+/// The TCP connection, within `connect_timeout`, with `timeout` on every read and write.
+fn open_tcp(settings: &MailboxSettings) -> Result<TcpStream, MailboxError> {
+    let connect_error = |cause: String| MailboxError::Connect {
+        host: settings.host.clone(),
+        port: settings.port,
+        cause,
+    };
+    let address = (settings.host.as_str(), settings.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_error(e.to_string()))?
+        .next()
+        .ok_or_else(|| connect_error("the name has no address".into()))?;
+    let tcp = TcpStream::connect_timeout(&address, settings.connect_timeout)
+        .map_err(|e| connect_error(e.to_string()))?;
+    tcp.set_read_timeout(Some(settings.io_timeout))
+        .and_then(|_| tcp.set_write_timeout(Some(settings.io_timeout)))
+        .map_err(|e| connect_error(e.to_string()))?;
+    Ok(tcp)
 }
 
 fn handshake(

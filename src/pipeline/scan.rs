@@ -232,19 +232,68 @@ fn import_uid(
         .store
         .as_deref()
         .filter(|_| !destination.dry_run);
-    let too_large = |detail: String| -> anyhow::Result<()> {
-        log::warn!("{detail}");
-        if let Some(store) = store {
-            store.add_event_at(None, "mail_too_large", &detail, Some(position), now)?;
-        }
-        Ok(())
+    let Some(said) = announced_size(&source, size, settings, store, position, now)? else {
+        return Ok(None);
     };
-    let said = match size {
+    let bytes = match session.fetch(position.uid) {
+        Ok(Fetched::Message(bytes)) => bytes,
+        Ok(Fetched::TooLarge) => {
+            too_large(
+                store,
+                position,
+                now,
+                format!(
+                    "{source}: longer than max_message_size ({} bytes), although the server said \
+                 {said}; not read past the limit",
+                    settings.max_message_size
+                ),
+            )?;
+            return Ok(None);
+        }
+        Ok(Fetched::Gone) => {
+            // Expunged between SEARCH and FETCH: nothing to learn, move on.
+            if let Some(store) = store {
+                store.advance_mailbox(position, now)?;
+            }
+            return Ok(Some(Vec::new()));
+        }
+        Err(error) if error.is_too_large() => {
+            // The connection is given up; the next run goes on after this mail.
+            too_large(store, position, now, format!("{source}: {error}"))?;
+            return Err(error).with_context(|| format!("{source}: fetching"));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let results = import_message(&bytes, &source, checks, destination, Some(position), now)?;
+    let store = destination
+        .store
+        .as_deref()
+        .filter(|_| !destination.dry_run);
+    if let Some(store) = store.filter(|_| position.mark.is_some())
+        && results.iter().any(|r| r.outcome.is_recorded())
+    {
+        apply_mark(session, folder, position, &source, store, false, now, scan)?;
+    }
+    Ok(Some(results))
+}
+
+/// What the server said of a mail's size, for the record; `None` when that is over
+/// `max_message_size`, and the mail is recorded as too large and not fetched.
+fn announced_size(
+    source: &str,
+    size: Option<u32>,
+    settings: &MailboxSettings,
+    store: Option<&Store>,
+    position: &MailboxPosition,
+    now: OffsetDateTime,
+) -> anyhow::Result<Option<String>> {
+    Ok(Some(match size {
         Some(size) if u64::from(size) > settings.max_message_size => {
-            too_large(format!(
+            let detail = format!(
                 "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
                 settings.max_message_size
-            ))?;
+            );
+            too_large(store, position, now, detail)?;
             return Ok(None);
         }
         Some(size) => format!("{size} bytes"),
@@ -261,42 +310,21 @@ fn import_uid(
             }
             "no size".to_string()
         }
-    };
-    let bytes = match session.fetch(position.uid) {
-        Ok(Fetched::Message(bytes)) => bytes,
-        Ok(Fetched::TooLarge) => {
-            too_large(format!(
-                "{source}: longer than max_message_size ({} bytes), although the server said \
-                 {said}; not read past the limit",
-                settings.max_message_size
-            ))?;
-            return Ok(None);
-        }
-        Ok(Fetched::Gone) => {
-            // Expunged between SEARCH and FETCH: nothing to learn, move on.
-            if let Some(store) = store {
-                store.advance_mailbox(position, now)?;
-            }
-            return Ok(Some(Vec::new()));
-        }
-        Err(error) if error.is_too_large() => {
-            // The connection is given up; the next run goes on after this mail.
-            too_large(format!("{source}: {error}"))?;
-            return Err(error).with_context(|| format!("{source}: fetching"));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let results = import_message(&bytes, &source, checks, destination, Some(position), now)?;
-    let store = destination
-        .store
-        .as_deref()
-        .filter(|_| !destination.dry_run);
-    if let Some(store) = store.filter(|_| position.mark.is_some())
-        && results.iter().any(|r| r.outcome.is_recorded())
-    {
-        apply_mark(session, folder, position, &source, store, false, now, scan)?;
+    }))
+}
+
+/// Records a mail over `max_message_size`; the position moves past it.
+fn too_large(
+    store: Option<&Store>,
+    position: &MailboxPosition,
+    now: OffsetDateTime,
+    detail: String,
+) -> anyhow::Result<()> {
+    log::warn!("{detail}");
+    if let Some(store) = store {
+        store.add_event_at(None, "mail_too_large", &detail, Some(position), now)?;
     }
-    Ok(Some(results))
+    Ok(())
 }
 
 /// Applies `after_import` to one mail whose certificate is recorded. Done, its pending

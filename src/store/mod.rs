@@ -324,6 +324,58 @@ fn warn_if_readable_by_others(database: &Path) {
     }
 }
 
+/// Inserts a new certificate, its pending deployment when a hook is configured, and the
+/// event that says so, in the caller's transaction; returns its row id.
+fn insert_certificate(
+    tx: &rusqlite::Transaction<'_>,
+    cert: &NewCertificate,
+    at: &str,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO certificates (order_id, common_name, subject_alt_names, serial, sha256, issuer,
+             not_before, not_after, certificate_pem, chain_pem, key_source, source_message_id,
+             source, imported_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            cert.order_id,
+            cert.common_name,
+            cert.subject_alt_names.join(", "),
+            cert.serial,
+            cert.sha256,
+            cert.issuer,
+            timestamp(cert.not_before),
+            timestamp(cert.not_after),
+            cert.certificate_pem,
+            cert.chain_pem,
+            cert.key_source,
+            cert.source_message_id,
+            cert.source,
+            at,
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    if cert.deploy {
+        tx.execute(
+            "INSERT INTO deployments (certificate_id, state, updated_at) VALUES (?1, ?2, ?3)",
+            params![id, DeployState::Pending.as_str(), at],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_recorded', ?3)",
+        params![
+            at,
+            cert.order_id,
+            printable(&format!(
+                "certificate #{id} {} sha256 {} from {}",
+                cert.common_name,
+                cert.sha256,
+                cert.source.as_deref().unwrap_or("?")
+            ))
+        ],
+    )?;
+    Ok(id)
+}
+
 impl Store {
     /// Opens the database, creating it (0600, folder 0700) and migrating it as needed.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -483,50 +535,7 @@ impl Store {
                 .map_err(sql)?;
                 Recorded::AlreadyThere(id)
             }
-            None => {
-                tx.execute(
-                    "INSERT INTO certificates (order_id, common_name, subject_alt_names, serial, sha256, issuer,
-                         not_before, not_after, certificate_pem, chain_pem, key_source, source_message_id,
-                         source, imported_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                    params![
-                        cert.order_id,
-                        cert.common_name,
-                        cert.subject_alt_names.join(", "),
-                        cert.serial,
-                        cert.sha256,
-                        cert.issuer,
-                        timestamp(cert.not_before),
-                        timestamp(cert.not_after),
-                        cert.certificate_pem,
-                        cert.chain_pem,
-                        cert.key_source,
-                        cert.source_message_id,
-                        cert.source,
-                        at,
-                    ],
-                )
-                .map_err(sql)?;
-                let id = tx.last_insert_rowid();
-                if cert.deploy {
-                    tx.execute(
-                        "INSERT INTO deployments (certificate_id, state, updated_at) VALUES (?1, ?2, ?3)",
-                        params![id, DeployState::Pending.as_str(), at],
-                    )
-                    .map_err(sql)?;
-                }
-                tx.execute(
-                    "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, 'certificate_recorded', ?3)",
-                    params![at, cert.order_id, printable(&format!(
-                        "certificate #{id} {} sha256 {} from {}",
-                        cert.common_name,
-                        cert.sha256,
-                        cert.source.as_deref().unwrap_or("?")
-                    ))],
-                )
-                .map_err(sql)?;
-                Recorded::New(id)
-            }
+            None => Recorded::New(insert_certificate(&tx, cert, &at).map_err(sql)?),
         };
         if let Some(position) = position {
             advance(&tx, position, now).map_err(sql)?;
