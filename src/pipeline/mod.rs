@@ -22,7 +22,7 @@ pub use self::upload::{Upload, to_pem};
 use crate::extract::{self, Extraction, Limits};
 use crate::portal::Portal;
 use crate::store::{MailboxPosition, NewCertificate, Recorded, Store, timestamp};
-use crate::validate::{self, Accepted, Expectations, Rejected};
+use crate::validate::{self, Accepted, CertificateInfo, Expectations, Rejected};
 
 /// What a certificate must pass: the expectations, the trust anchors, the extraction limits.
 pub struct Checks {
@@ -230,19 +230,12 @@ fn record(
     };
     let new = NewCertificate {
         order_id: destination.order_id.or(accepted.key.order_id),
-        common_name: result.common_name.clone().unwrap_or_default(),
-        subject_alt_names: leaf.dns_names.clone(),
-        serial: leaf.serial.clone(),
-        sha256: leaf.sha256.clone(),
-        issuer: leaf.issuer.clone(),
-        not_before: leaf.not_before,
-        not_after: leaf.not_after,
-        certificate_pem: to_pem(&leaf.der),
         chain_pem: accepted.chain.iter().map(|c| to_pem(&c.der)).collect(),
         key_source: Some(accepted.key_source.clone()),
         source_message_id: extraction.message_id.clone(),
         source: Some(source.to_string()),
         deploy: destination.deploy,
+        ..leaf_record(leaf, result.common_name.clone().unwrap_or_default())
     };
     let recorded = store
         .record_certificate(&new, position, now)
@@ -252,6 +245,26 @@ fn record(
         Recorded::AlreadyThere(id) => (Outcome::AlreadyImported, Some(id)),
     };
     Ok(result)
+}
+
+/// What a leaf says of itself, as a new record; the caller says where it came from.
+pub fn leaf_record(leaf: &CertificateInfo, common_name: String) -> NewCertificate {
+    NewCertificate {
+        order_id: None,
+        common_name,
+        subject_alt_names: leaf.dns_names.clone(),
+        serial: leaf.serial.clone(),
+        sha256: leaf.sha256.clone(),
+        issuer: leaf.issuer.clone(),
+        not_before: leaf.not_before,
+        not_after: leaf.not_after,
+        certificate_pem: to_pem(&leaf.der),
+        chain_pem: String::new(),
+        key_source: None,
+        source_message_id: None,
+        source: None,
+        deploy: false,
+    }
 }
 
 pub fn rejection(rejected: &Rejected, source: &str, extraction: &Extraction) -> ImportResult {

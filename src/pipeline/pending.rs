@@ -10,8 +10,8 @@ use time::format_description::well_known::Rfc3339;
 
 use anyhow::Context;
 
+use super::leaf_record;
 use super::order_keys::{RecordedCertificates, order_csr_key};
-use super::to_pem;
 use crate::keys;
 use crate::portal::Portal;
 use crate::portal::types::{SslOrder, StoredCertificate};
@@ -260,22 +260,14 @@ pub fn record_from_portal(
     .ok_or_else(|| anyhow::anyhow!("portal certificate {} holds no certificate", found.id))?;
     let leaf = CertificateInfo::parse(&block)
         .map_err(|e| anyhow::anyhow!("portal certificate {}: {e}", found.id))?;
+    let common_name =
+        (leaf.common_name.clone()).unwrap_or_else(|| order.common_name.clone().unwrap_or_default());
     let new = NewCertificate {
         order_id: Some(order.id),
-        common_name: (leaf.common_name.clone())
-            .unwrap_or_else(|| order.common_name.clone().unwrap_or_default()),
-        subject_alt_names: leaf.dns_names.clone(),
-        serial: leaf.serial.clone(),
-        sha256: leaf.sha256.clone(),
-        issuer: leaf.issuer.clone(),
-        not_before: leaf.not_before,
-        not_after: leaf.not_after,
-        certificate_pem: to_pem(&leaf.der),
-        chain_pem: String::new(),
         key_source: Some(KeySource::OrderCsr(order.id).to_string()),
-        source_message_id: None,
         source: Some(format!("portal certificate {}", found.id)),
         deploy,
+        ..leaf_record(&leaf, common_name)
     };
     let id = match store.record_certificate(&new, None, now)? {
         Recorded::New(id) | Recorded::AlreadyThere(id) => id,
