@@ -53,7 +53,43 @@ impl Exit {
     }
 }
 
+/// An error and its causes on one line, each said once: many errors (an I/O error's
+/// reason, say) put their cause in their own message and also give it as their source, and
+/// anyhow's `{:#}` would print it twice ("No such file or directory … : No such file or
+/// directory …").
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let said = cause.to_string();
+        if text.contains(&said) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&said);
+    }
+    text
+}
+
 /// A mistake in how the command was called or configured: exit 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_already_said_is_not_said_again() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let error = anyhow::Error::new(io).context("cannot read x.toml: No such file or directory");
+        assert_eq!(
+            describe(&error),
+            "cannot read x.toml: No such file or directory"
+        );
+        let error = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&error), "outer: inner");
+    }
+}

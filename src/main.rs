@@ -9,7 +9,7 @@ use clap::Parser;
 use fulfill::cli::{Cli, GlobalArgs};
 use fulfill::commands::{self, Context, Output};
 use fulfill::config;
-use fulfill::exit::Exit;
+use fulfill::exit::{self, Exit};
 use fulfill::text::printable;
 
 fn main() -> ExitCode {
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         Err(err) if is_broken_pipe(&err) => Exit::Done,
         Err(err) => {
             // Errors carry servers' and files' text: printed escaped (fulfill::text).
-            eprintln!("fulfill: error: {}", printable(&format!("{err:#}")));
+            eprintln!("fulfill: error: {}", printable(&exit::describe(&err)));
             Exit::for_error(&err)
         }
     };

@@ -503,17 +503,20 @@ fn chain_rule(
         return Err(Some(explain(&error, now)));
     }
     // webpki checks the leaf's own dates before anything else, so with rule 3 broken the
-    // chain's faults would go unsaid. Judge the path again on the leaf's valid day nearest
-    // `now`: a date error then is a CA's, unless the leaf's dates are inverted, which rule
-    // 3 has said already.
+    // chain's other faults would go unsaid. Judge the path again on the leaf's valid day
+    // nearest `now`. A date error there is a chain fault only when a CA of the mail is out
+    // of its dates today too; a CA valid today that was not yet valid on the leaf's days
+    // adds nothing to rule 3's "expired" (an expired leaf is said to be expired once).
     let at = if now < leaf.not_before {
         leaf.not_before
     } else {
         leaf.not_after
     };
-    let inverted = leaf.not_before > leaf.not_after;
+    let ca_out_of_date_today =
+        (paths.cas.iter()).any(|ca| now > ca.not_after || now < ca.not_before);
     match verify_path(leaf, &paths.intermediates, &paths.anchors, at) {
-        Err(e) if !(inverted && is_time_error(&e)) => Err(Some(explain(&e, at))),
+        Err(e) if !is_time_error(&e) => Err(Some(explain(&e, at))),
+        Err(e) if ca_out_of_date_today => Err(Some(explain(&e, now))),
         _ => Err(None),
     }
 }

@@ -973,3 +973,122 @@ fn import_and_deploy_run_the_deploy_hook() {
         .code(2)
         .stderr(predicate::str::contains("no deploy hook"));
 }
+
+/// What a new user met, each said once and in words they can act on.
+#[test]
+fn confusing_output_is_said_once_and_plainly() {
+    let home = Home::new();
+    let said = |output: &std::process::Output, what: &str| {
+        let all = [output.stdout.as_slice(), output.stderr.as_slice()].concat();
+        String::from_utf8_lossy(&all).matches(what).count()
+    };
+    // A missing config file: its reason once.
+    let output = home
+        .fulfill()
+        .args(["--config", "/nonexistent/fulfill.toml", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(said(&output, "No such file or directory"), 1, "{output:?}");
+    // A missing mail: in the table and in its explanation, not a third time on stderr.
+    let output = home
+        .with_samples()
+        .args(["import", "--no-upload", "/nonexistent/mail.eml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(said(&output, "No such file or directory"), 1, "{output:?}");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // An expired leaf whose CA is valid today: "expired", and nothing about the CA.
+    let output = home
+        .with_samples()
+        .args(["--json", "import", "--no-upload"])
+        .arg(samples().join("20-reject-expired.eml"))
+        .output()
+        .unwrap();
+    let results = stdout_json(&output);
+    let rules: Vec<u64> = (results[0]["reasons"].as_array().unwrap().iter())
+        .map(|r| r["rule"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rules, vec![3], "{results:#}");
+    // A file that stops early: "truncated", not the parser's "Parsing requires 1 bytes".
+    let truncated = home.path().join("cut.der");
+    std::fs::write(&truncated, [0x30, 0x82, 0x05]).unwrap();
+    let output = home
+        .with_samples()
+        .args(["import", "--no-upload"])
+        .arg(&truncated)
+        .output()
+        .unwrap();
+    assert_eq!(said(&output, "truncated"), 1, "{output:?}");
+    assert_eq!(said(&output, "Parsing requires"), 0, "{output:?}");
+    // A bare number where a duration goes: days are suggested.
+    home.fulfill()
+        .args(["list", "--expiring-within", "30"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("30d for days").and(predicate::str::contains("30sec").not()),
+        );
+    // A dry run records nothing, so it says nothing about where records would go.
+    let output = home
+        .with_samples()
+        .args(["import", "--dry-run"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(said(&output, "recorded locally"), 0, "{output:?}");
+}
+
+/// `import --dry-run` with a portal that cannot be reached still shows the validation, at
+/// once, and says the portal's state is unknown; the error names no percent-encoded URL.
+#[test]
+fn a_dry_run_works_with_the_portal_unreachable() {
+    let home = Home::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[portal]\nendpoint = \"http://127.0.0.1:{port}/rest/v3.1/\"\nusername = \"u\"\napi_key = \"k\"\n\
+             [keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+            samples().join("keys").display(),
+            samples().join("ca/root.pem").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = home
+        .fulfill()
+        .arg("--config")
+        .arg(&config)
+        .args(["import", "--dry-run", "--order", "4310001"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("would import") && stdout.contains("unknown"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the portal's state is unknown"), "{stdout}");
+    assert!(
+        stderr.contains("order 4310001: the portal cannot be read"),
+        "{stderr}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains("objectFilter"),
+        "{stdout}{stderr}"
+    );
+}

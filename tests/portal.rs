@@ -943,3 +943,21 @@ fn the_store_is_paged_at_most_fifty_times() {
     );
     assert!(s.portal.certificates().is_empty(), "nothing created");
 }
+
+/// A certificate imported with no order (here `--no-upload`, no portal asked) is tied to
+/// its order once `orders` sees whose it is: `list` then names the order too.
+#[test]
+fn list_names_the_order_that_orders_found() {
+    let s = setup();
+    s.fulfill()
+        .args(["import", "--no-upload"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .assert()
+        .success();
+    let listed = stdout_json(&s.fulfill().args(["--json", "list"]).output().unwrap());
+    assert!(listed[0]["order_id"].is_null(), "{listed:#}");
+    let orders = stdout_json(&s.fulfill().args(["--json", "orders"]).output().unwrap());
+    assert_eq!(orders[0]["imported_certificate_id"], 1, "{orders:#}");
+    let listed = stdout_json(&s.fulfill().args(["--json", "list"]).output().unwrap());
+    assert_eq!(listed[0]["order_id"], s.order, "{listed:#}");
+}

@@ -826,3 +826,26 @@ fn certificate_info_fields() {
     assert!(CertificateInfo::parse(b"\x30\x00").is_err());
     assert_eq!(Rule::Chain.to_string(), "rule 4 (chain)");
 }
+
+/// A leaf that expired before its CA's validity began (the expired sample's shape): the CA
+/// is valid today, so the rejection says "expired" once, and nothing about the CA's dates.
+#[test]
+fn an_expired_leaf_under_a_ca_valid_today_is_said_to_be_expired_once() {
+    let p = pki();
+    let young_ca =
+        pki::intermediate_valid("Young DV CA", &p.root, ymd(2024, 1, 1), ymd(2049, 1, 1));
+    let spec = LeafSpec::new(&["www.example.com"]).valid(ymd(2020, 1, 1), ymd(2021, 1, 1));
+    let leaf = pki::leaf(&spec, &young_ca);
+    let report = validate::validate(
+        &found(&[&leaf.der, &young_ca.der]),
+        &expect(Some("www.example.com"), vec![key_file(&leaf)]),
+        std::slice::from_ref(&p.root.der),
+        ymd(2026, 11, 29),
+    );
+    let r = rejected(&report);
+    assert_eq!(rules(r), vec![Rule::Validity], "{:#?}", r.reasons);
+    assert_eq!(
+        reason(r, Rule::Validity),
+        "rule 3 (validity): expired on 2021-01-01"
+    );
+}

@@ -17,6 +17,7 @@ use super::{
 use crate::exit::Exit;
 use crate::pipeline::{self, Destination, ImportResult, Outcome, keys_for_orders};
 use crate::portal::Portal;
+use crate::portal::types::SslOrder;
 use crate::store::Store;
 
 #[derive(Debug, Args)]
@@ -55,11 +56,7 @@ impl ImportArgs {
         // With --order and a portal, the order's CSR ties the certificate to it and its
         // common name is the name to cover.
         let order = match (self.order, &portal) {
-            (Some(id), Some(portal)) => Some(
-                portal
-                    .ssl_order(id)
-                    .with_context(|| format!("reading order {id} from the portal"))?,
-            ),
+            (Some(id), Some(portal)) => self.read_order(portal, id)?,
             _ => None,
         };
         let known_keys = keys_for_orders(order.as_slice(), local_keys);
@@ -113,13 +110,40 @@ impl ImportArgs {
             return Ok(None);
         }
         match context.settings.portal()? {
+            // A dry run asks the portal once, without retries: when it cannot be reached,
+            // the validation is still worth showing at once.
+            Some(mut portal) if self.dry_run => {
+                portal.retries = 0;
+                Ok(Some(Portal::new(portal)?))
+            }
             Some(portal) => Ok(Some(Portal::new(portal)?)),
+            // A dry run records nothing: there is nothing to say about where it would go.
+            None if self.dry_run => Ok(None),
             None => {
                 log::warn!(
                     "no portal credentials ([portal] username and api_key_cmd, or SL_USERNAME and SL_API_KEY): \
                      certificates are recorded locally, not uploaded; --no-upload says that is intended"
                 );
                 Ok(None)
+            }
+        }
+    }
+
+    /// The order `--order` names. A dry run goes on without it when the portal cannot be
+    /// reached, validating against the local keys and saying so.
+    fn read_order(&self, portal: &Portal, id: i64) -> anyhow::Result<Option<SslOrder>> {
+        match portal.ssl_order(id) {
+            Ok(order) => Ok(Some(order)),
+            Err(error) if self.dry_run => {
+                log::warn!(
+                    "order {id}: the portal cannot be read ({error}); its CSR and name are unknown, \
+                     so the mails are judged by the local keys only"
+                );
+                Ok(None)
+            }
+            Err(error) => {
+                Err(anyhow::Error::new(error)
+                    .context(format!("reading order {id} from the portal")))
             }
         }
     }
@@ -132,7 +156,7 @@ impl ImportArgs {
         store: Option<&Store>,
         now: OffsetDateTime,
     ) -> anyhow::Result<ImportResult> {
-        log::error!("{source}: {error:#}");
+        // The report says it, in the table and below it: not a third time on stderr.
         let mut result = ImportResult::new(source, Outcome::Unreadable, None);
         result.problems.push(format!("{error:#}"));
         if let Some(store) = store.filter(|_| !self.dry_run) {

@@ -76,6 +76,7 @@ impl ImportReport<'_> {
             (Some(id), _) => id.to_string(),
             (None, Some(UploadStatus::Failed)) => "failed".into(),
             (None, Some(UploadStatus::WouldUpload)) => "would upload".into(),
+            (None, Some(UploadStatus::Unknown)) => "unknown".into(),
             _ => "-".into(),
         };
         vec![
@@ -118,6 +119,10 @@ fn explain(r: &ImportResult, out: &mut dyn Write) -> io::Result<()> {
                 out,
                 "  The link is a bearer URL: download the certificate yourself, then `fulfill import` the file."
             )?;
+        }
+        _ if r.upload == Some(UploadStatus::Unknown) => {
+            let error = r.upload_error.as_deref().unwrap_or_default();
+            write_line(out, &format!("{source}: {error}"))?;
         }
         _ if r.upload_error.is_some() => {
             let error = r.upload_error.as_deref().unwrap_or_default();

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::{Context, Report, Table, connect_portal};
 use crate::exit::Exit;
-use crate::pipeline::pending::{Pendency, assess_orders};
-use crate::store::{Store, timestamp};
+use crate::pipeline::pending::{Assessed, Pendency, assess_orders};
+use crate::portal::types::SslOrder;
+use crate::store::{RunLock, Store, timestamp};
 
 #[derive(Debug, Args)]
 pub struct OrdersArgs {}
@@ -53,6 +54,7 @@ impl OrdersArgs {
             context.settings.resend_cooldown,
             context.now,
         )?;
+        link_orders(context, &orders, &assessed);
         let lines: Vec<OrderLine> = (orders.iter().zip(assessed))
             .map(|(order, assessed)| OrderLine {
                 id: order.id,
@@ -72,6 +74,31 @@ impl OrdersArgs {
             .collect();
         context.output.print(&OrdersReport(lines))?;
         Ok(Exit::Done)
+    }
+}
+
+/// Certificates recorded without their order (imported when no portal could say whose
+/// they were) are tied to it now, so that `list` and `show` name the order `orders` shows.
+/// A small write in a command that reads: it is skipped while another run holds the lock
+/// (that run ties them itself), and a failure is only a warning.
+fn link_orders(context: &Context, orders: &[SslOrder], assessed: &[Assessed]) {
+    let database = &context.settings.database;
+    let unlinked = || (orders.iter().zip(assessed)).filter_map(|(o, a)| Some((a.recorded?, o.id)));
+    if unlinked().next().is_none() || !database.exists() {
+        return;
+    }
+    let Ok(_lock) = RunLock::acquire(database) else {
+        return;
+    };
+    let linked = Store::open(database).and_then(|store| {
+        unlinked()
+            .try_for_each(|(certificate, order)| store.link_order(certificate, order, context.now))
+    });
+    if let Err(error) = linked {
+        log::warn!(
+            "cannot tie certificates to their orders in {}: {error}",
+            database.display()
+        );
     }
 }
 

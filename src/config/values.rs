@@ -30,6 +30,13 @@ pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
 /// "30s", "15m", "1h": humantime's format, with an error that says what was expected,
 /// and at most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim().parse::<u64>().is_ok() {
+        // humantime would suggest "30sec or 30ms"; a number here is almost always days.
+        return Err(format!(
+            "'{text}' needs a unit: {0}d for days, {0}h for hours, {0}m for minutes",
+            text.trim()
+        ));
+    }
     let duration = humantime::parse_duration(text.trim())
         .map_err(|e| format!("'{text}' is not a duration like 30s or 15m: {e}"))?;
     if duration > MAX_DURATION {
@@ -184,6 +191,8 @@ mod tests {
         );
         let error = "30 seconds please".parse::<HumanDuration>().unwrap_err();
         assert!(error.contains("not a duration like 30s"), "{error}");
+        let bare = "30".parse::<HumanDuration>().unwrap_err();
+        assert!(bare.contains("30d for days"), "{bare}");
         // Bounded, and never a panic, however large the number.
         assert_eq!(
             "100y".parse::<HumanDuration>().map(|d| d.0),

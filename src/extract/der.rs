@@ -30,7 +30,11 @@ pub enum DerKind {
 pub fn classify_der(der: &[u8]) -> DerKind {
     let cert_error = match x509_parser::parse_x509_certificate(der) {
         Ok((rest, _)) => return DerKind::Certificate(der[..der.len() - rest.len()].to_vec()),
-        Err(e) => e,
+        // nom's own words ("Parsing requires 1 bytes/chars") mean the data stops early.
+        Err(x509_parser::nom::Err::Incomplete(_)) => {
+            "it ends before its first structure does (truncated)".into()
+        }
+        Err(e) => e.to_string(),
     };
     if let Some(bundle) = pkcs7_certificates(der) {
         return bundle;

@@ -87,8 +87,9 @@ pub fn import_message(
             return Ok(results);
         }
     };
+    // Each problem is on its result, which the report prints: logged again only with -v.
     for problem in &extraction.problems {
-        log::warn!("{source}: {}: {}", problem.found_in, problem.what);
+        log::info!("{source}: {}: {}", problem.found_in, problem.what);
     }
     for place in &extraction.private_keys {
         log::warn!(

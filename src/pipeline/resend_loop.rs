@@ -220,6 +220,9 @@ impl ResendLoop<'_> {
             let Some(row) = recorded.for_order(order) else {
                 continue;
             };
+            if let Some(store) = self.store.as_deref().filter(|_| !self.options.dry_run) {
+                store.link_order(row.id, order.id, now)?;
+            }
             if row.portal_certificate_id.is_some() {
                 result.with_row(OrderOutcome::AlreadyImported, row);
                 continue;

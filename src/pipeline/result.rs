@@ -85,6 +85,9 @@ pub enum UploadStatus {
     NotUploaded,
     /// Recorded locally; the next import of the same mail retries.
     Failed,
+    /// Dry run: the portal could not be read, so whether it holds the certificate is not
+    /// known (the validation stands).
+    Unknown,
 }
 
 #[derive(Debug, Serialize)]

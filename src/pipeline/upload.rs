@@ -87,13 +87,23 @@ impl Upload<'_> {
         }
         let common_name = result.common_name.clone().unwrap_or_default();
         if self.dry_run {
-            // A dry run still reads: it says whether the upload would create anything.
-            let found = portal.find_certificate(&common_name, &leaf.sha256)?;
-            result.portal_certificate_id = found.as_ref().map(|f| f.id);
-            result.upload = Some(match found {
-                Some(_) => UploadStatus::AlreadyInPortal,
-                None => UploadStatus::WouldUpload,
-            });
+            // A dry run still reads: it says whether the upload would create anything, or
+            // that the portal could not say.
+            match portal.find_certificate(&common_name, &leaf.sha256) {
+                Ok(found) => {
+                    result.portal_certificate_id = found.as_ref().map(|f| f.id);
+                    result.upload = Some(match found {
+                        Some(_) => UploadStatus::AlreadyInPortal,
+                        None => UploadStatus::WouldUpload,
+                    });
+                }
+                Err(error) => {
+                    result.upload = Some(UploadStatus::Unknown);
+                    result.upload_error = Some(format!(
+                        "the portal's state is unknown, it could not be read: {error}"
+                    ));
+                }
+            }
             return Ok(());
         }
         let outcome = self.template(accepted, extraction).and_then(|template| {

@@ -529,7 +529,9 @@ impl Portal {
                 request_sent,
             };
         }
-        // reqwest's message names the URL, never the credentials.
+        // reqwest's message names the whole URL, with the percent-encoded mask and filter:
+        // the call and the endpoint are said already, so it goes.
+        let error = error.without_url();
         let mut cause = error.to_string();
         let mut source = std::error::Error::source(&error);
         while let Some(inner) = source {

@@ -687,6 +687,29 @@ impl Store {
         Ok(new)
     }
 
+    /// Ties certificate `id` to `order_id` when it was recorded without an order (imported
+    /// with no portal to say whose it was), with an event; a no-op otherwise.
+    pub fn link_order(
+        &self,
+        id: i64,
+        order_id: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE certificates SET order_id = ?2 WHERE id = ?1 AND order_id IS NULL",
+                params![id, order_id],
+            )
+            .map_err(self.sql())?;
+        if changed == 1 {
+            let detail =
+                format!("certificate #{id} is the one of order {order_id} (its CSR's key)");
+            self.add_event(Some(order_id), "certificate_linked_to_order", &detail, now)?;
+        }
+        Ok(())
+    }
+
     /// Notes that the portal store holds certificate `id` as `portal_id`.
     pub fn set_portal_certificate_id(
         &self,
