@@ -92,6 +92,22 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The name a run is recorded under for `[metrics] textfile`, for the commands that use
+    /// the database; `None` for the others and for a dry run, which writes nothing.
+    pub fn recorded_as(&self) -> Option<&'static str> {
+        match self {
+            Command::Import(args) if !args.dry_run => Some("import"),
+            Command::Poll(args) if !args.dry_run => Some("poll"),
+            Command::ResendAndImport(args) if !args.dry_run => Some("resend-and-import"),
+            Command::Deploy(_) => Some("deploy"),
+            Command::Resend(_) => Some("resend"),
+            Command::Check(_) => Some("check"),
+            _ => None,
+        }
+    }
+}
+
 impl GlobalArgs {
     /// What the command line says before the config file does.
     pub fn overrides(&self) -> Overrides {

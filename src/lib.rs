@@ -21,6 +21,8 @@ pub mod keys;
 #[cfg(feature = "cli")]
 pub mod mailbox;
 #[cfg(feature = "cli")]
+pub mod metrics;
+#[cfg(feature = "cli")]
 pub mod pipeline;
 #[cfg(feature = "cli")]
 pub mod portal;

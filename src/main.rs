@@ -15,9 +15,35 @@ use fulfill::text::printable;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
-    let outcome = run(&cli);
+    let exit = match context(&cli) {
+        Ok(context) => {
+            let exit = exit_of(cli.command.execute(&context));
+            if let Some(command) = cli.command.recorded_as() {
+                commands::write_metrics(&context, command, exit);
+            }
+            exit
+        }
+        Err(err) => exit_of(Err(err)),
+    };
+    ExitCode::from(exit as u8)
+}
+
+/// What every command runs with: the settings resolved once, and the clock read once.
+fn context(cli: &Cli) -> anyhow::Result<Context> {
+    Ok(Context {
+        settings: config::load(&cli.global.overrides())?,
+        now: time::OffsetDateTime::now_utc(),
+        output: Output {
+            json: cli.global.json,
+            quiet: cli.global.quiet,
+        },
+    })
+}
+
+/// How a run ended, the error (if any) printed.
+fn exit_of(outcome: anyhow::Result<Exit>) -> Exit {
     commands::unless_stopped_by_watchdog();
-    let exit = match outcome {
+    match outcome {
         Ok(exit) => exit,
         // `fulfill list | head` closes our stdout early: that is a normal end.
         Err(err) if is_broken_pipe(&err) => Exit::Done,
@@ -26,21 +52,7 @@ fn main() -> ExitCode {
             eprintln!("fulfill: error: {}", printable(&exit::describe(&err)));
             Exit::for_error(&err)
         }
-    };
-    ExitCode::from(exit as u8)
-}
-
-/// Runs the command; its `Exit` says how it ended when it ran to the end.
-fn run(cli: &Cli) -> anyhow::Result<Exit> {
-    let context = Context {
-        settings: config::load(&cli.global.overrides())?,
-        now: time::OffsetDateTime::now_utc(),
-        output: Output {
-            json: cli.global.json,
-            quiet: cli.global.quiet,
-        },
-    };
-    cli.command.execute(&context)
+    }
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {

@@ -119,6 +119,36 @@ pub fn start_watchdog(limit: Duration, why: &'static str) {
     });
 }
 
+/// After a run of a command that uses the database (`Command::recorded_as`): records how
+/// it ended in `runs` and writes `[metrics] textfile` from the database. Nothing happens
+/// when no textfile is configured, or when the database does not exist (the metrics never
+/// create it: `check` must not). A failure is a warning: the run's own exit stands.
+pub fn write_metrics(context: &Context, command: &str, exit: Exit) {
+    let Some(path) = &context.settings.metrics_textfile else {
+        return;
+    };
+    let written = (|| -> anyhow::Result<bool> {
+        if Store::open_read_only(&context.settings.database)?.is_none() {
+            return Ok(false);
+        }
+        let store = Store::open(&context.settings.database)?;
+        // When it ended: a `poll --wait` may have run for a while since `now`.
+        store.record_run(command, exit as i64, OffsetDateTime::now_utc())?;
+        let text = crate::metrics::render(&crate::metrics::Snapshot::read(&store)?);
+        crate::metrics::write_textfile(path, &text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        Ok(true)
+    })();
+    match written {
+        Ok(true) => log::debug!("[metrics] textfile {} written", path.display()),
+        Ok(false) => log::debug!(
+            "[metrics] textfile: no database at {} yet; not written",
+            context.settings.database.display()
+        ),
+        Err(e) => log::warn!("[metrics] textfile {}: not written: {e:#}", path.display()),
+    }
+}
+
 /// Held by a watchdog that is stopping the run.
 static WATCHDOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

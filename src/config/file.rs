@@ -30,6 +30,16 @@ pub struct ConfigFile {
     pub validation: ValidationSection,
     #[serde(default)]
     pub deploy: DeploySection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// The Prometheus text file written after every run that uses the database (for
+    /// node_exporter's textfile collector); none when unset.
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

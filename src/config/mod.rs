@@ -74,6 +74,9 @@ pub struct Settings {
     pub deploy_hook_timeout: Duration,
     /// `[deploy] dir`: the certificate files for the hook, one folder per common name.
     pub deploy_dir: PathBuf,
+    /// `[metrics] textfile`: the Prometheus text file written after every run that uses
+    /// the database.
+    pub metrics_textfile: Option<PathBuf>,
     /// As written; credentials are resolved from it on demand (`credentials.rs`).
     portal: PortalSection,
     mailbox: MailboxSection,
@@ -117,6 +120,7 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         deploy_hook: file.deploy_hook,
         deploy_hook_timeout: duration_or(&file.deploy_hook_timeout, Duration::from_secs(60)),
         deploy_dir: file.deploy.dir.unwrap_or_default(),
+        metrics_textfile: file.metrics.textfile,
         portal: file.portal,
         mailbox: file.mailbox,
     };
@@ -132,6 +136,8 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
             .join("live"),
         false => settings.relative(&settings.deploy_dir),
     };
+    settings.metrics_textfile =
+        (settings.metrics_textfile.as_deref()).map(|p| settings.relative(p));
     settings.trust_roots = (settings.trust_roots.iter())
         .map(|roots| match roots {
             TrustRoots::Bundle(path) => TrustRoots::Bundle(settings.relative(path)),

@@ -77,4 +77,11 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at   TEXT NOT NULL,
         PRIMARY KEY (account, folder, uidvalidity, uid)
     );",
+    // 5: when each command last ran and how it ended, for `[metrics] textfile`: the file
+    // shows every command's last run, so the values must outlive the run that wrote them.
+    "CREATE TABLE runs (
+        command      TEXT PRIMARY KEY,
+        finished_at  TEXT NOT NULL,
+        exit_code    INTEGER NOT NULL
+    );",
 ];

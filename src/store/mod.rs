@@ -172,6 +172,29 @@ pub struct OrderRow {
     pub updated_at: String,
 }
 
+const ORDER_COLUMNS: &str = "order_id, common_name, state, resend_requested_at, resend_attempts, \
+     last_error, updated_at";
+
+fn order_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRow> {
+    Ok(OrderRow {
+        order_id: r.get(0)?,
+        common_name: r.get(1)?,
+        state: r.get(2)?,
+        resend_requested_at: r.get(3)?,
+        resend_attempts: r.get(4)?,
+        last_error: r.get(5)?,
+        updated_at: r.get(6)?,
+    })
+}
+
+/// A row of `runs`: how a command's last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRow {
+    pub command: String,
+    pub finished_at: String,
+    pub exit_code: i64,
+}
+
 /// A message's place in a mailbox folder: recording what was learnt from it moves the
 /// folder's `last_uid` to it in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -829,23 +852,68 @@ impl Store {
     pub fn order(&self, order_id: i64) -> Result<Option<OrderRow>, StoreError> {
         self.conn
             .query_row(
-                "SELECT order_id, common_name, state, resend_requested_at, resend_attempts,
-                        last_error, updated_at
-                 FROM orders WHERE order_id = ?1",
+                &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE order_id = ?1"),
                 [order_id],
-                |r| {
-                    Ok(OrderRow {
-                        order_id: r.get(0)?,
-                        common_name: r.get(1)?,
-                        state: r.get(2)?,
-                        resend_requested_at: r.get(3)?,
-                        resend_attempts: r.get(4)?,
-                        last_error: r.get(5)?,
-                        updated_at: r.get(6)?,
-                    })
-                },
+                order_row,
             )
             .optional()
+            .map_err(self.sql())
+    }
+
+    /// Every row of `orders`, by order id.
+    pub fn orders(&self) -> Result<Vec<OrderRow>, StoreError> {
+        let mut statement = (self.conn)
+            .prepare(&format!(
+                "SELECT {ORDER_COLUMNS} FROM orders ORDER BY order_id"
+            ))
+            .map_err(self.sql())?;
+        let rows = statement.query_map([], order_row).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// Records how a command's run ended (`runs`, one row per command: the last run).
+    pub fn record_run(
+        &self,
+        command: &str,
+        exit_code: i64,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (command, finished_at, exit_code) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (command) DO UPDATE SET
+                     finished_at = excluded.finished_at, exit_code = excluded.exit_code",
+                params![command, timestamp(now), exit_code],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// The last run of every command that recorded one, by command name.
+    pub fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
+        let mut statement = (self.conn)
+            .prepare("SELECT command, finished_at, exit_code FROM runs ORDER BY command")
+            .map_err(self.sql())?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok(RunRow {
+                    command: r.get(0)?,
+                    finished_at: r.get(1)?,
+                    exit_code: r.get(2)?,
+                })
+            })
+            .map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// How many certificates' deploy hook failed last time it ran.
+    pub fn failed_deployments(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM deployments WHERE state = ?1",
+                [DeployState::Failed.as_str()],
+                |r| r.get(0),
+            )
             .map_err(self.sql())
     }
 
