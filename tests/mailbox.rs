@@ -983,6 +983,12 @@ fn a_move_into_a_missing_folder_creates_it_and_moves_every_mail() {
         predicate::str::contains("mailbox      ok     logged in as fulfill-test")
             .and(predicate::str::contains("folder INBOX holds 3 messages"))
             .and(predicate::str::contains(
+                "the server certificate verified with",
+            ))
+            .and(predicate::str::contains(
+                "capabilities ok     IDLE: yes (new mail is seen at once); MOVE: yes",
+            ))
+            .and(predicate::str::contains(
                 "after_import ok     \"move:Imported\": the folder Imported does not exist on \
                  127.0.0.1; the first run that imports a certificate creates it",
             )),

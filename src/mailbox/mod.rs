@@ -434,6 +434,11 @@ impl Session {
         self.has_idle
     }
 
+    /// Whether the server has MOVE (RFC 6851); without it `move:` copies and flags.
+    pub fn has_move(&self) -> bool {
+        self.has_move
+    }
+
     pub fn host(&self) -> &str {
         &self.host
     }
