@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::commands::{
-    Context, check::CheckArgs, deploy::DeployArgs, import::ImportArgs, list::ListArgs,
-    orders::OrdersArgs, poll::PollArgs, resend::ResendArgs, resend_and_import::ResendAndImportArgs,
-    show::ShowArgs,
+    Context, check::CheckArgs, completions::CompletionsArgs, deploy::DeployArgs,
+    import::ImportArgs, list::ListArgs, man::ManArgs, orders::OrdersArgs, poll::PollArgs,
+    resend::ResendArgs, resend_and_import::ResendAndImportArgs, show::ShowArgs,
 };
 use crate::config::Overrides;
 use crate::exit::Exit;
@@ -55,6 +55,10 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Extract, validate and record the certificates in saved fulfillment emails
+    #[command(after_help = "Examples:
+  fulfill import --no-upload saved/*.eml       validate and record, upload nothing
+  fulfill import --order 1557047799 cert.zip   a file downloaded from a link-only mail
+  fulfill import --dry-run - < mail.eml        report only, from standard input")]
     Import(ImportArgs),
     /// List recorded certificates, soonest expiry first
     List(ListArgs),
@@ -65,19 +69,54 @@ pub enum Command {
     /// Ask the CA, through the portal, to send an order's fulfillment email again
     Resend(ResendArgs),
     /// Check the configuration, keys, trust roots and portal authentication
+    #[command(after_help = "Examples:
+  fulfill check                                       the default config
+  fulfill --config /etc/fulfill/config.toml check     the one a service uses
+  sudo -u fulfill fulfill --config /etc/fulfill/config.toml check   as the service's user")]
     Check(CheckArgs),
     /// Scan the mailbox for fulfillment emails and import what matches
+    #[command(after_help = "Examples:
+  fulfill poll                 import what arrived since the last run
+  fulfill poll --wait 10m      then wait up to 10 minutes for a matching mail (exit 3 if none)
+  fulfill poll --dry-run -v    say what would be imported, change nothing")]
     Poll(PollArgs),
     /// The whole loop, safe from cron: resend the fulfillment email, wait for it, validate,
     /// upload, record, deploy
+    #[command(after_help = "Examples:
+  fulfill resend-and-import --order 1557047799       one order, waiting up to 15 minutes
+  fulfill -q resend-and-import --all-pending --timeout 20m   what the timer and cron run
+  fulfill resend-and-import --all-pending --dry-run  say what would be resent, change nothing")]
     ResendAndImport(ResendAndImportArgs),
     /// Run the deploy hook for recorded certificates: those named, or every one whose hook
     /// has not run or failed (--pending)
     Deploy(DeployArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = "Examples:
+  fulfill completions bash > /etc/bash_completion.d/fulfill
+  fulfill completions zsh > \"${fpath[1]}/_fulfill\"
+  fulfill completions fish > ~/.config/fish/completions/fulfill.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page, fulfill(1), in roff
+    #[command(after_help = "Example:
+  fulfill man > /usr/local/share/man/man1/fulfill.1 && man fulfill")]
+    Man(ManArgs),
 }
 
 impl Command {
+    /// The commands that need no settings (`completions`, `man`), run before the config
+    /// file is read, so they work without one, or with a broken one; `None` for the others.
+    pub fn execute_without_settings(&self) -> Option<anyhow::Result<Exit>> {
+        match self {
+            Command::Completions(args) => Some(args.execute()),
+            Command::Man(args) => Some(args.execute()),
+            _ => None,
+        }
+    }
+
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
+        if let Some(outcome) = self.execute_without_settings() {
+            return outcome;
+        }
         match self {
             Command::Import(args) => args.execute(context),
             Command::List(args) => args.execute(context),
@@ -88,6 +127,7 @@ impl Command {
             Command::Poll(args) => args.execute(context),
             Command::ResendAndImport(args) => args.execute(context),
             Command::Deploy(args) => args.execute(context),
+            Command::Completions(_) | Command::Man(_) => unreachable!("run without settings"),
         }
     }
 }

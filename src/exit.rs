@@ -14,6 +14,33 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every code, in numeric order: `fulfill man`'s EXIT STATUS lists them.
+    pub const ALL: [Exit; 6] = [
+        Exit::Done,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::TimedOut,
+        Exit::Rejected,
+        Exit::Locked,
+    ];
+
+    /// What the code tells the caller, in the words of the README's table.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Done => "done, or nothing to do",
+            Exit::Failure => {
+                "failure: portal, mailbox, store or I/O error, a deploy hook that failed, \
+                 or the server refused to mark a mail (the certificate is in, the mark pending)"
+            }
+            Exit::Usage => "usage or configuration error",
+            Exit::TimedOut => "timed out waiting for the fulfillment email (the state is kept)",
+            Exit::Rejected => {
+                "a certificate was found but rejected, or the mail holds no certificate"
+            }
+            Exit::Locked => "another run holds the lock (EX_TEMPFAIL: cron may simply retry)",
+        }
+    }
+
     /// The exit of a run that did several things: a failure outranks a rejection, which
     /// outranks success, so cron mail shows the worst thing that happened.
     pub fn worst(self, other: Exit) -> Exit {

@@ -15,6 +15,10 @@ use fulfill::text::printable;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global);
+    // `completions` and `man` need no config: they work before (or without) one.
+    if let Some(outcome) = cli.command.execute_without_settings() {
+        return ExitCode::from(exit_of(outcome) as u8);
+    }
     let exit = match context(&cli) {
         Ok(context) => {
             let exit = exit_of(cli.command.execute(&context));

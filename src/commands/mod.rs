@@ -3,9 +3,11 @@
 //! the [`Context`] every command runs in, the portal connection, and the watchdog.
 
 pub mod check;
+pub mod completions;
 pub mod deploy;
 pub mod import;
 pub mod list;
+pub mod man;
 pub mod orders;
 pub mod poll;
 pub mod resend;
