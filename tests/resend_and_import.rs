@@ -1076,9 +1076,16 @@ fn the_cron_and_systemd_examples_run() {
     f.on_resend_send(&order, vec![order.mail.clone()]);
     let repo = support::repo();
     let cron = std::fs::read_to_string(repo.join("contrib/fulfill.cron")).unwrap();
+    // The package installs it as /etc/cron.d/fulfill, so it stays commented out (the timer
+    // is the default): every line is a comment, the job is the one after "#*/".
+    assert!(
+        cron.lines()
+            .all(|l| l.starts_with('#') || l.trim().is_empty()),
+        "contrib/fulfill.cron runs nothing until uncommented"
+    );
     let cron_line = cron
         .lines()
-        .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .find_map(|l| l.strip_prefix('#').filter(|job| job.starts_with("*/")))
         .unwrap();
     // minute hour day month weekday user command...
     let cron_command: String = cron_line
@@ -1112,10 +1119,14 @@ fn the_cron_and_systemd_examples_run() {
     for command in [cron_command, exec_start] {
         let command = command
             .replace(
-                "/usr/local/bin/fulfill",
+                "/usr/bin/fulfill",
                 support::fulfill_binary().to_str().unwrap(),
             )
             .replace("/etc/fulfill/config.toml", f.config.to_str().unwrap())
+            .replace(
+                "/var/lib/fulfill/fulfill.db",
+                f.home.default_db().to_str().unwrap(),
+            )
             .replace("--timeout 20m", "--timeout 30s");
         let output = support::env::command("sh")
             .arg("-c")
