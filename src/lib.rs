@@ -27,6 +27,8 @@ pub mod pipeline;
 #[cfg(feature = "cli")]
 pub mod portal;
 #[cfg(feature = "cli")]
+pub mod progress;
+#[cfg(feature = "cli")]
 pub mod secret;
 #[cfg(feature = "cli")]
 pub mod store;

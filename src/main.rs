@@ -1,7 +1,7 @@
 //! The `fulfill` binary: parse arguments, resolve the settings once, run one command, and
 //! turn its result into an exit code. Everything else lives in the library.
 
-use std::io;
+use std::io::{self, IsTerminal};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,24 +10,31 @@ use fulfill::cli::{Cli, GlobalArgs};
 use fulfill::commands::{self, Context, Output};
 use fulfill::config;
 use fulfill::exit::{self, Exit};
+use fulfill::progress;
 use fulfill::text::printable;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    // At a terminal a status line shows what a run waits for; away from one (cron) log
+    // lines carry their time instead.
+    let terminal = io::stderr().is_terminal();
+    init_logging(&cli.global, terminal);
+    if terminal && !cli.global.json && !cli.global.quiet {
+        progress::enable();
+    }
     // `completions` and `man` need no config: they work before (or without) one.
     if let Some(outcome) = cli.command.execute_without_settings() {
-        return ExitCode::from(exit_of(outcome) as u8);
+        return ExitCode::from(exit_of(outcome, terminal) as u8);
     }
     let exit = match context(&cli) {
         Ok(context) => {
-            let exit = exit_of(cli.command.execute(&context));
+            let exit = exit_of(cli.command.execute(&context), terminal);
             if let Some(command) = cli.command.recorded_as() {
                 commands::write_metrics(&context, command, exit);
             }
             exit
         }
-        Err(err) => exit_of(Err(err)),
+        Err(err) => exit_of(Err(err), terminal),
     };
     ExitCode::from(exit as u8)
 }
@@ -45,7 +52,7 @@ fn context(cli: &Cli) -> anyhow::Result<Context> {
 }
 
 /// How a run ended, the error (if any) printed.
-fn exit_of(outcome: anyhow::Result<Exit>) -> Exit {
+fn exit_of(outcome: anyhow::Result<Exit>, terminal: bool) -> Exit {
     commands::unless_stopped_by_watchdog();
     match outcome {
         Ok(exit) => exit,
@@ -53,7 +60,11 @@ fn exit_of(outcome: anyhow::Result<Exit>) -> Exit {
         Err(err) if is_broken_pipe(&err) => Exit::Done,
         Err(err) => {
             // Errors carry servers' and files' text: printed escaped (fulfill::text).
-            eprintln!("fulfill: error: {}", printable(&exit::describe(&err)));
+            eprintln!(
+                "{}fulfill: error: {}",
+                log_prefix(terminal),
+                printable(&exit::describe(&err))
+            );
             Exit::for_error(&err)
         }
     }
@@ -72,7 +83,7 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// Logs go to stderr so stdout stays clean for `--json` and scripts.
-fn init_logging(global: &GlobalArgs) {
+fn init_logging(global: &GlobalArgs, terminal: bool) {
     let level = match (global.quiet, global.verbose) {
         (true, _) => log::LevelFilter::Error,
         (false, 0) => log::LevelFilter::Warn,
@@ -82,15 +93,26 @@ fn init_logging(global: &GlobalArgs) {
     };
     env_logger::Builder::new()
         .filter_level(level)
-        .format(|buf, record| {
+        .format(move |buf, record| {
             use std::io::Write;
             writeln!(
                 buf,
-                "fulfill: {}: {}",
+                "{}fulfill: {}: {}",
+                log_prefix(terminal),
                 record.level().as_str().to_lowercase(),
                 printable(&record.args().to_string())
             )
         })
-        .target(env_logger::Target::Stderr)
+        // The status line, when one shows, steps aside for each log line.
+        .target(env_logger::Target::Pipe(Box::new(progress::LogWriter)))
         .init();
+}
+
+/// "2026-11-29T12:00:00Z " when stderr is not a terminal, else nothing.
+fn log_prefix(terminal: bool) -> String {
+    if terminal {
+        return String::new();
+    }
+    let now = time::OffsetDateTime::now_utc();
+    format!("{} ", fulfill::store::timestamp(now))
 }

@@ -562,6 +562,38 @@ fn wait_deadline_exits_3_and_keeps_state() {
     );
 }
 
+/// At a terminal, `poll --wait` shows what it waits for and how long it has waited, ticking
+/// while IDLE blocks; without a terminal it shows nothing of the kind.
+#[test]
+fn a_wait_shows_a_status_line_at_a_terminal() {
+    let Some(f) = Fixture::new() else { return };
+    let mut cmd = f.home.fulfill_process();
+    cmd.arg("--config")
+        .arg(&f.config)
+        .args(["poll", "--wait", "3s"]);
+    let Some(shown) = support::at_a_terminal(&cmd) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert_eq!(shown.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("waiting for new mail: 0s of 3s (IDLE)"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("waiting for new mail: 2s of 3s (IDLE)"),
+        "it ticks while IDLE blocks:\n{text:?}"
+    );
+    let piped = cmd.output().unwrap();
+    assert_eq!(piped.status.code(), Some(3));
+    let all = [piped.stdout, piped.stderr].concat();
+    let all = String::from_utf8_lossy(&all);
+    assert!(
+        !all.contains("waiting for new mail") && !all.contains('\r') && !all.contains('\x1b'),
+        "{all:?}"
+    );
+}
+
 #[test]
 fn dry_run_changes_nothing_and_senders_filter_on_the_server() {
     let Some(mut f) = Fixture::new() else { return };

@@ -961,3 +961,70 @@ fn list_names_the_order_that_orders_found() {
     let listed = stdout_json(&s.fulfill().args(["--json", "list"]).output().unwrap());
     assert_eq!(listed[0]["order_id"], s.order, "{listed:#}");
 }
+
+/// At a terminal, a retry shows a status line on stderr ("portal: HTTP 500, retry 1 of 3 in
+/// 1s"), and log lines carry no timestamp; away from one (cron, this test's pipes) there is
+/// no status line and every log line starts with its RFC 3339 time. `--json` shows none.
+#[test]
+fn a_retry_shows_a_status_line_at_a_terminal_only() {
+    let s = setup();
+    std::fs::write(
+        &s.config,
+        std::fs::read_to_string(&s.config)
+            .unwrap()
+            .replace("retry_wait = \"10ms\"", "retry_wait = \"1s\""),
+    )
+    .unwrap();
+    let run = |json: bool| {
+        s.portal
+            .inject("getSslCertificateRequests", Fault::InternalError, 1);
+        let mut cmd = s.home.fulfill_process();
+        cmd.arg("--config").arg(&s.config).args(["-v", "orders"]);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd
+    };
+
+    let Some(shown) = support::at_a_terminal(&run(false)) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    assert!(
+        text.contains("portal: HTTP 500, retry 1 of 3 in 1s"),
+        "the status line:\n{text:?}"
+    );
+    assert!(text.contains("\x1b["), "drawn and cleared:\n{text:?}");
+    assert!(text.contains(ALPHA), "the table:\n{text}");
+    assert!(
+        text.contains("\nfulfill: info: ") || text.starts_with("fulfill: info: "),
+        "a log line, with no timestamp at a terminal:\n{text:?}"
+    );
+
+    let json = support::at_a_terminal(&run(true)).unwrap();
+    let text = String::from_utf8_lossy(&json.stdout);
+    assert!(json.status.success(), "{text}");
+    assert!(
+        !text.contains("retry 1 of 3 in"),
+        "--json: no status line:\n{text:?}"
+    );
+
+    let piped = run(false).output().unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains('\r') && !stderr.contains('\x1b') && !stderr.contains("retry 1 of 3 in"),
+        "no status line without a terminal:\n{stderr:?}"
+    );
+    assert!(stderr.contains("retrying (1 of 3)"), "{stderr}");
+    for line in stderr.lines() {
+        let (at, rest) = line.split_once(' ').unwrap_or_default();
+        assert!(
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).is_ok()
+                && at.ends_with('Z')
+                && rest.starts_with("fulfill: "),
+            "a timestamp first: {line:?}"
+        );
+    }
+}

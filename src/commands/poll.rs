@@ -22,6 +22,7 @@ use crate::pipeline::{
     self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
 };
 use crate::portal::Portal;
+use crate::progress;
 
 #[derive(Debug, Args)]
 pub struct PollArgs {
@@ -123,6 +124,12 @@ impl PollArgs {
                 report.timed_out = true;
                 break;
             }
+            let _status = progress::waiting(
+                "waiting for new mail",
+                &progress::how(session.has_idle(), mailbox.poll_interval),
+                started,
+                deadline - started,
+            );
             // Re-issue IDLE well before servers drop it; without IDLE, NOOP every
             // poll_interval.
             session

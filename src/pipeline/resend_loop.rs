@@ -27,6 +27,7 @@ use crate::extract;
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::portal::types::SslOrder;
 use crate::portal::{Portal, PortalError};
+use crate::progress;
 use crate::store::{CertificateRow, OrderState, Store, StoreError, timestamp};
 use crate::validate::{self, Expectations};
 
@@ -246,6 +247,16 @@ impl ResendLoop<'_> {
             if remaining.is_zero() {
                 break;
             }
+            let waiting: Vec<i64> = (orders.iter().zip(results.iter()))
+                .filter(|(_, r)| !r.settled())
+                .map(|(order, _)| order.id)
+                .collect();
+            let _status = progress::waiting(
+                &progress::waiting_for_orders(&waiting),
+                &progress::how(self.session.has_idle(), self.mailbox.poll_interval),
+                started,
+                self.options.timeout,
+            );
             // Re-issue IDLE well before servers drop it; without IDLE, NOOP every
             // poll_interval.
             self.session

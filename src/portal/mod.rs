@@ -29,6 +29,7 @@ use self::types::{
     ApiErrorBody, CertificateTemplate, RequestStatus, SSL_ORDER_MASK, STORED_CERTIFICATE_MASK,
     SslOrder, StoredCertificate,
 };
+use crate::progress;
 use crate::secret::Secret;
 
 /// softlayer-python's `API_PUBLIC_ENDPOINT_REST` with the v3.1 path (§3.1).
@@ -157,6 +158,23 @@ impl PortalError {
             | PortalError::Certificate { .. }
             | PortalError::Redirect { .. }
             | PortalError::Endpoint { .. } => false,
+        }
+    }
+
+    /// A few words for the status line: "HTTP 503", "timeout", "no connection".
+    pub fn brief(&self) -> String {
+        match self {
+            PortalError::Api { status, .. } if *status == 429 => "HTTP 429 (rate limit)".into(),
+            PortalError::Api { status, code, .. } if *status < 300 => code.clone(),
+            PortalError::Api { status, .. }
+            | PortalError::Empty { status, .. }
+            | PortalError::Redirect { status, .. } => format!("HTTP {status}"),
+            PortalError::Timeout { .. } => "timeout".into(),
+            PortalError::Connection { .. } => "no connection".into(),
+            PortalError::Unauthorized { .. } => "refused credentials".into(),
+            PortalError::Certificate { .. } => "TLS certificate refused".into(),
+            PortalError::Unexpected { .. } => "unexpected answer".into(),
+            PortalError::Endpoint { .. } => "bad endpoint".into(),
         }
     }
 
@@ -421,7 +439,7 @@ impl Portal {
             };
             attempt += 1;
             log::warn!("{error}; looking for the certificate in the store before trying again");
-            self.pause(attempt);
+            self.pause(attempt, &error);
             if let Some(existing) = self.find_certificate(common_name, sha256)? {
                 // The earlier attempt went through; only its answer was lost.
                 return Ok(Uploaded::Created(existing.id));
@@ -446,15 +464,16 @@ impl Portal {
                 {
                     attempt += 1;
                     log::info!("{e}; retrying ({attempt} of {})", self.settings.retries);
-                    self.pause(attempt);
+                    self.pause(attempt, &e);
                 }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Exponential backoff with jitter: retry_wait × 2^(attempt-1), ±25 %.
-    fn pause(&self, attempt: u32) {
+    /// Exponential backoff with jitter: retry_wait × 2^(attempt-1), ±25 %, with a status
+    /// line at a terminal.
+    fn pause(&self, attempt: u32, error: &PortalError) {
         let base = self
             .settings
             .retry_wait
@@ -464,7 +483,9 @@ impl Portal {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
-        thread::sleep(base.mul_f64(jitter));
+        let pause = base.mul_f64(jitter);
+        let _status = progress::retrying(&error.brief(), attempt, self.settings.retries, pause);
+        thread::sleep(pause);
     }
 
     fn url(&self, call: &Call<'_>) -> Result<Url, PortalError> {

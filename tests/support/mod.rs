@@ -110,3 +110,40 @@ pub fn stdout_json(output: &std::process::Output) -> serde_json::Value {
         )
     })
 }
+
+/// Runs `inner` under a pseudo-terminal (util-linux `script`), as at a person's terminal:
+/// stdout and stderr both reach the terminal, and come back together as the output's stdout.
+/// `None` when `script` is missing, which fails the test under CI=true instead.
+pub fn at_a_terminal(inner: &std::process::Command) -> Option<std::process::Output> {
+    if env::command("script").arg("-V").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` (util-linux, Debian's bsdutils) is missing; scripts/test installs it"
+        );
+        eprintln!("skipped: no `script` to run fulfill under a pseudo-terminal");
+        return None;
+    }
+    let quote =
+        |arg: &std::ffi::OsStr| format!("'{}'", arg.to_string_lossy().replace('\'', r"'\''"));
+    let line: Vec<String> = std::iter::once(inner.get_program())
+        .chain(inner.get_args())
+        .map(quote)
+        .collect();
+    let mut outer = env::command("script");
+    outer.args(["-qfec", &line.join(" "), "/dev/null"]);
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => outer.env(name, value),
+            None => outer.env_remove(name),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        outer.current_dir(dir);
+    }
+    Some(
+        outer
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script runs"),
+    )
+}
