@@ -1092,3 +1092,57 @@ fn a_dry_run_works_with_the_portal_unreachable() {
         "{stdout}{stderr}"
     );
 }
+
+/// `database` in the config file says where the database is, from the file's folder: root
+/// running `fulfill --config /etc/fulfill/config.toml list` reads the service's records.
+/// `--db` and `FULFILL_DB` still come first.
+#[test]
+fn the_config_file_names_the_database() {
+    let home = Home::new();
+    let etc = home.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let config = etc.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database = \"state/service.db\"\n[keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n",
+            samples().join("keys").display(),
+            samples().join("ca/root.pem").display()
+        ),
+    )
+    .unwrap();
+    let fulfill = || {
+        let mut cmd = home.fulfill();
+        cmd.arg("--config").arg(&config);
+        cmd
+    };
+    fulfill()
+        .args(["import", "--no-upload"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .assert()
+        .success();
+    let db = etc.join("state/service.db");
+    assert!(db.exists(), "relative to the config file's folder");
+    assert!(!home.default_db().exists(), "not the XDG default");
+    fulfill()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("www.alpha.example.com"));
+
+    // --db and FULFILL_DB come before the file.
+    let other = home.path().join("other.db");
+    fulfill()
+        .arg("--db")
+        .arg(&other)
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(other.display().to_string()));
+    fulfill()
+        .env("FULFILL_DB", &other)
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("No certificates recorded yet"));
+}

@@ -14,6 +14,10 @@ type DurationValue = Option<Parsed<HumanDuration>>;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// The SQLite database (default `$XDG_DATA_HOME/fulfill/fulfill.db`); `--db` and
+    /// `FULFILL_DB` come first. With it, root's `fulfill list --config /etc/…` reads the
+    /// service's database, not root's own.
+    pub database: Option<PathBuf>,
     /// No second resend for an order within this time (default "1h").
     pub resend_cooldown: DurationValue,
     /// Run after each import with the certificate PEM on stdin.

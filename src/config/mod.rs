@@ -98,9 +98,11 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
             }
         }
     };
-    let database = match &overrides.database {
-        Some(path) => path.clone(),
-        None => default_database_path()?,
+    // --db / FULFILL_DB, then the file's `database`, then the XDG default.
+    let database = match (&overrides.database, &file.database) {
+        (Some(path), _) => path.clone(),
+        (None, Some(path)) => relative_to(config_file.as_deref(), path),
+        (None, None) => default_database_path()?,
     };
     let trust_roots = match file.validation.trust_roots {
         Some(roots) => roots.into_iter().map(|Parsed(r)| r).collect(),
@@ -158,10 +160,7 @@ impl Settings {
     /// Relative paths in the config file are taken from the file's own folder, so a
     /// config works whatever directory cron starts fulfill in.
     fn relative(&self, path: &Path) -> PathBuf {
-        match self.config_file.as_deref().and_then(Path::parent) {
-            Some(folder) if path.is_relative() => folder.join(path),
-            _ => path.to_path_buf(),
-        }
+        relative_to(self.config_file.as_deref(), path)
     }
 
     /// `[mailbox] run_timeout`, read without running any `*_cmd`: the watchdog that
@@ -311,6 +310,14 @@ fn xdg_dir(var: &str, fallback: &str) -> Result<PathBuf, ConfigError> {
     {
         Some(dir) if dir.is_absolute() => Ok(dir),
         _ => Ok(home()?.join(fallback)),
+    }
+}
+
+/// `path` from the folder of `config_file` when it is relative.
+fn relative_to(config_file: Option<&Path>, path: &Path) -> PathBuf {
+    match config_file.and_then(Path::parent) {
+        Some(folder) if path.is_relative() => folder.join(path),
+        _ => path.to_path_buf(),
     }
 }
 
