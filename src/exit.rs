@@ -69,9 +69,11 @@ impl Exit {
                 Some(crate::store::LockError::Busy { .. })
             )
         });
-        let usage = err
-            .chain()
-            .any(|cause| cause.is::<UsageError>() || cause.is::<crate::config::ConfigError>());
+        let usage = err.chain().any(|cause| {
+            cause.is::<UsageError>()
+                || cause.is::<crate::config::ConfigError>()
+                || (cause.downcast_ref::<crate::store::StoreError>()).is_some_and(|e| e.is_usage())
+        });
         match (busy, usage) {
             (true, _) => Exit::Locked,
             (false, true) => Exit::Usage,

@@ -1146,3 +1146,56 @@ fn the_config_file_names_the_database() {
         .success()
         .stdout(predicate::str::contains("No certificates recorded yet"));
 }
+
+/// `show` takes a common name; a too-short prefix says what is needed; `show --json` has
+/// `days_left`, as `list --json` does, and keeps every column.
+#[test]
+fn show_finds_a_name_and_says_what_a_prefix_needs() {
+    let home = Home::new();
+    home.with_samples()
+        .args(["import", "--no-upload"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .assert()
+        .success();
+    let by_name = stdout_json(
+        &home
+            .with_samples()
+            .args(["--json", "show", "www.alpha.example.com"])
+            .output()
+            .unwrap(),
+    );
+    let listed = stdout_json(
+        &home
+            .with_samples()
+            .args(["--json", "list"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(by_name["sha256"], listed[0]["sha256"]);
+    assert_eq!(by_name["days_left"], listed[0]["days_left"]);
+    assert!(by_name["days_left"].as_i64().unwrap() > 1000, "{by_name:#}");
+    for key in [
+        "id",
+        "common_name",
+        "not_after",
+        "certificate_pem",
+        "chain_pem",
+    ] {
+        assert!(by_name.get(key).is_some(), "{key} in {by_name:#}");
+    }
+    let sha256 = by_name["sha256"].as_str().unwrap();
+    home.with_samples()
+        .args(["show", &sha256[..5]])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "a prefix needs 8 or more hex digits",
+        ));
+    home.with_samples()
+        .args(["show", "www.nothing.example.com"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "no certificate 'www.nothing.example.com'",
+        ));
+}

@@ -1,4 +1,4 @@
-//! `fulfill show ID|SHA256 [--pem]`: one recorded certificate.
+//! `fulfill show ID|SHA256|NAME [--pem]`: one recorded certificate.
 
 use std::io::{self, Write};
 
@@ -12,8 +12,9 @@ use crate::store::{CertificateRow, Store};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// Row id, or SHA-256 fingerprint (a unique prefix of 8 or more hex digits is enough)
-    #[arg(value_name = "ID|SHA256")]
+    /// Row id, SHA-256 fingerprint (a unique prefix of 8 or more hex digits is enough), or
+    /// common name (its newest certificate)
+    #[arg(value_name = "ID|SHA256|NAME")]
     pub certificate: String,
 
     /// Print only the certificate and its chain, in PEM
@@ -45,6 +46,7 @@ impl ShowArgs {
             return Ok(Exit::Done);
         }
         context.output.print(&ShowReport {
+            days_left: parse_time(&row.not_after).map(|t| (t - context.now).whole_days()),
             row,
             now: context.now,
         })?;
@@ -52,10 +54,12 @@ impl ShowArgs {
     }
 }
 
+/// `--json`: every column, and `days_left` as `list --json` has it.
 #[derive(Serialize)]
-#[serde(transparent)]
 struct ShowReport {
+    #[serde(flatten)]
     row: CertificateRow,
+    days_left: Option<i64>,
     #[serde(skip)]
     now: OffsetDateTime,
 }

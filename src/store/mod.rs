@@ -50,6 +50,20 @@ pub enum StoreError {
     },
     #[error("'{0}' matches more than one certificate; give more of the SHA-256")]
     Ambiguous(String),
+    #[error(
+        "'{0}' is too short for a SHA-256 prefix: a prefix needs 8 or more hex digits (or give the row id or the common name)"
+    )]
+    PrefixTooShort(String),
+}
+
+impl StoreError {
+    /// How the certificate was named is the mistake (ambiguous, too short), not the database.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Ambiguous(_) | StoreError::PrefixTooShort(_)
+        )
+    }
 }
 
 /// A certificate about to be recorded.
@@ -1079,8 +1093,10 @@ impl Store {
             .map_err(self.sql())
     }
 
-    /// A certificate by row id, or by SHA-256 or a unique prefix of it (at least 8 hex digits,
-    /// colons allowed as `openssl x509 -fingerprint` prints them).
+    /// A certificate by row id, by SHA-256 or a unique prefix of it (at least 8 hex digits,
+    /// colons allowed as `openssl x509 -fingerprint` prints them), or by common name (the
+    /// newest: the latest not_after, then the highest id). A shorter hex prefix that names
+    /// nothing else is an error that says a prefix needs 8 digits.
     pub fn find_certificate(
         &self,
         id_or_sha256: &str,
@@ -1100,8 +1116,15 @@ impl Store {
             }
         }
         let prefix = id_or_sha256.replace(':', "").to_ascii_lowercase();
-        if prefix.len() < 8 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(None);
+        let hex = !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || prefix.len() < 8 {
+            return match self.newest_named(id_or_sha256)? {
+                Some(row) => Ok(Some(row)),
+                None if hex && id_or_sha256.parse::<i64>().is_err() => {
+                    Err(StoreError::PrefixTooShort(id_or_sha256.to_string()))
+                }
+                None => Ok(None),
+            };
         }
         let mut stmt = self
             .conn
@@ -1115,9 +1138,25 @@ impl Store {
             .collect::<Result<_, _>>()
             .map_err(self.sql())?;
         match rows.len() {
-            0 | 1 => Ok(rows.pop()),
+            0 => self.newest_named(id_or_sha256),
+            1 => Ok(rows.pop()),
             _ => Err(StoreError::Ambiguous(id_or_sha256.to_string())),
         }
+    }
+
+    /// The newest certificate for a common name (DNS names compare without case).
+    fn newest_named(&self, common_name: &str) -> Result<Option<CertificateRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE common_name = ?1 COLLATE NOCASE \
+                     ORDER BY not_after DESC, id DESC LIMIT 1"
+                ),
+                [common_name],
+                certificate_row,
+            )
+            .optional()
+            .map_err(self.sql())
     }
 
     /// Certificates by expiry, soonest first; only those expiring before `until` if given.
@@ -1176,6 +1215,33 @@ mod tests {
         (store.events().unwrap().iter())
             .filter(|e| e.kind == kind)
             .count()
+    }
+
+    /// `show NAME` is the newest certificate for it (latest not_after, then highest id); a
+    /// hex prefix under 8 digits that names nothing says a prefix needs 8.
+    #[test]
+    fn certificates_are_found_by_common_name_and_short_prefixes_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("f.db")).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let day = time::Duration::days(1);
+        for (sha256, not_after) in [("aa01", 30), ("bb02", 90), ("cc03", 90), ("dd04", 60)] {
+            let mut cert = certificate(sha256);
+            cert.not_after = now + day * not_after;
+            store.record_certificate(&cert, None, now).unwrap();
+        }
+        let found = |wanted: &str| store.find_certificate(wanted).map(|r| r.map(|r| r.sha256));
+        assert_eq!(found("www.example.com").unwrap().as_deref(), Some("cc03"));
+        assert_eq!(found("WWW.Example.COM").unwrap().as_deref(), Some("cc03"));
+        assert_eq!(found("2").unwrap().as_deref(), Some("bb02"), "row id");
+        assert_eq!(found("www.other.com").unwrap(), None);
+        assert_eq!(found("99").unwrap(), None, "a row id that is not there");
+        let error = found("bb0").unwrap_err();
+        assert!(error.is_usage());
+        assert!(
+            error.to_string().contains("8 or more hex digits"),
+            "{error}"
+        );
     }
 
     /// Recording a certificate leaves its mail's mark pending in the same transaction
