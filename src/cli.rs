@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::commands::log::LogArgs;
 use crate::commands::{
     Context, check::CheckArgs, completions::CompletionsArgs, deploy::DeployArgs,
     import::ImportArgs, list::ListArgs, man::ManArgs, orders::OrdersArgs, poll::PollArgs,
@@ -100,6 +101,8 @@ pub enum Command {
     #[command(after_help = "Example:
   fulfill man > /usr/local/share/man/man1/fulfill.1 && man fulfill")]
     Man(ManArgs),
+    /// The audit trail (the `events` table), oldest first
+    Log(LogArgs),
 }
 
 impl Command {
@@ -127,6 +130,7 @@ impl Command {
             Command::Poll(args) => args.execute(context),
             Command::ResendAndImport(args) => args.execute(context),
             Command::Deploy(args) => args.execute(context),
+            Command::Log(args) => args.execute(context),
             Command::Completions(_) | Command::Man(_) => unreachable!("run without settings"),
         }
     }

@@ -1199,3 +1199,80 @@ fn show_finds_a_name_and_says_what_a_prefix_needs() {
             "no certificate 'www.nothing.example.com'",
         ));
 }
+
+/// `fulfill log` shows the audit trail oldest first, as a table or `--json`, for one order
+/// (`--order`) and a last while (`--since`); without a database it says there is none yet.
+#[test]
+fn log_shows_the_audit_trail() {
+    let home = Home::new();
+    home.with_samples()
+        .arg("log")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("No events recorded yet ("));
+    home.with_samples()
+        .args(["import", "--no-upload"])
+        .arg(samples().join("01-geotrust-inline-pem.eml"))
+        .assert()
+        .success();
+    // An older event of an order, and one whose detail was escaped when written.
+    let db = rusqlite::Connection::open(home.default_db()).unwrap();
+    db.execute(
+        "INSERT INTO events (at, order_id, kind, detail) VALUES \
+         ('2020-01-01T00:00:00Z', 101, 'order_state', 'waiting_for_mail'), \
+         ('2020-01-02T00:00:00Z', 102, 'order_state', 'a \\x1b]0;x\\x07 name')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+
+    let table = home.with_samples().arg("log").output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("AT") && lines[0].contains("DETAIL"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("certificate_recorded") && lines[1].contains("www.alpha.example.com"),
+        "oldest first (by id):\n{text}"
+    );
+    assert!(
+        lines[2].starts_with("2020-01-01T00:00:00Z  101  ")
+            && lines[2].ends_with("waiting_for_mail"),
+        "{text}"
+    );
+    assert!(lines[3].ends_with("a \\x1b]0;x\\x07 name"), "{text}");
+
+    let json = |args: &[&str]| {
+        stdout_json(
+            &home
+                .with_samples()
+                .args(["--json", "log"])
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let all = json(&[]);
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all:#}");
+    for key in ["id", "at", "order_id", "kind", "detail"] {
+        assert!(all[0].get(key).is_some(), "{key}: {all:#}");
+    }
+    let order = json(&["--order", "101"]);
+    assert_eq!(order.as_array().unwrap().len(), 1, "{order:#}");
+    assert_eq!(order[0]["detail"], "waiting_for_mail");
+    let recent = json(&["--since", "1d"]);
+    assert_eq!(recent.as_array().unwrap().len(), 1, "{recent:#}");
+    assert_eq!(recent[0]["kind"], "certificate_recorded");
+    home.with_samples()
+        .args(["log", "--order", "101", "--since", "1d"])
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("No events match"));
+    home.with_samples()
+        .args(["log", "--since", "200years"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("100 years"));
+}

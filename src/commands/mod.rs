@@ -7,6 +7,7 @@ pub mod completions;
 pub mod deploy;
 pub mod import;
 pub mod list;
+pub mod log;
 pub mod man;
 pub mod orders;
 pub mod poll;
@@ -142,12 +143,12 @@ pub fn write_metrics(context: &Context, command: &str, exit: Exit) {
         Ok(true)
     })();
     match written {
-        Ok(true) => log::debug!("[metrics] textfile {} written", path.display()),
-        Ok(false) => log::debug!(
+        Ok(true) => ::log::debug!("[metrics] textfile {} written", path.display()),
+        Ok(false) => ::log::debug!(
             "[metrics] textfile: no database at {} yet; not written",
             context.settings.database.display()
         ),
-        Err(e) => log::warn!("[metrics] textfile {}: not written: {e:#}", path.display()),
+        Err(e) => ::log::warn!("[metrics] textfile {}: not written: {e:#}", path.display()),
     }
 }
 

@@ -1061,12 +1061,25 @@ impl Store {
     }
 
     pub fn events(&self) -> Result<Vec<EventRow>, StoreError> {
+        self.events_where(None, None)
+    }
+
+    /// The audit trail, oldest first: only one order's events, and only those at or after
+    /// `since`, when given.
+    pub fn events_where(
+        &self,
+        order_id: Option<i64>,
+        since: Option<OffsetDateTime>,
+    ) -> Result<Vec<EventRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id, at, order_id, kind, detail FROM events ORDER BY id")
+            .prepare(
+                "SELECT id, at, order_id, kind, detail FROM events \
+                 WHERE (?1 IS NULL OR order_id = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY id",
+            )
             .map_err(self.sql())?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params![order_id, since.map(timestamp)], |r| {
                 Ok(EventRow {
                     id: r.get(0)?,
                     at: r.get(1)?,
