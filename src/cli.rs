@@ -69,7 +69,7 @@ pub enum Command {
     Orders(OrdersArgs),
     /// Ask the CA, through the portal, to send an order's fulfillment email again
     Resend(ResendArgs),
-    /// Check the configuration, keys, trust roots and portal authentication
+    /// Check what a run will use: config, keys, trust roots, database, portal, mailbox
     #[command(after_help = "Examples:
   fulfill check                                       the default config
   fulfill --config /etc/fulfill/config.toml check     the one a service uses
