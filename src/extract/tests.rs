@@ -1483,7 +1483,11 @@ fn shape_counts_what_the_parser_builds() {
         }
     }
     // The 17 samples and mail-parser's 53 messages, all read.
-    assert!(messages.len() >= 70, "only {} messages read", messages.len());
+    assert!(
+        messages.len() >= 70,
+        "only {} messages read",
+        messages.len()
+    );
     let inner = mail("Fwd", mixed(vec![text("a\r\n"), text(&c.leaf.pem)]));
     let qp_inner = String::from_utf8(inner.clone()).unwrap();
     let mut encoded_thrice = inner.clone();
