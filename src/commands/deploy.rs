@@ -42,8 +42,10 @@ impl DeployArgs {
                 "no deploy hook: set deploy_hook in the config file, or pass --deploy-hook".into(),
             )
         })?;
-        let store = Store::open_read_only(&settings.database)?
-            .map(|_| Store::open(&settings.database))
+        // Nothing recorded yet, nothing to deploy: the database is not created for that.
+        let database = &settings.database;
+        let store = (database.exists())
+            .then(|| Store::open(database))
             .transpose()?;
         let deployments = match (&store, self.pending) {
             (store, true) => deploy_undeployed(settings, Some(&hook), store.as_ref(), context.now)?,

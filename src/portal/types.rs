@@ -35,12 +35,6 @@ impl SslOrder {
                     .and_then(|s| s.name.clone())
             })
     }
-
-    /// A canceled order will never be fulfilled (§1.5).
-    pub fn is_canceled(&self) -> bool {
-        self.status_name(&[])
-            .is_some_and(|name| name.eq_ignore_ascii_case("Canceled"))
-    }
 }
 
 /// The object mask for orders: everything `orders`, `resend` and `import` show or use.
