@@ -7,30 +7,42 @@ use crate::store::{CertificateRow, Store, StoreError};
 use crate::validate::{KeySource, KnownKey};
 
 /// The public key of the order's CSR, or `None` when the portal holds no readable CSR.
+/// Silent: it is asked for each order several times a run (the record, the portal
+/// store, the keys); [`order_known_key`] says once why an order has no key.
 pub fn order_csr_key(order: &SslOrder) -> Option<PublicKeyId> {
-    let csr = order.certificate_signing_request.as_deref()?;
-    match keys::read_key_material(csr.as_bytes()) {
-        Ok(materials) => materials.into_iter().find_map(|m| match m {
+    csr_key(order).ok().flatten()
+}
+
+/// The CSR's key, `None` when there is no CSR (or it holds none), or why it cannot be read.
+fn csr_key(order: &SslOrder) -> Result<Option<PublicKeyId>, keys::KeyError> {
+    let Some(csr) = order.certificate_signing_request.as_deref() else {
+        return Ok(None);
+    };
+    Ok(keys::read_key_material(csr.as_bytes())?
+        .into_iter()
+        .find_map(|m| match m {
             KeyMaterial::SigningRequest { key, .. } => Some(key),
             KeyMaterial::PrivateKey(_) => None,
-        }),
-        Err(e) => {
-            log::warn!("order {}: its CSR cannot be read: {e}", order.id);
-            None
-        }
-    }
+        }))
 }
 
 /// The key of an order's CSR as a known key named for the order, with the private key
 /// file that has the same public key when `[keys] dirs` holds one.
 pub fn order_known_key(order: &SslOrder, local: &[KnownKey]) -> Option<KnownKey> {
-    if order.certificate_signing_request.is_none() {
-        log::warn!(
-            "order {} has no CSR in the portal; only local keys can match",
-            order.id
-        );
-    }
-    let key = order_csr_key(order)?;
+    let key = match csr_key(order) {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            log::warn!(
+                "order {} has no CSR in the portal; only local keys can match",
+                order.id
+            );
+            return None;
+        }
+        Err(e) => {
+            log::warn!("order {}: its CSR cannot be read: {e}", order.id);
+            return None;
+        }
+    };
     let private_key_file = (local.iter())
         .find(|k| k.key == key)
         .and_then(|k| k.private_key_file.clone());
