@@ -17,6 +17,8 @@ pub mod config;
 #[cfg(feature = "cli")]
 pub mod exit;
 pub mod extract;
+#[cfg(feature = "cli")]
+pub mod http;
 pub mod keys;
 #[cfg(feature = "cli")]
 pub mod mailbox;
@@ -30,6 +32,8 @@ pub mod portal;
 pub mod progress;
 #[cfg(feature = "cli")]
 pub mod secret;
+#[cfg(feature = "cli")]
+pub mod secrets_manager;
 #[cfg(feature = "cli")]
 pub mod store;
 pub mod text;

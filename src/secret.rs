@@ -6,7 +6,7 @@ use std::fmt;
 /// The environment variables a secret may come from. They are removed from the environment
 /// of every child fulfill starts (`*_cmd` commands, the deploy hook): a secret goes only
 /// where it is used, never to a program that merely inherits fulfill's environment.
-pub const SECRET_ENV_VARS: [&str; 2] = ["SL_API_KEY", "FULFILL_IMAP_PASSWORD"];
+pub const SECRET_ENV_VARS: [&str; 3] = ["SL_API_KEY", "FULFILL_IMAP_PASSWORD", "IBMCLOUD_API_KEY"];
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

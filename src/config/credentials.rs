@@ -9,12 +9,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::file::{PortalSection, duration_or};
-use super::values::HumanDuration;
+use super::values::{EndpointUrl, HumanDuration, Parsed};
 use super::{ConfigError, Settings, home};
 use crate::child::{self, Ended};
 use crate::mailbox::Credential;
 use crate::portal::{DEFAULT_ENDPOINT, PortalSettings};
 use crate::secret::Secret;
+use crate::secrets_manager::SecretsManagerSettings;
+use crate::secrets_manager::iam::DEFAULT_IAM_ENDPOINT;
 
 /// A call to the portal that gets no complete answer in this time is abandoned.
 const DEFAULT_PORTAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,11 +107,49 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The Secrets Manager connection, or `None` when `[secrets_manager] url` is not set.
+    /// The API key is fetched here: `IBMCLOUD_API_KEY`, else `api_key_cmd`.
+    pub fn secrets_manager(&self) -> Result<Option<SecretsManagerSettings>, ConfigError> {
+        let section = &self.secrets_manager;
+        let Some(Parsed(EndpointUrl(url))) = &section.url else {
+            return Ok(None);
+        };
+        let api_key = match (env_value("IBMCLOUD_API_KEY"), &section.api_key_cmd) {
+            (Some(key), _) => Secret::new(key),
+            (None, Some(command)) => run_secret_command(
+                command,
+                "[secrets_manager] api_key_cmd",
+                SECRET_COMMAND_TIMEOUT,
+            )?,
+            (None, None) => {
+                return Err(self.invalid(
+                    "[secrets_manager] url is set but no API key: set [secrets_manager] api_key_cmd \
+                     or IBMCLOUD_API_KEY"
+                        .into(),
+                ));
+            }
+        };
+        Ok(Some(SecretsManagerSettings {
+            url: url.clone(),
+            iam_endpoint: (section.iam_endpoint.as_ref())
+                .map_or(DEFAULT_IAM_ENDPOINT.to_string(), |Parsed(e)| e.0.clone()),
+            api_key,
+            secret_group_id: (section.secret_group_id.as_ref())
+                .map_or("default".to_string(), |Parsed(g)| g.0.clone()),
+            name: section.name.as_ref().map(|Parsed(n)| n.0.clone()),
+            timeout: duration_or(&section.timeout, DEFAULT_PORTAL_TIMEOUT),
+            retries: 3,
+            retry_wait: Duration::from_secs(1),
+        }))
+    }
+}
+
 /// `[portal] timeout`, else `~/.softlayer`'s timeout in seconds (0 means none there, as in
 /// softlayer-python; fulfill always keeps one), else the default.
 fn portal_timeout(section: &PortalSection, from_softlayer: Option<String>) -> Duration {
     match (&section.timeout, from_softlayer) {
-        (Some(super::values::Parsed(HumanDuration(timeout))), _) => *timeout,
+        (Some(Parsed(HumanDuration(timeout))), _) => *timeout,
         (None, Some(seconds)) => match seconds.parse::<f64>() {
             Ok(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
             _ => DEFAULT_PORTAL_TIMEOUT,

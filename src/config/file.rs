@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::values::{ByteSize, HumanDuration, Parsed, SenderAddress, TrustRoots};
+use super::values::{
+    ByteSize, EndpointUrl, HumanDuration, Parsed, SecretGroupId, SecretNameTemplate, SenderAddress,
+    TrustRoots,
+};
 use crate::mailbox::{AfterImport, FolderName, Security};
 
 /// A duration value, parsed when the file is read.
@@ -36,6 +39,27 @@ pub struct ConfigFile {
     pub deploy: DeploySection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub secrets_manager: SecretsManagerSection,
+}
+
+/// `[secrets_manager]`: IBM Cloud Secrets Manager, a second certificate store beside the
+/// portal's (docs/secrets-manager.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsManagerSection {
+    /// The instance's URL; none: Secrets Manager is not used.
+    pub url: Option<Parsed<EndpointUrl>>,
+    /// The IAM token endpoint (default https://iam.cloud.ibm.com/identity/token).
+    pub iam_endpoint: Option<Parsed<EndpointUrl>>,
+    /// Prints the IBM Cloud API key; `IBMCLOUD_API_KEY` in the environment wins.
+    pub api_key_cmd: Option<String>,
+    /// The secret group (default "default").
+    pub secret_group_id: Option<Parsed<SecretGroupId>>,
+    /// The secret's name, `{common_name}` replaced (default: the common name).
+    pub name: Option<Parsed<SecretNameTemplate>>,
+    /// Limit on one whole call (default "30s").
+    pub timeout: DurationValue,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,6 +152,10 @@ impl ConfigFile {
                 "[mailbox] oauth2_token_cmd",
             ),
             (self.deploy_hook.is_some(), "deploy_hook"),
+            (
+                self.secrets_manager.api_key_cmd.is_some(),
+                "[secrets_manager] api_key_cmd",
+            ),
         ]
         .into_iter()
         .find_map(|(set, key)| set.then_some(key))

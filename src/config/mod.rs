@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::credentials::run_secret_command;
-use self::file::{ConfigFile, MailboxSection, PortalSection, duration_or};
+use self::file::{ConfigFile, MailboxSection, PortalSection, SecretsManagerSection, duration_or};
 pub use self::values::{ByteSize, HumanDuration, TrustRoots, parse_duration};
 use self::values::{Parsed, SenderAddress};
 use crate::mailbox::{AfterImport, FolderName, MailboxSettings, Security};
@@ -80,6 +80,7 @@ pub struct Settings {
     /// As written; credentials are resolved from it on demand (`credentials.rs`).
     portal: PortalSection,
     mailbox: MailboxSection,
+    secrets_manager: SecretsManagerSection,
 }
 
 /// Default size limit for one mail: CA mails with a zip are well under 1 MiB.
@@ -125,6 +126,7 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         metrics_textfile: file.metrics.textfile,
         portal: file.portal,
         mailbox: file.mailbox,
+        secrets_manager: file.secrets_manager,
     };
     settings.key_dirs = settings
         .key_dirs

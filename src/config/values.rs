@@ -161,6 +161,58 @@ impl FromStr for TrustRoots {
     }
 }
 
+/// An https URL (plain http only to this machine), checked when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(pub String);
+
+impl FromStr for EndpointUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        crate::http::endpoint_url(text, "api_key_cmd")
+            .map(|_| EndpointUrl(text.to_string()))
+            .map_err(|why| format!("'{text}': {why}"))
+    }
+}
+
+/// A Secrets Manager secret group: "default" or the group's id (docs/secrets-manager.md
+/// §3). It goes into a query string, so only letters, digits and `-` are taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretGroupId(pub String);
+
+impl FromStr for SecretGroupId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "secret_group_id '{text}': use \"default\" or the group's id (letters, digits and -)"
+            ));
+        }
+        Ok(SecretGroupId(text.to_string()))
+    }
+}
+
+/// The name a secret gets: letters, digits, `.`, `-`, `_`, and `{common_name}` for the
+/// certificate's common name (docs/secrets-manager.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretNameTemplate(pub String);
+
+impl FromStr for SecretNameTemplate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text.replace("{common_name}", "");
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+        if text.is_empty() || !rest.chars().all(allowed) {
+            return Err(format!(
+                "name '{text}': use letters, digits, '.', '-', '_' and {{common_name}}"
+            ));
+        }
+        Ok(SecretNameTemplate(text.to_string()))
+    }
+}
+
 /// A value read as a string and parsed with its `FromStr`; the parser's message becomes
 /// the error, and toml adds the line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +330,24 @@ mod tests {
         for bad in ["", "a\"b", "a\\b", "a\nb"] {
             assert!(bad.parse::<SenderAddress>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn secrets_manager_values() {
+        assert!(
+            "https://x.us-south.secrets-manager.appdomain.cloud"
+                .parse::<EndpointUrl>()
+                .is_ok()
+        );
+        assert!("http://127.0.0.1:8080".parse::<EndpointUrl>().is_ok());
+        let clear = "http://sm.example".parse::<EndpointUrl>().unwrap_err();
+        assert!(clear.contains("in clear"), "{clear}");
+        assert!("default".parse::<SecretGroupId>().is_ok());
+        assert!("d8f3-aa".parse::<SecretGroupId>().is_ok());
+        assert!("a&b=c".parse::<SecretGroupId>().is_err());
+        assert!("web-{common_name}".parse::<SecretNameTemplate>().is_ok());
+        assert!("a b".parse::<SecretNameTemplate>().is_err());
+        assert!("{other}".parse::<SecretNameTemplate>().is_err());
     }
 
     #[test]

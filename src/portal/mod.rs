@@ -16,7 +16,7 @@
 
 pub mod types;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -265,30 +265,15 @@ pub struct Portal {
 impl Portal {
     pub fn new(settings: PortalSettings) -> Result<Portal, PortalError> {
         let base = endpoint_url(&settings.endpoint)?;
-        // Certificate and host name verification stay reqwest's defaults (on); there is
-        // deliberately no setting that turns them off. A ca_file only adds anchors.
-        // Redirects are never followed: reqwest's default policy would send the request
-        // again, JSON body (a private key, for createObject) and all, to wherever a
-        // `Location` points, plain http included. A 3xx is an error naming the Location.
-        let mut builder = Client::builder()
-            .user_agent(concat!("fulfill/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .min_tls_version(reqwest::tls::Version::TLS_1_2);
-        if is_loopback(&base) {
-            // A proxy from HTTP_PROXY would see a loopback endpoint's plain-http requests,
-            // API key included; this machine is reached directly.
-            builder = builder.no_proxy();
-        }
-        if let Some(path) = &settings.ca_file {
-            for certificate in read_ca_file(path, &settings.endpoint)? {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        let http = builder.build().map_err(|e| PortalError::Endpoint {
+        let http = crate::http::client(
+            &base,
+            settings.connect_timeout,
+            settings.timeout,
+            settings.ca_file.as_deref(),
+        )
+        .map_err(|why| PortalError::Endpoint {
             endpoint: settings.endpoint.clone(),
-            why: format!("cannot set up the HTTP client: {e}"),
+            why: format!("[portal] {why}"),
         })?;
         Ok(Portal {
             http,
@@ -592,7 +577,7 @@ impl Portal {
             return Err(PortalError::Redirect {
                 call: call.name(),
                 status: status.as_u16(),
-                location: location(&response),
+                location: crate::http::location(&response),
             });
         }
         let body = response.text().map_err(|e| self.transport_error(call, e))?;
@@ -672,105 +657,19 @@ pub fn pem_sha256(pem: &str) -> Option<String> {
         .map(|der| crate::extract::sha256_hex(&der))
 }
 
-/// The certificates of `[portal] ca_file`; an unreadable or empty file is an error, not
-/// a silent fall-back to the system store alone.
-fn read_ca_file(path: &Path, endpoint: &str) -> Result<Vec<reqwest::Certificate>, PortalError> {
-    let refuse = |why: String| PortalError::Endpoint {
-        endpoint: endpoint.to_string(),
-        why: format!("[portal] ca_file {}: {why}", path.display()),
-    };
-    let pem = std::fs::read(path).map_err(|e| refuse(format!("cannot read it: {e}")))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| refuse(format!("not a PEM certificate bundle: {e}")))?;
-    if certificates.is_empty() {
-        return Err(refuse("it holds no PEM certificate".into()));
-    }
-    Ok(certificates)
-}
-
-/// A redirect's `Location` as it can be shown: printable characters only, at most 300.
-fn location(response: &Response) -> String {
-    match response.headers().get(reqwest::header::LOCATION) {
-        None => "no Location".into(),
-        Some(value) => String::from_utf8_lossy(value.as_bytes())
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(300)
-            .collect(),
-    }
-}
-
-/// Whether the URL names this machine: `localhost`, 127.0.0.0/8 or ::1.
-fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    // host_str gives an IPv6 address in brackets.
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
-    }
-}
-
-/// Parses and checks the endpoint: https, or http only to this machine (tests, tunnels),
-/// since the API key travels in every request.
+/// Parses and checks the endpoint (`crate::http::endpoint_url`).
 fn endpoint_url(endpoint: &str) -> Result<Url, PortalError> {
-    let fail = |why: &str| PortalError::Endpoint {
-        endpoint: endpoint.to_string(),
-        why: why.to_string(),
-    };
-    let with_slash = if endpoint.ends_with('/') {
-        endpoint.to_string()
-    } else {
-        format!("{endpoint}/")
-    };
-    let url = Url::parse(&with_slash).map_err(|e| fail(&format!("not a URL: {e}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail(
-            "credentials do not belong in the URL; use [portal] username and api_key_cmd",
-        ));
-    }
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
-        "http" => Err(fail(
-            "plain http would send the API key in clear; use https",
-        )),
-        _ => Err(fail(
-            "only https endpoints are supported (the REST API, e.g. https://api.softlayer.com/rest/v3.1/)",
-        )),
-    }
+    crate::http::endpoint_url(endpoint, "[portal] username and api_key_cmd").map_err(|why| {
+        PortalError::Endpoint {
+            endpoint: endpoint.to_string(),
+            why,
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_must_be_https_except_on_loopback() {
-        assert!(endpoint_url("https://api.softlayer.com/rest/v3.1").is_ok());
-        assert!(endpoint_url("http://127.0.0.1:8080/rest/v3.1/").is_ok());
-        assert!(endpoint_url("http://127.0.0.2:8080/rest/v3.1/").is_ok());
-        assert!(endpoint_url("http://[::1]:8080/rest/v3.1/").is_ok());
-        assert!(endpoint_url("http://LOCALHOST:8080/rest/v3.1/").is_ok());
-        assert!(endpoint_url("http://127.0.0.1.example.com/rest/v3.1/").is_err());
-        assert!(endpoint_url("http://10.0.0.1/rest/v3.1/").is_err());
-        assert!(
-            endpoint_url("http://api.softlayer.com/rest/v3.1/")
-                .unwrap_err()
-                .to_string()
-                .contains("in clear")
-        );
-        assert!(endpoint_url("https://user:key@api.softlayer.com/rest/v3.1/").is_err());
-        assert!(endpoint_url("ftp://x/").is_err());
-        assert_eq!(
-            endpoint_url("https://api.softlayer.com/rest/v3.1")
-                .unwrap()
-                .path(),
-            "/rest/v3.1/"
-        );
-    }
 
     #[test]
     fn only_a_definite_answer_says_a_call_was_not_performed() {
