@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::import_report::ImportReport;
 use super::{
     Context, deploy_hook, deploy_undeployed, import_checks, load_known_keys, lock_for_writing,
-    open_store, with_deployments,
+    open_store, store_in_secrets_manager, with_deployments, with_secrets,
 };
 use crate::exit::Exit;
 use crate::pipeline::{self, Destination, ImportResult, Outcome, keys_for_orders};
@@ -92,16 +92,19 @@ impl ImportArgs {
         }
         let store = destination.store.as_deref();
         let deployed = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
-        results
-            .iter_mut()
-            .for_each(|r| r.attach_deployment(&deployed));
+        let secrets = store_in_secrets_manager(settings, store, self.dry_run, context.now)?;
+        for result in &mut results {
+            result.attach_deployment(&deployed);
+            result.attach_secret(&secrets);
+        }
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.exit()));
         context.output.print(&ImportReport {
             results: &results,
             deployments: &deployed,
+            secrets: &secrets,
             now: context.now,
         })?;
-        Ok(with_deployments(exit, &deployed))
+        Ok(with_secrets(with_deployments(exit, &deployed), &secrets))
     }
 
     /// The portal to upload to, unless `--no-upload` or none is configured.

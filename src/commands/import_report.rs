@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::{Report, Table, days_left, write_line};
 use crate::pipeline::deploy::Deployment;
+use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the
@@ -19,6 +20,9 @@ pub struct ImportReport<'a> {
     /// What the deploy hook did (in `--json`, on each result as `deploy_hook`).
     #[serde(skip)]
     pub deployments: &'a [Deployment],
+    /// What the import into Secrets Manager did (in `--json`, on each result).
+    #[serde(skip)]
+    pub secrets: &'a [SecretImport],
     #[serde(skip)]
     pub now: OffsetDateTime,
 }
@@ -41,8 +45,29 @@ impl Report for ImportReport<'_> {
         for r in explained {
             explain(r, out)?;
         }
-        write_deployments(self.deployments, out)
+        write_deployments(self.deployments, out)?;
+        write_secrets(self.secrets, out)
     }
+}
+
+/// One line per certificate imported into Secrets Manager, with what to do on failure.
+pub fn write_secrets(secrets: &[SecretImport], out: &mut dyn Write) -> io::Result<()> {
+    for s in secrets {
+        let line = format!(
+            "certificate #{} {}: Secrets Manager {}",
+            s.certificate_id,
+            s.common_name,
+            s.summary()
+        );
+        write_line(out, &line)?;
+        if s.outcome == SecretOutcome::Failed {
+            writeln!(
+                out,
+                "  The next import, poll or resend-and-import tries again, searching by name first."
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// One line per deploy hook run, with what to do about a failure.

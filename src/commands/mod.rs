@@ -27,7 +27,10 @@ pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_s
 pub use self::output::{Output, Report, Table, days_left, parse_time, write_line};
 use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
+use crate::pipeline;
 use crate::pipeline::deploy::{DeployHook, Deployer, Deployment};
+use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
+use crate::secrets_manager::SecretsManager;
 use crate::store::{RunLock, Store};
 
 /// What every command runs with, resolved once before any work starts.
@@ -84,6 +87,39 @@ pub fn deploy_undeployed(
 /// 1 when a deploy hook failed (after all other work was done), else `exit`.
 pub fn with_deployments(exit: Exit, deployments: &[Deployment]) -> Exit {
     match deployments.iter().any(|d| !d.ok) {
+        true => exit.worst(Exit::Failure),
+        false => exit,
+    }
+}
+
+/// Imports into Secrets Manager, when `[secrets_manager]` is configured, every recorded
+/// certificate whose private key is known and that is not there yet: this run's and any
+/// an earlier run left. Called by every command that records certificates, after the rest
+/// of its work; a dry run only plans. The API key is fetched only when there is work.
+pub fn store_in_secrets_manager(
+    settings: &Settings,
+    store: Option<&Store>,
+    dry_run: bool,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<SecretImport>> {
+    let (Some(template), Some(store)) = (settings.secrets_manager_name(), store) else {
+        return Ok(Vec::new());
+    };
+    let keys = load_known_keys(settings, &[])?;
+    let planned = pipeline::secrets_manager::plan(store, &keys, template.as_deref())?;
+    if dry_run || planned.is_empty() {
+        return Ok(planned);
+    }
+    let Some(connection) = settings.secrets_manager()? else {
+        return Ok(Vec::new());
+    };
+    let client = SecretsManager::new(connection)?;
+    pipeline::secrets_manager::import_unsettled(&client, store, &keys, now)
+}
+
+/// 1 when an import into Secrets Manager failed (after all other work was done).
+pub fn with_secrets(exit: Exit, secrets: &[SecretImport]) -> Exit {
+    match secrets.iter().any(|s| s.outcome == SecretOutcome::Failed) {
         true => exit.worst(Exit::Failure),
         false => exit,
     }

@@ -10,14 +10,16 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::import_report::{ImportReport, write_deployments};
+use super::import_report::{ImportReport, write_deployments, write_secrets};
 use super::{
     Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
-    lock_for_writing, open_store, start_watchdog, with_deployments, write_line,
+    lock_for_writing, open_store, start_watchdog, store_in_secrets_manager, with_deployments,
+    with_secrets, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::pipeline::deploy::Deployment;
+use crate::pipeline::secrets_manager::SecretImport;
 use crate::pipeline::{
     self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
 };
@@ -81,9 +83,14 @@ impl PollArgs {
         );
         let store = destination.store.as_deref();
         report.deployments = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
-        (report.results.iter_mut()).for_each(|r| r.attach_deployment(&report.deployments));
+        report.secrets = store_in_secrets_manager(settings, store, self.dry_run, context.now)?;
+        for result in &mut report.results {
+            result.attach_deployment(&report.deployments);
+            result.attach_secret(&report.secrets);
+        }
         context.output.print(&report)?;
-        Ok(with_deployments(report.exit(), &report.deployments))
+        let exit = with_deployments(report.exit(), &report.deployments);
+        Ok(with_secrets(exit, &report.secrets))
     }
 
     /// Scans the folder; with `--wait`, goes on waiting for a change and scanning again
@@ -175,6 +182,8 @@ struct PollReport {
     bytes_written: u64,
     /// What the deploy hook did, for this run's certificates and any left from before.
     deployments: Vec<Deployment>,
+    /// What the import into Secrets Manager did, for this run's certificates and any left.
+    secrets: Vec<SecretImport>,
     #[serde(skip)]
     folder: String,
     #[serde(skip)]
@@ -198,6 +207,7 @@ impl PollReport {
             bytes_read: 0,
             bytes_written: 0,
             deployments: Vec::new(),
+            secrets: Vec::new(),
             folder: mailbox.folder.to_string(),
             wait,
             started_at: now,
@@ -230,11 +240,13 @@ impl Report for PollReport {
             ImportReport {
                 results: &self.results,
                 deployments: &self.deployments,
+                secrets: &self.secrets,
                 now: self.now,
             }
             .write_text(out)?;
         } else {
             write_deployments(&self.deployments, out)?;
+            write_secrets(&self.secrets, out)?;
         }
         let imported = (self.results.iter())
             .filter(|r| r.outcome == crate::pipeline::Outcome::Imported)
@@ -267,6 +279,7 @@ impl Report for PollReport {
         self.results.is_empty()
             && !self.timed_out
             && self.deployments.is_empty()
+            && self.secrets.is_empty()
             && self.mark_failures.is_empty()
     }
 }

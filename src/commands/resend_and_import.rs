@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use super::{
     Context, Report, connect_portal, deploy_hook, deploy_undeployed, import_checks,
-    load_known_keys, lock_for_writing, open_store, start_watchdog, with_deployments, write_line,
+    load_known_keys, lock_for_writing, open_store, start_watchdog, store_in_secrets_manager,
+    with_deployments, with_secrets, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
@@ -93,11 +94,15 @@ impl ResendAndImportArgs {
         let marks_failed = !resend_loop.mark_failures.is_empty();
         session.logout();
         let deployed = deploy_undeployed(settings, hook.as_ref(), store.as_ref(), context.now)?;
+        let secrets =
+            store_in_secrets_manager(settings, store.as_ref(), self.dry_run, context.now)?;
         for result in &mut results {
             let deployment = deployed
                 .iter()
                 .find(|d| Some(&d.sha256) == result.sha256.as_ref());
             result.deploy_hook = deployment.map(|d| d.summary());
+            let secret = (secrets.iter()).find(|s| Some(&s.sha256) == result.sha256.as_ref());
+            result.secrets_manager = secret.map(|s| s.summary());
         }
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
         let exit = if marks_failed {
@@ -106,7 +111,7 @@ impl ResendAndImportArgs {
             exit
         };
         context.output.print(&OrdersReport(&results))?;
-        Ok(with_deployments(exit, &deployed))
+        Ok(with_secrets(with_deployments(exit, &deployed), &secrets))
     }
 
     /// The orders named with `--order`, or with `--all-pending` the pending orders of the
@@ -223,6 +228,9 @@ fn line(r: &OrderResult) -> String {
     }
     if let Some(hook) = &r.deploy_hook {
         line.push_str(&format!("; deploy hook {hook}"));
+    }
+    if let Some(secret) = &r.secrets_manager {
+        line.push_str(&format!("; Secrets Manager {secret}"));
     }
     if let Some(reason) = &r.reason {
         line.push_str(&format!(": {reason}"));

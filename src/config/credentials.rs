@@ -108,6 +108,16 @@ impl Settings {
 }
 
 impl Settings {
+    /// `Some` when `[secrets_manager] url` is set, with its `name` template: what a dry
+    /// run plans with, without running `api_key_cmd`.
+    pub fn secrets_manager_name(&self) -> Option<Option<String>> {
+        let section = &self.secrets_manager;
+        section
+            .url
+            .as_ref()
+            .map(|_| section.name.as_ref().map(|Parsed(n)| n.0.clone()))
+    }
+
     /// The Secrets Manager connection, or `None` when `[secrets_manager] url` is not set.
     /// The API key is fetched here: `IBMCLOUD_API_KEY`, else `api_key_cmd`.
     pub fn secrets_manager(&self) -> Result<Option<SecretsManagerSettings>, ConfigError> {

@@ -10,6 +10,7 @@ pub mod pending;
 pub mod resend_loop;
 pub mod result;
 pub mod scan;
+pub mod secrets_manager;
 pub mod upload;
 
 use anyhow::Context;

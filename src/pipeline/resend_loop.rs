@@ -111,6 +111,8 @@ pub struct OrderResult {
     pub reason: Option<String>,
     /// "ok", or what went wrong; absent when no hook ran.
     pub deploy_hook: Option<String>,
+    /// What the import into Secrets Manager did; absent when it did not run.
+    pub secrets_manager: Option<String>,
 }
 
 impl OrderResult {
@@ -125,6 +127,7 @@ impl OrderResult {
             resent: false,
             reason: None,
             deploy_hook: None,
+            secrets_manager: None,
         }
     }
 

@@ -117,6 +117,8 @@ pub struct ImportResult {
     pub upload_error: Option<String>,
     /// "ok", or "failed: why", when the deploy hook ran for this certificate.
     pub deploy_hook: Option<String>,
+    /// What the import into Secrets Manager did with this result's certificate, if it ran.
+    pub secrets_manager: Option<String>,
     pub reasons: Vec<Reason>,
     pub message_id: Option<String>,
     pub links: Vec<String>,
@@ -144,6 +146,7 @@ impl ImportResult {
             upload: None,
             upload_error: None,
             deploy_hook: None,
+            secrets_manager: None,
             reasons: Vec::new(),
             message_id: extraction.and_then(|e| e.message_id.clone()),
             links: extraction.map(|e| e.links.clone()).unwrap_or_default(),
@@ -179,6 +182,16 @@ impl ImportResult {
             .find(|d| Some(&d.sha256) == self.sha256.as_ref());
         if let Some(deployment) = ran {
             self.deploy_hook = Some(deployment.summary());
+        }
+    }
+
+    /// Notes what the import into Secrets Manager did with this result's certificate.
+    pub fn attach_secret(&mut self, secrets: &[crate::pipeline::secrets_manager::SecretImport]) {
+        let done = secrets
+            .iter()
+            .find(|s| Some(&s.sha256) == self.sha256.as_ref());
+        if let Some(secret) = done {
+            self.secrets_manager = Some(secret.summary());
         }
     }
 

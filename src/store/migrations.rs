@@ -84,4 +84,19 @@ pub const MIGRATIONS: &[&str] = &[
         finished_at  TEXT NOT NULL,
         exit_code    INTEGER NOT NULL
     );",
+    // 6: each certificate's place in IBM Cloud Secrets Manager (docs/secrets-manager.md):
+    // the secret's name, id and version, and where the import is (`SecretState`). The row
+    // is written pending before the first call, so a run killed mid-import is finished by
+    // the next one, which searches by name before any create. No private key is stored.
+    "CREATE TABLE secrets_manager (
+        certificate_id  INTEGER PRIMARY KEY REFERENCES certificates (id),
+        secret_name     TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        secret_id       TEXT,
+        secret_version  INTEGER,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        stored_at       TEXT,
+        updated_at      TEXT NOT NULL
+    );",
 ];

@@ -7,6 +7,7 @@
 
 mod lock;
 mod migrations;
+mod secrets_manager;
 
 use std::fs;
 use std::io;
@@ -21,6 +22,7 @@ use time::format_description::well_known::Rfc3339;
 
 pub use self::lock::{LockError, RunLock};
 use self::migrations::MIGRATIONS;
+pub use self::secrets_manager::{SecretRow, SecretState};
 use crate::text::printable;
 
 #[derive(Debug, thiserror::Error)]

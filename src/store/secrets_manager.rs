@@ -1,0 +1,208 @@
+//! The `secrets_manager` table: where each certificate is in IBM Cloud Secrets Manager.
+//! A row is written pending before the first call for its certificate; stored (with the
+//! secret's id and version), superseded or failed after. Never a private key.
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{CERTIFICATE_COLUMNS, CertificateRow, Store, StoreError, certificate_row, timestamp};
+use crate::text::printable;
+
+/// Where a certificate's import into Secrets Manager is (`secrets_manager.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretState {
+    /// Calls are under way, or a run stopped during them: the next run searches first.
+    Pending,
+    /// The secret's current version is this certificate (or was, when it was stored).
+    Stored,
+    /// The secret holds a later certificate for the name: this one is not imported.
+    Superseded,
+    /// The last attempt failed; the next run tries again.
+    Failed,
+}
+
+impl SecretState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretState::Pending => "pending",
+            SecretState::Stored => "stored",
+            SecretState::Superseded => "superseded",
+            SecretState::Failed => "failed",
+        }
+    }
+
+    /// Whether nothing is left to do for the certificate.
+    pub fn is_settled(self) -> bool {
+        matches!(self, SecretState::Stored | SecretState::Superseded)
+    }
+
+    /// The states of the settled rows, as stored.
+    fn settled() -> [&'static str; 2] {
+        [
+            SecretState::Stored.as_str(),
+            SecretState::Superseded.as_str(),
+        ]
+    }
+}
+
+/// A row of `secrets_manager`. Serialised with the column names, for `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SecretRow {
+    pub certificate_id: i64,
+    pub secret_name: String,
+    /// [`SecretState::as_str`] as stored.
+    pub state: String,
+    pub secret_id: Option<String>,
+    pub secret_version: Option<i64>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub stored_at: Option<String>,
+    pub updated_at: String,
+}
+
+const SECRET_COLUMNS: &str = "certificate_id, secret_name, state, secret_id, secret_version, \
+     attempts, last_error, stored_at, updated_at";
+
+fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok(SecretRow {
+        certificate_id: r.get(0)?,
+        secret_name: r.get(1)?,
+        state: r.get(2)?,
+        secret_id: r.get(3)?,
+        secret_version: r.get(4)?,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+        stored_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+impl Store {
+    /// The certificates not settled in Secrets Manager, the soonest to expire first, so
+    /// that a name's latest certificate is imported last and ends as the current version.
+    pub fn certificates_for_secrets_manager(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        let [stored, superseded] = SecretState::settled();
+        let mut statement = (self.conn)
+            .prepare(&format!(
+                "SELECT {CERTIFICATE_COLUMNS} FROM certificates WHERE id NOT IN
+                     (SELECT certificate_id FROM secrets_manager WHERE state IN (?1, ?2))
+                 ORDER BY not_after, id"
+            ))
+            .map_err(self.sql())?;
+        let rows =
+            (statement.query_map([stored, superseded], certificate_row)).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+
+    /// Before the first call for a certificate: its row is pending, one attempt more.
+    pub fn secret_pending(
+        &self,
+        certificate_id: i64,
+        secret_name: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (self.conn)
+            .execute(
+                "INSERT INTO secrets_manager (certificate_id, secret_name, state, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, 1, ?4)
+                 ON CONFLICT (certificate_id) DO UPDATE SET
+                     secret_name = excluded.secret_name, state = excluded.state,
+                     attempts = attempts + 1, updated_at = excluded.updated_at",
+                params![certificate_id, secret_name, SecretState::Pending.as_str(), timestamp(now)],
+            )
+            .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// The certificate is the secret's version `version` (or superseded there), with an
+    /// event saying what was done (`what`: "created", "version added"...).
+    pub fn secret_settled(
+        &self,
+        certificate_id: i64,
+        state: SecretState,
+        secret_id: &str,
+        version: Option<i64>,
+        what: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let at = timestamp(now);
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        tx.execute(
+            "UPDATE secrets_manager SET state = ?2, secret_id = ?3, secret_version = ?4,
+                 last_error = NULL, stored_at = ?5, updated_at = ?5
+             WHERE certificate_id = ?1",
+            params![certificate_id, state.as_str(), secret_id, version, at],
+        )
+        .map_err(self.sql())?;
+        let detail = printable(&format!(
+            "certificate #{certificate_id}: Secrets Manager secret {secret_id}: {what}"
+        ))
+        .into_owned();
+        self.certificate_event(&tx, certificate_id, "secret_stored", &detail, &at)?;
+        tx.commit().map_err(self.sql())
+    }
+
+    /// The import failed: kept for the next run, the error recorded and an event added.
+    pub fn secret_failed(
+        &self,
+        certificate_id: i64,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let at = timestamp(now);
+        let error = printable(error).into_owned();
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        tx.execute(
+            "UPDATE secrets_manager SET state = ?2, last_error = ?3, updated_at = ?4
+             WHERE certificate_id = ?1",
+            params![certificate_id, SecretState::Failed.as_str(), error, at],
+        )
+        .map_err(self.sql())?;
+        let detail = format!("certificate #{certificate_id}: Secrets Manager: {error}");
+        self.certificate_event(&tx, certificate_id, "secret_failed", &detail, &at)?;
+        tx.commit().map_err(self.sql())
+    }
+
+    /// An event tied to the certificate's order.
+    fn certificate_event(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        certificate_id: i64,
+        kind: &str,
+        detail: &str,
+        at: &str,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO events (at, order_id, kind, detail)
+             SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
+            params![at, kind, detail, certificate_id],
+        )
+        .map_err(self.sql())?;
+        Ok(())
+    }
+
+    /// The Secrets Manager row of one certificate.
+    pub fn secret_of(&self, certificate_id: i64) -> Result<Option<SecretRow>, StoreError> {
+        (self.conn)
+            .query_row(
+                &format!("SELECT {SECRET_COLUMNS} FROM secrets_manager WHERE certificate_id = ?1"),
+                [certificate_id],
+                secret_row,
+            )
+            .optional()
+            .map_err(self.sql())
+    }
+
+    /// Every row of `secrets_manager`, by certificate.
+    pub fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
+        let mut statement = (self.conn)
+            .prepare(&format!(
+                "SELECT {SECRET_COLUMNS} FROM secrets_manager ORDER BY certificate_id"
+            ))
+            .map_err(self.sql())?;
+        let rows = statement.query_map([], secret_row).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+}
