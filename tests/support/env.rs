@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// The environment variables fulfill reads (or, RUST_LOG, might be thought to): a test
 /// run inherits none of them from the developer's shell, so only what the test sets counts.
-pub const FULFILL_ENVIRONMENT: [&str; 9] = [
+pub const FULFILL_ENVIRONMENT: [&str; 10] = [
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
     "FULFILL_CONFIG",
@@ -18,6 +18,7 @@ pub const FULFILL_ENVIRONMENT: [&str; 9] = [
     "SL_API_KEY",
     "SL_ENDPOINT_URL",
     "FULFILL_IMAP_PASSWORD",
+    "IBMCLOUD_API_KEY",
     "RUST_LOG",
 ];
 

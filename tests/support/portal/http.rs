@@ -1,12 +1,14 @@
 //! The HTTP/1.1 server: one accept loop, one thread per connection, plain or TLS. Requests
 //! are framed with `httparse` and Content-Length (no chunked bodies); keep-alive,
 //! pipelining and `Expect: 100-continue` work as a client expects. What a request means is
-//! [`request::handle`]'s business; this module only carries out its [`Outcome`].
+//! the [`Service`]'s business (the portal's `request::handle`, or the local Secrets
+//! Manager's); this module only carries out its [`Outcome`].
 
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener};
-use std::sync::Arc;
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,43 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::request::{self, record_bad_request};
 use super::{MAX_REQUEST_BYTES, Shared, lock};
+
+/// A server's side of the framing: its state, and what each request means.
+pub(crate) trait Service: Send + Sync + 'static {
+    fn stopping(&self) -> bool;
+    /// Open connections by id, so `Outcome::Drop` and a stop can shut them down.
+    fn connections(&self) -> &Mutex<HashMap<u64, TcpStream>>;
+    fn next_connection(&self) -> u64;
+    fn handle(&self, request: &HttpRequest, connection: u64) -> Outcome;
+    /// The answer to a request that cannot be framed; the connection closes after it.
+    fn bad_request(&self, bad: &BadRequest, connection: u64) -> HttpResponse;
+}
+
+impl Service for Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn connections(&self) -> &Mutex<HashMap<u64, TcpStream>> {
+        &self.connections
+    }
+
+    fn next_connection(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn handle(&self, request: &HttpRequest, connection: u64) -> Outcome {
+        request::handle(self, request, connection)
+    }
+
+    fn bad_request(&self, bad: &BadRequest, connection: u64) -> HttpResponse {
+        record_bad_request(self, bad, connection);
+        HttpResponse::json(
+            bad.status,
+            &json!({"error": bad.message, "code": "SoftLayer_Exception_WebService_BadRequest"}),
+        )
+    }
+}
 
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
@@ -29,13 +68,13 @@ pub(crate) enum Outcome {
     Drop,
 }
 
-pub(crate) fn accept_loop(
-    shared: Arc<Shared>,
+pub(crate) fn accept_loop<S: Service>(
+    shared: Arc<S>,
     listener: TcpListener,
     tls: Option<Arc<native_tls::TlsAcceptor>>,
 ) {
     for incoming in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stopping() {
             break;
         }
         let stream = match incoming {
@@ -46,11 +85,11 @@ pub(crate) fn accept_loop(
                 continue;
             }
         };
-        let id = shared.next_connection.fetch_add(1, Ordering::SeqCst);
+        let id = shared.next_connection();
         if let Ok(clone) = stream.try_clone() {
-            lock(&shared.connections).insert(id, clone);
+            lock(shared.connections()).insert(id, clone);
         }
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stopping() {
             let _ = stream.shutdown(Shutdown::Both);
             break;
         }
@@ -62,19 +101,19 @@ pub(crate) fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
                 match tls {
-                    None => serve_connection(&connection_shared, stream, id),
+                    None => serve_connection(&*connection_shared, stream, id),
                     // A client that refuses the certificate ends the handshake here: the
                     // connection is then simply over, as with the real endpoint.
                     Some(acceptor) => {
                         if let Ok(stream) = acceptor.accept(stream) {
-                            serve_connection(&connection_shared, stream, id);
+                            serve_connection(&*connection_shared, stream, id);
                         }
                     }
                 }
-                lock(&connection_shared.connections).remove(&id);
+                lock(connection_shared.connections()).remove(&id);
             });
         if spawned.is_err()
-            && let Some(stream) = lock(&shared.connections).remove(&id)
+            && let Some(stream) = lock(shared.connections()).remove(&id)
         {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -91,7 +130,7 @@ pub(crate) struct HttpRequest {
 }
 
 impl HttpRequest {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -148,7 +187,7 @@ impl HttpResponse {
 /// A request that cannot be served: answered with this status, then the connection closes.
 pub(crate) struct BadRequest {
     pub(crate) status: u16,
-    message: String,
+    pub(crate) message: String,
     /// What was read of the request, for the log.
     pub(crate) method: String,
     pub(crate) target: String,
@@ -173,27 +212,23 @@ fn bad(status: u16, message: &str) -> ReadError {
 
 /// Serves one connection, plain or TLS. `Outcome::Drop` shuts the socket down through
 /// the clone kept in `shared.connections`.
-fn serve_connection(shared: &Shared, mut stream: impl Read + Write, connection: u64) {
+fn serve_connection<S: Service>(shared: &S, mut stream: impl Read + Write, connection: u64) {
     let mut buffer = Vec::new();
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if shared.stopping() {
             break;
         }
         let request = match read_request(&mut stream, &mut buffer) {
             Ok(request) => request,
             Err(ReadError::Closed) => break,
             Err(ReadError::Bad(bad)) => {
-                let response = HttpResponse::json(
-                    bad.status,
-                    &json!({"error": bad.message, "code": "SoftLayer_Exception_WebService_BadRequest"}),
-                );
-                record_bad_request(shared, &bad, connection);
+                let response = shared.bad_request(&bad, connection);
                 let _ = write_response(&mut stream, &response, false);
                 break;
             }
         };
         let keep_alive = request.keep_alive();
-        match request::handle(shared, &request, connection) {
+        match shared.handle(&request, connection) {
             Outcome::Respond(response) => {
                 if write_response(&mut stream, &response, keep_alive).is_err() || !keep_alive {
                     break;
@@ -202,7 +237,7 @@ fn serve_connection(shared: &Shared, mut stream: impl Read + Write, connection: 
             Outcome::DelayThenRespond(delay, response) => {
                 let deadline = Instant::now() + delay;
                 while Instant::now() < deadline {
-                    if shared.stop.load(Ordering::SeqCst) {
+                    if shared.stopping() {
                         return;
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -213,7 +248,7 @@ fn serve_connection(shared: &Shared, mut stream: impl Read + Write, connection: 
                 }
             }
             Outcome::Drop => {
-                if let Some(socket) = lock(&shared.connections).get(&connection) {
+                if let Some(socket) = lock(shared.connections()).get(&connection) {
                     let _ = socket.shutdown(Shutdown::Both);
                 }
                 break;

@@ -32,10 +32,10 @@
 
 #![allow(dead_code)]
 
-mod error;
+pub(crate) mod error;
 mod faults;
-mod http;
-mod judge;
+pub(crate) mod http;
+pub(crate) mod judge;
 mod lists;
 mod request;
 mod routes;
@@ -95,7 +95,7 @@ struct Shared {
     next_connection: AtomicU64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

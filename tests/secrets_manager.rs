@@ -1,0 +1,391 @@
+//! IBM Cloud Secrets Manager as a second store, end to end: the real binary, a real SQLite
+//! file, and the local Secrets Manager (tests/support/secrets_manager), with and without
+//! the local portal. Each fault leaves one secret, and one version per certificate.
+
+mod support;
+
+use fulfill_test_pki as pki;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::portal::{Account, LocalPortal};
+use support::secrets_manager::{API_KEY, Fault, LocalSecretsManager, Route};
+use support::{Home, open_db, stdout_json};
+
+const NAME: &str = "www.example.com";
+
+struct Fixture {
+    sm: LocalSecretsManager,
+    home: Home,
+    issuing: pki::Ca,
+    keys: PathBuf,
+    config: PathBuf,
+}
+
+/// A certificate file, its fingerprint, and its key on disk.
+struct Certificate {
+    file: PathBuf,
+    sha256: String,
+}
+
+impl Fixture {
+    /// fulfill with `[secrets_manager]` and no portal; `extra` is appended to the config.
+    fn new(extra: &str) -> Fixture {
+        let sm = LocalSecretsManager::start();
+        let home = Home::new();
+        let root = pki::root("SM Test Root");
+        let issuing = pki::intermediate("SM Test Issuing CA", &root);
+        let keys = home.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        std::fs::write(home.path().join("root.pem"), &root.pem).unwrap();
+        let config = home.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}[keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n{}",
+                keys.display(),
+                home.path().join("root.pem").display(),
+                sm.config_section(),
+            ),
+        )
+        .unwrap();
+        Fixture {
+            sm,
+            home,
+            issuing,
+            keys,
+            config,
+        }
+    }
+
+    /// A certificate for `name`, valid from `from` to `to` (years), with a key of its own.
+    fn certificate(&self, name: &str, from: i32, to: i32) -> Certificate {
+        let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(from, 1, 1), pki::ymd(to, 1, 1));
+        let leaf = pki::leaf(&spec, &self.issuing);
+        let stem = format!("{name}-{from}");
+        std::fs::write(self.keys.join(format!("{stem}.key")), leaf.key_pem()).unwrap();
+        // The CSR beside the key says which name the certificate must cover (rule 2).
+        let csr = pki::csr_pem(&leaf.key, Some(name), &[name]);
+        std::fs::write(self.keys.join(format!("{stem}.csr")), csr).unwrap();
+        let file = self.home.path().join(format!("{stem}.pem"));
+        std::fs::write(&file, format!("{}{}", leaf.pem, self.issuing.pem)).unwrap();
+        Certificate {
+            file,
+            sha256: fulfill::extract::sha256_hex(&leaf.der),
+        }
+    }
+
+    fn fulfill(&self) -> assert_cmd::Command {
+        let mut cmd = self.home.fulfill();
+        cmd.arg("--config")
+            .arg(&self.config)
+            .env("IBMCLOUD_API_KEY", API_KEY);
+        cmd
+    }
+
+    /// `fulfill --json import FILE`: the exit code, the JSON and stderr.
+    fn import(&self, certificate: &Certificate) -> (Option<i32>, serde_json::Value, String) {
+        let output = (self.fulfill())
+            .args(["--json", "import"])
+            .arg(&certificate.file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stdout_json(&output), stderr)
+    }
+
+    /// `secrets_manager` rows: (certificate id, state, secret id, version).
+    fn rows(&self) -> Vec<(i64, String, Option<String>, Option<i64>)> {
+        let db = open_db(&self.home.default_db());
+        let mut statement = db
+            .prepare("SELECT certificate_id, state, secret_id, secret_version FROM secrets_manager ORDER BY certificate_id")
+            .unwrap();
+        statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn creates(&self) -> usize {
+        self.sm.calls("POST", "/api/v2/secrets")
+    }
+}
+
+#[test]
+fn the_first_certificate_creates_a_secret_and_a_renewal_adds_a_version() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let (code, json, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256.clone()]);
+    let secret = &fixture.sm.secrets()[0];
+    assert_eq!(secret.secret_group_id, "default");
+    assert_eq!(secret.labels, vec!["fulfill".to_string()]);
+    let summary = json[0]["secrets_manager"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("secret created") && summary.contains(&secret.id),
+        "{json}"
+    );
+    assert_eq!(
+        fixture.rows(),
+        vec![(1, "stored".into(), Some(secret.id.clone()), Some(1))]
+    );
+
+    let renewal = fixture.certificate(NAME, 2026, 2035);
+    let (code, json, stderr) = fixture.import(&renewal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.sm.versions(NAME),
+        vec![first.sha256.clone(), renewal.sha256.clone()]
+    );
+    assert_eq!(fixture.sm.secrets().len(), 1);
+    assert!(
+        (json[0]["secrets_manager"].as_str().unwrap_or_default())
+            .contains("version 2: version added"),
+        "{json}"
+    );
+    assert_eq!(fixture.rows()[1].3, Some(2));
+
+    // The same certificates again: nothing is sent.
+    let writes = fixture.creates()
+        + fixture
+            .sm
+            .calls("POST", &format!("/api/v2/secrets/{}/versions", secret.id));
+    for certificate in [&renewal, &first] {
+        let (code, _, stderr) = fixture.import(certificate);
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    let after = fixture.creates()
+        + fixture
+            .sm
+            .calls("POST", &format!("/api/v2/secrets/{}/versions", secret.id));
+    assert_eq!(writes, after);
+    assert_eq!(fixture.sm.versions(NAME).len(), 2);
+}
+
+#[test]
+fn with_a_portal_both_stores_get_the_certificate() {
+    let portal = LocalPortal::start(Account::default());
+    let account = Account::default();
+    let fixture = Fixture::new(&format!(
+        "[portal]\nendpoint = \"{}\"\nusername = \"{}\"\nretry_wait = \"10ms\"\n",
+        portal.endpoint(),
+        account.username
+    ));
+    let certificate = fixture.certificate(NAME, 2025, 2034);
+    let output = (fixture.fulfill())
+        .env("SL_API_KEY", &account.api_key)
+        .args(["--json", "import"])
+        .arg(&certificate.file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(portal.certificates().len(), 1);
+    assert_eq!(fixture.sm.versions(NAME), vec![certificate.sha256]);
+}
+
+#[test]
+fn a_token_that_expires_mid_run_is_replaced_once() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    assert_eq!(fixture.import(&first).0, Some(0));
+    let tokens_before = fixture.sm.calls("POST", "/identity/token");
+    fixture.sm.inject(Route::Version, Fault::ExpireTokens, 1);
+    let renewal = fixture.certificate(NAME, 2026, 2035);
+    let (code, _, stderr) = fixture.import(&renewal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.sm.versions(NAME),
+        vec![first.sha256, renewal.sha256]
+    );
+    // One token for the run, one more after the 401.
+    assert_eq!(
+        fixture.sm.calls("POST", "/identity/token") - tokens_before,
+        2
+    );
+}
+
+#[test]
+fn a_409_on_a_name_taken_meanwhile_adds_a_version_instead() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    assert_eq!(fixture.import(&first).0, Some(0));
+    // The search does not show the secret yet: the create meets the name and gets 409.
+    fixture.sm.inject(Route::List, Fault::StaleList, 1);
+    let renewal = fixture.certificate(NAME, 2026, 2035);
+    let (code, _, stderr) = fixture.import(&renewal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.creates(),
+        2,
+        "the one refused with 409, and the first"
+    );
+    assert_eq!(fixture.sm.secrets().len(), 1);
+    assert_eq!(
+        fixture.sm.versions(NAME),
+        vec![first.sha256, renewal.sha256]
+    );
+}
+
+#[test]
+fn a_500_is_retried_after_looking_again() {
+    let fixture = Fixture::new("");
+    fixture.sm.inject(Route::Create, Fault::InternalError, 1);
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let (code, _, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256.clone()]);
+    fixture.sm.inject(Route::Version, Fault::InternalError, 1);
+    let renewal = fixture.certificate(NAME, 2026, 2035);
+    let (code, _, stderr) = fixture.import(&renewal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.sm.versions(NAME),
+        vec![first.sha256, renewal.sha256]
+    );
+}
+
+#[test]
+fn a_lost_answer_after_the_create_makes_no_second_secret_or_version() {
+    let fixture = Fixture::new("");
+    fixture.sm.inject(Route::Create, Fault::LostResponse, 1);
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let (code, json, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256.clone()]);
+    assert!(
+        (json[0]["secrets_manager"].as_str().unwrap_or_default())
+            .contains("already the current version"),
+        "{json}"
+    );
+    fixture.sm.inject(Route::Version, Fault::LostResponse, 1);
+    let renewal = fixture.certificate(NAME, 2026, 2035);
+    let (code, _, stderr) = fixture.import(&renewal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.sm.versions(NAME),
+        vec![first.sha256, renewal.sha256]
+    );
+    assert_eq!(fixture.rows()[1].1, "stored");
+}
+
+#[test]
+fn a_run_killed_after_the_create_then_run_again_makes_no_second_version() {
+    let fixture = Fixture::new("");
+    fixture
+        .sm
+        .inject(Route::Create, Fault::HoldAnswer(Duration::from_secs(60)), 1);
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let mut child = (fixture.home.fulfill_process())
+        .arg("--config")
+        .arg(&fixture.config)
+        .env("IBMCLOUD_API_KEY", API_KEY)
+        .arg("import")
+        .arg(&first.file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fixture.sm.secrets().is_empty() {
+        assert!(Instant::now() < deadline, "the create never came");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(fixture.rows()[0].1, "pending", "recorded before the call");
+
+    let (code, _, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256]);
+    assert_eq!(fixture.creates(), 1);
+    assert_eq!(fixture.rows()[0].1, "stored");
+}
+
+#[test]
+fn a_failure_exits_1_naming_the_certificate_and_the_next_run_finishes() {
+    let fixture = Fixture::new("");
+    // More faults than retries.
+    fixture.sm.inject(Route::Create, Fault::InternalError, 4);
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let (code, json, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("certificate #1") && stderr.contains(&format!("secret '{NAME}'")),
+        "{stderr}"
+    );
+    assert!(
+        (json[0]["secrets_manager"].as_str().unwrap_or_default()).contains("failed"),
+        "{json}"
+    );
+    assert_eq!(fixture.rows()[0].1, "failed");
+    assert!(fixture.sm.secrets().is_empty());
+    let (code, _, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256]);
+}
+
+#[test]
+fn a_dry_run_only_plans_and_a_certificate_without_its_key_is_left_out() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let output = (fixture.fulfill())
+        .args(["import", "--dry-run"])
+        .arg(&first.file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(fixture.sm.requests().is_empty());
+
+    // A renewal whose private key is not at hand (its CSR is, so it is recorded): nothing
+    // to import it with, so it is left out, not failed.
+    let other = fixture.certificate("other.example.com", 2025, 2034);
+    assert_eq!(fixture.import(&other).0, Some(0));
+    assert_eq!(fixture.sm.secrets().len(), 1);
+    let renewal = fixture.certificate("other.example.com", 2026, 2035);
+    std::fs::remove_file(fixture.keys.join("other.example.com-2026.key")).unwrap();
+    let output = (fixture.fulfill())
+        .args(["import", "--no-upload"])
+        .arg(&renewal.file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(fixture.sm.versions("other.example.com").len(), 1);
+    assert_eq!(fixture.rows().len(), 1, "no row for the renewal");
+}
+
+#[test]
+fn a_wildcard_gets_the_name_wildcard_and_a_template_names_it() {
+    let fixture = Fixture::new("");
+    std::fs::write(
+        &fixture.config,
+        std::fs::read_to_string(&fixture.config).unwrap() + "name = \"web-{common_name}\"\n",
+    )
+    .unwrap();
+    let certificate = fixture.certificate("*.example.com", 2025, 2034);
+    let (code, _, stderr) = fixture.import(&certificate);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fixture.sm.versions("web-wildcard.example.com"),
+        vec![certificate.sha256]
+    );
+}
+
+#[test]
+fn show_and_list_name_the_secret() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    assert_eq!(fixture.import(&first).0, Some(0));
+    let id = fixture.sm.secrets()[0].id.clone();
+    let list = fixture.fulfill().args(["--json", "list"]).output().unwrap();
+    let list = stdout_json(&list);
+    assert_eq!(list[0]["secrets_manager"]["secret_id"], id.as_str());
+    assert_eq!(list[0]["secrets_manager"]["secret_version"], 1);
+    let show = fixture.fulfill().args(["show", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(text.contains(&id) && text.contains(NAME), "{text}");
+}
