@@ -13,7 +13,9 @@ use std::path::Path;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::store::{CertificateRow, OrderRow, OrderState, RunRow, Store, StoreError};
+use crate::store::{
+    CertificateRow, OrderRow, OrderState, RunRow, SecretRow, SecretState, Store, StoreError,
+};
 
 /// What the metrics are made of, read from the database in one go.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +25,8 @@ pub struct Snapshot {
     pub runs: Vec<RunRow>,
     /// Certificates whose deploy hook failed (`deployments.state = 'failed'`).
     pub deploy_hook_failures: i64,
+    /// Each certificate's place in Secrets Manager (`secrets_manager`).
+    pub secrets: Vec<SecretRow>,
 }
 
 impl Snapshot {
@@ -32,6 +36,7 @@ impl Snapshot {
             orders: store.orders()?,
             runs: store.runs()?,
             deploy_hook_failures: store.failed_deployments()?,
+            secrets: store.secret_rows()?,
         })
     }
 }
@@ -105,7 +110,44 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Recorded certificates whose deploy hook failed the last time it ran.",
         [(Vec::new(), snapshot.deploy_hook_failures)],
     );
+    secrets_manager(&mut out, snapshot);
     out
+}
+
+/// The Secrets Manager families: each stored certificate's secret and version, and how
+/// many imports failed the last time they ran.
+fn secrets_manager(out: &mut String, snapshot: &Snapshot) {
+    let stored = SecretState::Stored.as_str();
+    family(
+        out,
+        "fulfill_certificate_secrets_manager_version",
+        "The Secrets Manager secret version that holds each stored certificate.",
+        (snapshot.secrets.iter())
+            .filter(|s| s.state == stored)
+            .filter_map(|s| {
+                let certificate =
+                    (snapshot.certificates.iter()).find(|c| c.id == s.certificate_id)?;
+                let labels = vec![
+                    ("common_name", certificate.common_name.clone()),
+                    ("sha256", certificate.sha256.clone()),
+                    ("secret_name", s.secret_name.clone()),
+                    ("secret_id", s.secret_id.clone().unwrap_or_default()),
+                ];
+                Some((labels, s.secret_version.unwrap_or(0)))
+            }),
+    );
+    let failed = SecretState::Failed.as_str();
+    family(
+        out,
+        "fulfill_secrets_manager_failures",
+        "Recorded certificates whose import into Secrets Manager failed the last time it ran.",
+        [(
+            Vec::new(),
+            (snapshot.secrets.iter())
+                .filter(|s| s.state == failed)
+                .count() as i64,
+        )],
+    );
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -221,6 +263,7 @@ mod tests {
                 exit_code: 4,
             }],
             deploy_hook_failures: 2,
+            secrets: Vec::new(),
         };
         let text = render(&snapshot);
         for line in [

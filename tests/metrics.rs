@@ -198,3 +198,52 @@ fn an_unwritable_textfile_is_a_warning() {
         .stderr(predicates::str::contains("warn: [metrics] textfile"));
     assert!(!textfile.exists());
 }
+
+#[test]
+fn the_secrets_manager_version_of_each_certificate_is_a_metric() {
+    let home = Home::new();
+    let (config, textfile) = configure(&home);
+    let sm = support::secrets_manager::LocalSecretsManager::start();
+    let text = std::fs::read_to_string(&config).unwrap() + &sm.config_section();
+    std::fs::write(&config, text).unwrap();
+    let run = |faults: usize| {
+        sm.inject(
+            support::secrets_manager::Route::Create,
+            support::secrets_manager::Fault::InternalError,
+            faults,
+        );
+        (home.fulfill())
+            .arg("--config")
+            .arg(&config)
+            .env("IBMCLOUD_API_KEY", support::secrets_manager::API_KEY)
+            .args(["import", "--no-upload"])
+            .arg(samples().join("01-geotrust-inline-pem.eml"))
+            .output()
+            .unwrap()
+    };
+    // More 500s than retries: the import fails, and the metrics say so.
+    assert_eq!(run(4).status.code(), Some(1));
+    let metrics = scrape(&textfile);
+    assert_eq!(
+        value(&metrics, "fulfill_secrets_manager_failures", &[]),
+        Some(1.0)
+    );
+    assert_eq!(run(0).status.code(), Some(0));
+    let metrics = scrape(&textfile);
+    assert_eq!(
+        value(&metrics, "fulfill_secrets_manager_failures", &[]),
+        Some(0.0)
+    );
+    let secret = &sm.secrets()[0];
+    assert_eq!(
+        value(
+            &metrics,
+            "fulfill_certificate_secrets_manager_version",
+            &[
+                ("secret_id", secret.id.as_str()),
+                ("secret_name", secret.name.as_str())
+            ]
+        ),
+        Some(1.0)
+    );
+}

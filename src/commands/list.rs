@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::{Context, Report, Table, days_left, parse_time};
 use crate::exit::Exit;
-use crate::store::{CertificateRow, Store};
+use crate::store::{CertificateRow, SecretRow, Store};
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
@@ -36,18 +36,23 @@ struct ListedCertificate<'a> {
     source_message_id: Option<&'a str>,
     source: Option<&'a str>,
     imported_at: &'a str,
+    /// Its place in Secrets Manager, when it has one (`secrets_manager`'s columns).
+    secrets_manager: Option<SecretRow>,
 }
 
 impl ListArgs {
     pub fn execute(&self, context: &Context) -> anyhow::Result<Exit> {
         let until = self.expiring_within.map(|within| context.now + within);
-        let rows = match Store::open_read_only(&context.settings.database)? {
-            Some(store) => store.list_certificates(until)?,
+        let (rows, secrets) = match Store::open_read_only(&context.settings.database)? {
+            Some(store) => (store.list_certificates(until)?, store.secret_rows()?),
             // No database yet: nothing has been imported, which is not an error.
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
+        let secret = |id: i64| secrets.iter().find(|s| s.certificate_id == id).cloned();
         context.output.print(&ListReport {
-            rows: rows.iter().map(|row| listed(row, context.now)).collect(),
+            rows: (rows.iter())
+                .map(|row| listed(row, secret(row.id), context.now))
+                .collect(),
             expiring_within: self.expiring_within,
             database: context.settings.database.clone(),
             now: context.now,
@@ -110,7 +115,11 @@ impl Report for ListReport<'_> {
     }
 }
 
-fn listed(row: &CertificateRow, now: OffsetDateTime) -> ListedCertificate<'_> {
+fn listed(
+    row: &CertificateRow,
+    secrets_manager: Option<SecretRow>,
+    now: OffsetDateTime,
+) -> ListedCertificate<'_> {
     ListedCertificate {
         id: row.id,
         order_id: row.order_id,
@@ -127,5 +136,6 @@ fn listed(row: &CertificateRow, now: OffsetDateTime) -> ListedCertificate<'_> {
         source_message_id: row.source_message_id.as_deref(),
         source: row.source.as_deref(),
         imported_at: &row.imported_at,
+        secrets_manager,
     }
 }

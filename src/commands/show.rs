@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{Context, Report, days_left, parse_time, write_line};
 use crate::exit::{Exit, UsageError};
-use crate::store::{CertificateRow, Store};
+use crate::store::{CertificateRow, SecretRow, Store};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -47,6 +47,7 @@ impl ShowArgs {
         }
         context.output.print(&ShowReport {
             days_left: parse_time(&row.not_after).map(|t| (t - context.now).whole_days()),
+            secrets_manager: store.secret_of(row.id)?,
             row,
             now: context.now,
         })?;
@@ -60,6 +61,8 @@ struct ShowReport {
     #[serde(flatten)]
     row: CertificateRow,
     days_left: Option<i64>,
+    /// Its place in Secrets Manager (`secrets_manager`'s columns), if it has one.
+    secrets_manager: Option<SecretRow>,
     #[serde(skip)]
     now: OffsetDateTime,
 }
@@ -74,7 +77,24 @@ impl Report for ShowReport {
 }
 
 impl ShowReport {
-    fn fields(&self) -> [(&'static str, String); 15] {
+    /// "NAME (ID) version N, stored", or where the import is.
+    fn secret(&self) -> Option<String> {
+        let secret = self.secrets_manager.as_ref()?;
+        let mut text = secret.secret_name.clone();
+        if let Some(id) = &secret.secret_id {
+            text.push_str(&format!(" ({id})"));
+        }
+        if let Some(version) = secret.secret_version {
+            text.push_str(&format!(" version {version}"));
+        }
+        text.push_str(&format!(", {}", secret.state));
+        if let Some(error) = &secret.last_error {
+            text.push_str(&format!(": {error}"));
+        }
+        Some(text)
+    }
+
+    fn fields(&self) -> [(&'static str, String); 16] {
         let row = &self.row;
         let none = || "-".to_string();
         let expires = parse_time(&row.not_after)
@@ -114,6 +134,7 @@ impl ShowReport {
                 "portal id",
                 (row.portal_certificate_id.map(|p| p.to_string())).unwrap_or_else(none),
             ),
+            ("secret", self.secret().unwrap_or_else(none)),
             ("key", row.key_source.clone().unwrap_or_else(none)),
             ("source", row.source.clone().unwrap_or_else(none)),
             (
