@@ -322,6 +322,44 @@ fn three_orders_share_one_session_and_one_wait() {
     assert_eq!(logins, 1 + 3, "{}", f.dovecot.log());
 }
 
+/// With `[secrets_manager]`, the certificate the loop imports is also a Secrets Manager
+/// secret; the next order's certificate for the same name becomes its second version.
+#[test]
+fn resend_and_import_creates_a_secrets_manager_secret_then_a_version() {
+    use support::secrets_manager::{API_KEY, LocalSecretsManager};
+    let Some(mut f) = Fixture::new() else { return };
+    let sm = LocalSecretsManager::start();
+    let config = std::fs::read_to_string(&f.config).unwrap() + &sm.config_section();
+    std::fs::write(&f.config, config).unwrap();
+    let name = "www.sm.example.com";
+    let mut shas = Vec::new();
+    for _ in 0..2 {
+        let order = f.order(name);
+        f.on_resend_send(&order, vec![order.mail.clone()]);
+        let output = (f.fulfill())
+            .env("IBMCLOUD_API_KEY", API_KEY)
+            .args([
+                "--json",
+                "resend-and-import",
+                "--order",
+                &order.id.to_string(),
+            ])
+            .args(["--timeout", "30s"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let results = stdout_json(&output);
+        assert_eq!(results[0]["outcome"], "imported", "{results:#}");
+        let summary = results[0]["secrets_manager"].as_str().unwrap_or_default();
+        assert!(summary.contains(&format!("secret '{name}'")), "{results:#}");
+        shas.push(order.sha256.clone());
+        assert_eq!(sm.versions(name), shas);
+    }
+    assert_eq!(sm.secrets().len(), 1);
+    assert_eq!(f.portal.certificates().len(), 2);
+}
+
 #[test]
 fn mail_already_in_the_mailbox_needs_no_resend() {
     let Some(mut f) = Fixture::new() else { return };

@@ -1502,3 +1502,145 @@ fn softlayer_file_key_leaks_nowhere() {
         }
     }
 }
+
+/// The IBM Cloud API key of `[secrets_manager]`, and one IAM does not know.
+const SM_API_KEY: &str = "canary-ibmcloudkey-2c7e9a41f0b3d86e5a";
+const WRONG_SM_API_KEY: &str = "canary-badibmkey-0d5f83a2c9e1b7460f";
+
+/// Secrets Manager: the API key (from the environment or `api_key_cmd`), the IAM tokens
+/// and the private key never show, at the highest verbosity, on success and on every
+/// failure path (a token expired mid-run, 500s, a refused key): not in the output, the
+/// database, the events or the deploy hook's environment.
+#[test]
+fn secrets_manager_key_token_and_private_key_leak_nowhere() {
+    use support::secrets_manager::{Fault as SmFault, LocalSecretsManager, Route};
+    let sm = LocalSecretsManager::start();
+    sm.add_api_key(SM_API_KEY);
+    let home = Home::new();
+    let root = pki::root("SM Secrets Root");
+    let issuing = pki::intermediate("SM Secrets Issuing", &root);
+    let keys = home.path().join("keys");
+    fs::create_dir(&keys).unwrap();
+    fs::write(home.path().join("root.pem"), &root.pem).unwrap();
+    let certificate = |name: &str, from: i32| {
+        let spec = pki::LeafSpec::new(&[name]).valid(pki::ymd(from, 1, 1), pki::ymd(2035, 1, 1));
+        let leaf = pki::leaf(&spec, &issuing);
+        let stem = format!("{name}-{from}");
+        write_private(&keys.join(format!("{stem}.key")), &leaf.key_pem());
+        fs::write(
+            keys.join(format!("{stem}.csr")),
+            pki::csr_pem(&leaf.key, Some(name), &[name]),
+        )
+        .unwrap();
+        let file = home.path().join(format!("{stem}.pem"));
+        fs::write(&file, format!("{}{}", leaf.pem, issuing.pem)).unwrap();
+        file
+    };
+    let key_file = home.path().join("ibm-key");
+    write_private(&key_file, &format!("{SM_API_KEY}\n"));
+    let hook_env = home.path().join("hook-env.txt");
+    let config = |api_key_cmd: bool| {
+        let path = home.path().join(format!("config-{api_key_cmd}.toml"));
+        let mut text = format!(
+            "deploy_hook = \"env >> {}\"\n[keys]\ndirs = [\"{}\"]\n[validation]\ntrust_roots = [\"{}\"]\n{}",
+            hook_env.display(),
+            keys.display(),
+            home.path().join("root.pem").display(),
+            sm.config_section()
+        );
+        if api_key_cmd {
+            text.push_str(&format!("api_key_cmd = \"cat {}\"\n", key_file.display()));
+        }
+        write_private(&path, &text);
+        path
+    };
+    let mut outputs = Vec::new();
+    let mut run = |config: &Path, key: Option<&str>, file: &Path, code: i32| {
+        let mut cmd = home.fulfill();
+        cmd.arg("--config").arg(config).env("RUST_LOG", "trace");
+        if let Some(key) = key {
+            cmd.env("IBMCLOUD_API_KEY", key);
+        }
+        let output = cmd
+            .args(["-vvv", "--json", "import"])
+            .arg(file)
+            .output()
+            .unwrap();
+        let all = [output.stdout.clone(), output.stderr.clone()].concat();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&all)
+        );
+        outputs.push(all);
+    };
+    let with_env = config(false);
+    run(
+        &with_env,
+        Some(SM_API_KEY),
+        &certificate("www.example.com", 2025),
+        0,
+    );
+    sm.inject(Route::Version, SmFault::ExpireTokens, 1);
+    run(
+        &with_env,
+        Some(SM_API_KEY),
+        &certificate("www.example.com", 2026),
+        0,
+    );
+    sm.inject(Route::Create, SmFault::InternalError, 4);
+    let other = certificate("other.example.com", 2025);
+    run(&with_env, Some(SM_API_KEY), &other, 1);
+    run(&with_env, Some(WRONG_SM_API_KEY), &other, 1);
+    run(&config(true), None, &other, 0);
+    assert_eq!(sm.secrets().len(), 2);
+
+    let mut needles = Needles::new(&keys);
+    // An EC key's PKCS#8 ends with its public point, which the certificate holds too: a
+    // key's PEM line that is also a line of a certificate (public) is not a leak.
+    let public: Vec<u8> = (fs::read_dir(home.path()).unwrap().flatten())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pem"))
+        .flat_map(|e| fs::read(e.path()).unwrap())
+        .collect();
+    let public = String::from_utf8_lossy(&public).into_owned();
+    needles.0.retain(|(name, needle)| {
+        !(name.ends_with("(PEM line)") && public.contains(&*String::from_utf8_lossy(needle)))
+    });
+    needles.add_secret("Secrets Manager API key", SM_API_KEY.as_bytes());
+    needles.add_secret("wrong Secrets Manager API key", WRONG_SM_API_KEY.as_bytes());
+    let tokens = sm.issued_tokens();
+    assert!(tokens.len() >= 4, "{tokens:?}");
+    for token in &tokens {
+        needles.add_secret("IAM token", token.as_bytes());
+    }
+    for (n, output) in outputs.iter().enumerate() {
+        needles.assert_absent(&format!("the output of run {n}"), output);
+    }
+    let hook = fs::read(&hook_env).expect("the hook ran");
+    needles.assert_absent("the deploy hook's environment", &hook);
+    for entry in fs::read_dir(home.default_db().parent().unwrap())
+        .unwrap()
+        .flatten()
+    {
+        if entry.path().is_file() {
+            needles.assert_absent(
+                &entry.path().display().to_string(),
+                &fs::read(entry.path()).unwrap(),
+            );
+        }
+    }
+    let db = open_db(&home.default_db());
+    let events: Vec<String> = db
+        .prepare("SELECT kind || ' ' || detail FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.starts_with("secret_failed")),
+        "{events:?}"
+    );
+    needles.assert_absent("the events", events.join("\n").as_bytes());
+}

@@ -202,6 +202,11 @@ impl LocalSecretsManager {
         )
     }
 
+    /// Another API key IAM accepts.
+    pub fn add_api_key(&self, key: &str) {
+        lock(&self.shared.state).api_keys.push(key.to_string());
+    }
+
     pub fn add_group(&self, id: &str) {
         lock(&self.shared.state).groups.push(id.to_string());
     }
