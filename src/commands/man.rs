@@ -135,6 +135,10 @@ fn environment(roff: &mut Roff) {
         ("SL_ENDPOINT_URL", "the portal's REST endpoint"),
         ("FULFILL_IMAP_PASSWORD", "the mailbox password"),
         (
+            "IBMCLOUD_API_KEY",
+            "the IBM Cloud API key for [secrets_manager]",
+        ),
+        (
             "XDG_CONFIG_HOME, XDG_DATA_HOME",
             "where the default configuration file and database are",
         ),
