@@ -80,9 +80,27 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
 }
 
 impl Store {
+    /// Whether the table exists: a database opened read-only (`list`, `show`, a dry run)
+    /// may not have been migrated to it yet, and then holds no row of it.
+    fn has_secrets_table(&self) -> Result<bool, StoreError> {
+        (self.conn)
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'secrets_manager'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(self.sql())
+    }
+
     /// The certificates not settled in Secrets Manager, the soonest to expire first, so
     /// that a name's latest certificate is imported last and ends as the current version.
     pub fn certificates_for_secrets_manager(&self) -> Result<Vec<CertificateRow>, StoreError> {
+        if !self.has_secrets_table()? {
+            let mut all = self.list_certificates(None)?;
+            all.sort_by(|a, b| (&a.not_after, a.id).cmp(&(&b.not_after, b.id)));
+            return Ok(all);
+        }
         let [stored, superseded] = SecretState::settled();
         let mut statement = (self.conn)
             .prepare(&format!(
@@ -185,6 +203,9 @@ impl Store {
 
     /// The Secrets Manager row of one certificate.
     pub fn secret_of(&self, certificate_id: i64) -> Result<Option<SecretRow>, StoreError> {
+        if !self.has_secrets_table()? {
+            return Ok(None);
+        }
         (self.conn)
             .query_row(
                 &format!("SELECT {SECRET_COLUMNS} FROM secrets_manager WHERE certificate_id = ?1"),
@@ -197,6 +218,9 @@ impl Store {
 
     /// Every row of `secrets_manager`, by certificate.
     pub fn secret_rows(&self) -> Result<Vec<SecretRow>, StoreError> {
+        if !self.has_secrets_table()? {
+            return Ok(Vec::new());
+        }
         let mut statement = (self.conn)
             .prepare(&format!(
                 "SELECT {SECRET_COLUMNS} FROM secrets_manager ORDER BY certificate_id"
@@ -204,5 +228,28 @@ impl Store {
             .map_err(self.sql())?;
         let rows = statement.query_map([], secret_row).map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of an older schema, opened read-only, has no `secrets_manager` table:
+    /// `list` and `show` must still work.
+    #[test]
+    fn a_database_without_the_table_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch("DROP TABLE secrets_manager")
+            .unwrap();
+        drop(store);
+        let store = Store::open_read_only(&path).unwrap().unwrap();
+        assert_eq!(store.secret_rows().unwrap(), Vec::new());
+        assert_eq!(store.secret_of(1).unwrap(), None);
+        assert!(store.certificates_for_secrets_manager().unwrap().is_empty());
     }
 }
