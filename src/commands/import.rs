@@ -122,6 +122,8 @@ impl ImportArgs {
             Some(portal) => Ok(Some(Portal::new(portal)?)),
             // A dry run records nothing: there is nothing to say about where it would go.
             None if self.dry_run => Ok(None),
+            // Secrets Manager alone is a store of its own: nothing to warn about.
+            None if context.settings.secrets_manager_name().is_some() => Ok(None),
             None => {
                 log::warn!(
                     "no portal credentials ([portal] username and api_key_cmd, or SL_USERNAME and SL_API_KEY): \

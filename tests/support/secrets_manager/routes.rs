@@ -242,6 +242,32 @@ fn checked_version(state: &mut State, body: &Value) -> Result<Version, HttpRespo
     })
 }
 
+/// A valid name, in a group that exists, not taken there (409).
+fn free_name(state: &State, name: &str, group: &str) -> Result<(), HttpResponse> {
+    // CHOICE: names of letters, digits, '.', '-' and '_', 2 to 256 characters.
+    let valid = (2..=256).contains(&name.len())
+        && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !valid {
+        return Err(error(
+            400,
+            "bad_request",
+            &format!("Invalid secret name '{name}'"),
+        ));
+    }
+    if !state.groups.iter().any(|g| g == group) {
+        return Err(error(
+            404,
+            "not_found",
+            &format!("Secret group {group} not found"),
+        ));
+    }
+    if (state.secrets.iter()).any(|s| s.name == name && s.secret_group_id == group) {
+        let message = format!("A secret with the name {name} already exists in the group");
+        return Err(error(409, "conflict", &message));
+    }
+    Ok(())
+}
+
 /// §3: a new imported certificate; a name taken in the group is 409.
 fn create(state: &mut State, body: &[u8]) -> HttpResponse {
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
@@ -257,27 +283,8 @@ fn create(state: &mut State, body: &[u8]) -> HttpResponse {
         return error(400, "bad_request", "secret_type must be imported_cert here");
     }
     let (name, group) = (text("name"), text("secret_group_id"));
-    // CHOICE: names of letters, digits, '.', '-' and '_', 2 to 256 characters.
-    let valid = (2..=256).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if !valid {
-        return error(400, "bad_request", &format!("Invalid secret name '{name}'"));
-    }
-    if !state.groups.contains(&group) {
-        return error(404, "not_found", &format!("Secret group {group} not found"));
-    }
-    if state
-        .secrets
-        .iter()
-        .any(|s| s.name == name && s.secret_group_id == group)
-    {
-        return error(
-            409,
-            "conflict",
-            &format!("A secret with the name {name} already exists in the group"),
-        );
+    if let Err(refused) = free_name(state, &name, &group) {
+        return refused;
     }
     let version = match checked_version(state, &body) {
         Ok(version) => version,
