@@ -14,6 +14,7 @@
 //! error naming its Location), a loopback endpoint is reached without any proxy from the
 //! environment, and TLS is 1.2 or newer.
 
+pub mod lbaas;
 pub mod types;
 
 use std::path::PathBuf;

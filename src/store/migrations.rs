@@ -99,4 +99,35 @@ pub const MIGRATIONS: &[&str] = &[
         stored_at       TEXT,
         updated_at      TEXT NOT NULL
     );",
+    // 7: moving load balancer listeners to a new certificate (docs/architecture.md,
+    // "Replacing certificates in use"). `replacement_plans` says a certificate's listeners
+    // were looked for; `replacements` holds one row per listener to move, written before
+    // anything is sent; `replaced_certificates` the old certificates and whether they
+    // were deleted from the portal's store.
+    "CREATE TABLE replacement_plans (
+        certificate_id  INTEGER PRIMARY KEY REFERENCES certificates (id),
+        planned_at      TEXT NOT NULL
+    );
+    CREATE TABLE replacements (
+        id                  INTEGER PRIMARY KEY,
+        certificate_id      INTEGER NOT NULL REFERENCES certificates (id),
+        new_portal_id       INTEGER NOT NULL,
+        old_portal_id       INTEGER NOT NULL,
+        listener_uuid       TEXT NOT NULL,
+        load_balancer_uuid  TEXT NOT NULL,
+        state               TEXT NOT NULL,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        last_error          TEXT,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL,
+        UNIQUE (new_portal_id, listener_uuid)
+    );
+    CREATE INDEX replacements_certificate_id ON replacements (certificate_id);
+    CREATE TABLE replaced_certificates (
+        old_portal_id   INTEGER PRIMARY KEY,
+        certificate_id  INTEGER NOT NULL REFERENCES certificates (id),
+        state           TEXT NOT NULL,
+        last_error      TEXT,
+        updated_at      TEXT NOT NULL
+    );",
 ];

@@ -7,6 +7,7 @@
 
 mod lock;
 mod migrations;
+mod replacements;
 mod secrets_manager;
 
 use std::fs;
@@ -21,6 +22,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use self::lock::{LockError, RunLock};
+pub use self::replacements::{
+    NewReplacement, ReplaceState, ReplacedCertificate, ReplacementRow,
+};
 use self::migrations::MIGRATIONS;
 pub use self::secrets_manager::{SecretRow, SecretState};
 use crate::text::printable;
