@@ -93,6 +93,15 @@ pub struct PortalSection {
     /// PEM certificates trusted for the endpoint besides the system's (a TLS-inspecting
     /// proxy's CA, a private endpoint). Added to the system store, never replacing it.
     pub ca_file: Option<PathBuf>,
+    /// After an upload, move the load balancer listeners that use an older certificate
+    /// of the same name to the new one (default false).
+    pub replace_in_use: Option<bool>,
+    /// How long a run waits for load balancers to come back to ACTIVE (default "10m").
+    pub replace_timeout: DurationValue,
+    /// How often a load balancer's status is read while it applies a change (default "10s").
+    pub replace_poll_interval: DurationValue,
+    /// Delete an old certificate from the store once nothing uses it (default false).
+    pub delete_replaced: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,6 +77,14 @@ pub struct Settings {
     /// `[metrics] textfile`: the Prometheus text file written after every run that uses
     /// the database.
     pub metrics_textfile: Option<PathBuf>,
+    /// `[portal] replace_in_use`: move load balancer listeners to each new certificate.
+    pub replace_in_use: bool,
+    /// `[portal] replace_timeout`: how long one run waits for load balancers to be ACTIVE.
+    pub replace_timeout: Duration,
+    /// `[portal] replace_poll_interval`: how often a load balancer's status is read.
+    pub replace_poll_interval: Duration,
+    /// `[portal] delete_replaced`: delete an old certificate once nothing uses it.
+    pub delete_replaced: bool,
     /// As written; credentials are resolved from it on demand (`credentials.rs`).
     portal: PortalSection,
     mailbox: MailboxSection,
@@ -124,6 +132,13 @@ pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
         deploy_hook_timeout: duration_or(&file.deploy_hook_timeout, Duration::from_secs(60)),
         deploy_dir: file.deploy.dir.unwrap_or_default(),
         metrics_textfile: file.metrics.textfile,
+        replace_in_use: file.portal.replace_in_use.unwrap_or(false),
+        replace_timeout: duration_or(&file.portal.replace_timeout, Duration::from_secs(600)),
+        replace_poll_interval: duration_or(
+            &file.portal.replace_poll_interval,
+            Duration::from_secs(10),
+        ),
+        delete_replaced: file.portal.delete_replaced.unwrap_or(false),
         portal: file.portal,
         mailbox: file.mailbox,
         secrets_manager: file.secrets_manager,

@@ -7,6 +7,7 @@
 pub mod deploy;
 pub mod order_keys;
 pub mod pending;
+pub mod replace;
 pub mod resend_loop;
 pub mod result;
 pub mod scan;

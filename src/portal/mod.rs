@@ -651,11 +651,15 @@ impl<'de, T: DeserializeOwned> serde::Deserialize<'de> for ListOf<T> {
 /// The SHA-256 of the first certificate in a PEM text as the portal returns it (its
 /// fixtures show spaces before line breaks; the tolerant scanner reads it).
 pub fn pem_sha256(pem: &str) -> Option<String> {
+    pem_der(pem).map(|der| crate::extract::sha256_hex(&der))
+}
+
+/// The DER of the first certificate in a PEM text as the portal returns it.
+pub fn pem_der(pem: &str) -> Option<Vec<u8>> {
     crate::extract::scan_pem(pem, usize::MAX)
         .blocks
         .into_iter()
         .find_map(|block| block.der.ok())
-        .map(|der| crate::extract::sha256_hex(&der))
 }
 
 /// Parses and checks the endpoint (`crate::http::endpoint_url`).

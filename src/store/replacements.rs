@@ -256,6 +256,31 @@ impl Store {
         tx.commit().map_err(self.sql())
     }
 
+    /// Notes why a listener's move did not go on, its state unchanged (an answer that was
+    /// lost, a load balancer still applying a change), with an event.
+    pub fn note_replacement(
+        &self,
+        row: &ReplacementRow,
+        why: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let at = timestamp(now);
+        let why = printable(why).into_owned();
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        tx.execute(
+            "UPDATE replacements SET last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![row.id, why, at],
+        )
+        .map_err(self.sql())?;
+        let detail = format!(
+            "listener {} of load balancer {}: {why}",
+            row.listener_uuid, row.load_balancer_uuid
+        );
+        insert_event(&tx, row.certificate_id, "replacement_waiting", &detail, &at)
+            .map_err(self.sql())?;
+        tx.commit().map_err(self.sql())
+    }
+
     /// Old certificates still in the portal's store whose listeners have all moved.
     pub fn replaced_in_use(&self) -> Result<Vec<ReplacedCertificate>, StoreError> {
         self.replaced_where(
