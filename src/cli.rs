@@ -9,7 +9,8 @@ use crate::commands::log::LogArgs;
 use crate::commands::{
     Context, check::CheckArgs, completions::CompletionsArgs, deploy::DeployArgs,
     import::ImportArgs, list::ListArgs, man::ManArgs, orders::OrdersArgs, poll::PollArgs,
-    resend::ResendArgs, resend_and_import::ResendAndImportArgs, show::ShowArgs,
+    replace::ReplaceArgs, resend::ResendArgs, resend_and_import::ResendAndImportArgs,
+    show::ShowArgs,
 };
 use crate::config::Overrides;
 use crate::exit::Exit;
@@ -91,6 +92,12 @@ pub enum Command {
     /// Run the deploy hook for recorded certificates: those named, or every one whose hook
     /// has not run or failed (--pending)
     Deploy(DeployArgs),
+    /// Move the load balancer listeners that use an older certificate of the same name to a
+    /// recorded certificate, waiting for each load balancer to be ACTIVE again
+    #[command(after_help = "Examples:
+  fulfill replace --certificate 12 --dry-run   each listener, its load balancer, old and new ids
+  fulfill replace --certificate 12             move them, as [portal] replace_in_use does")]
+    Replace(ReplaceArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
     #[command(after_help = "Examples:
   fulfill completions bash > /etc/bash_completion.d/fulfill
@@ -130,6 +137,7 @@ impl Command {
             Command::Poll(args) => args.execute(context),
             Command::ResendAndImport(args) => args.execute(context),
             Command::Deploy(args) => args.execute(context),
+            Command::Replace(args) => args.execute(context),
             Command::Log(args) => args.execute(context),
             Command::Completions(_) | Command::Man(_) => unreachable!("run without settings"),
         }
@@ -145,6 +153,7 @@ impl Command {
             Command::Poll(args) if !args.dry_run => Some("poll"),
             Command::ResendAndImport(args) if !args.dry_run => Some("resend-and-import"),
             Command::Deploy(_) => Some("deploy"),
+            Command::Replace(args) if !args.dry_run => Some("replace"),
             Command::Resend(_) => Some("resend"),
             Command::Check(_) => Some("check"),
             _ => None,

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use super::{Report, Table, days_left, write_line};
 use crate::pipeline::deploy::Deployment;
 use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
+use crate::pipeline::replace::Replacements;
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the
@@ -23,6 +24,9 @@ pub struct ImportReport<'a> {
     /// What the import into Secrets Manager did (in `--json`, on each result).
     #[serde(skip)]
     pub secrets: &'a [SecretImport],
+    /// What `[portal] replace_in_use` did (in `--json`, on each result as `listeners`).
+    #[serde(skip)]
+    pub replacements: &'a Replacements,
     #[serde(skip)]
     pub now: OffsetDateTime,
 }
@@ -46,7 +50,8 @@ impl Report for ImportReport<'_> {
             explain(r, out)?;
         }
         write_deployments(self.deployments, out)?;
-        write_secrets(self.secrets, out)
+        write_secrets(self.secrets, out)?;
+        write_replacements(self.replacements, out)
     }
 }
 
@@ -86,6 +91,49 @@ pub fn write_deployments(deployments: &[Deployment], out: &mut dyn Write) -> io:
                 "  The next run tries again; `fulfill deploy --pending` runs it now."
             )?;
         }
+    }
+    Ok(())
+}
+
+/// One line per listener moved (or not) and per old certificate deleted (or kept), with
+/// what to do about a failure.
+pub fn write_replacements(replacements: &Replacements, out: &mut dyn Write) -> io::Result<()> {
+    for error in &replacements.errors {
+        write_line(out, error)?;
+    }
+    for m in &replacements.listeners {
+        let mut line = format!(
+            "listener {} of load balancer {}: certificate {} -> {}: {}",
+            m.listener_uuid,
+            m.load_balancer_uuid,
+            m.old_portal_id,
+            m.new_portal_id,
+            m.outcome.words()
+        );
+        if let Some(detail) = &m.detail {
+            line.push_str(&format!(": {detail}"));
+        }
+        write_line(out, &line)?;
+    }
+    if replacements
+        .listeners
+        .iter()
+        .any(|m| m.outcome.is_failure())
+    {
+        writeln!(
+            out,
+            "  The state is kept: the next run goes on, or `fulfill replace --certificate ID` now."
+        )?;
+    }
+    for r in &replacements.retired {
+        let line = match &r.detail {
+            None => format!(
+                "portal certificate {}: deleted from the store",
+                r.old_portal_id
+            ),
+            Some(why) => format!("portal certificate {}: not deleted: {why}", r.old_portal_id),
+        };
+        write_line(out, &line)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod log;
 pub mod man;
 pub mod orders;
 pub mod poll;
+pub mod replace;
 pub mod resend;
 pub mod resend_and_import;
 pub mod show;
@@ -31,6 +32,8 @@ use crate::pipeline;
 use crate::pipeline::deploy::{DeployHook, Deployer, Deployment};
 use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::secrets_manager::SecretsManager;
+use crate::pipeline::replace::{ReplaceOptions, Replacements, Replacer};
+use crate::portal::Portal;
 use crate::store::{RunLock, Store};
 
 /// What every command runs with, resolved once before any work starts.
@@ -122,6 +125,48 @@ pub fn with_secrets(exit: Exit, secrets: &[SecretImport]) -> Exit {
     match secrets.iter().any(|s| s.outcome == SecretOutcome::Failed) {
         true => exit.worst(Exit::Failure),
         false => exit,
+    }
+}
+
+/// `[portal] replace_in_use`, `replace_timeout`, `replace_poll_interval` and
+/// `delete_replaced` as the pipeline takes them.
+pub fn replace_options(settings: &Settings) -> ReplaceOptions {
+    ReplaceOptions {
+        timeout: settings.replace_timeout,
+        poll_interval: settings.replace_poll_interval,
+        delete_replaced: settings.delete_replaced,
+    }
+}
+
+/// With `[portal] replace_in_use`, moves the load balancer listeners of older certificates
+/// to the new ones: this run's, and whatever an earlier run left unfinished. Called by
+/// every command that uploads, after its uploads (a dry run moves nothing).
+pub fn replace_in_use(
+    settings: &Settings,
+    portal: Option<&Portal>,
+    store: Option<&Store>,
+    now: OffsetDateTime,
+) -> anyhow::Result<Replacements> {
+    let (true, Some(portal), Some(store)) = (settings.replace_in_use, portal, store) else {
+        return Ok(Replacements::default());
+    };
+    let options = replace_options(settings);
+    Replacer { portal, options }.sweep(store, now)
+}
+
+/// 1 when a listener could not be moved (its state is kept for the next run), else `exit`.
+pub fn with_replacements(exit: Exit, replacements: &Replacements) -> Exit {
+    match replacements.failed() {
+        true => exit.worst(Exit::Failure),
+        false => exit,
+    }
+}
+
+/// How long the watchdog lets a run wait for load balancers (none without replace_in_use).
+pub fn replace_allowance(settings: &Settings) -> Duration {
+    match settings.replace_in_use {
+        true => settings.replace_timeout,
+        false => Duration::ZERO,
     }
 }
 

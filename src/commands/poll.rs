@@ -10,16 +10,19 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::import_report::{ImportReport, write_deployments, write_secrets};
+use super::import_report::{
+    ImportReport, write_deployments, write_replacements, write_secrets,
+};
 use super::{
     Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
-    lock_for_writing, open_store, start_watchdog, store_in_secrets_manager, with_deployments,
-    with_secrets, write_line,
+    lock_for_writing, open_store, replace_allowance, replace_in_use, start_watchdog,
+    store_in_secrets_manager, with_deployments, with_replacements, with_secrets, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::pipeline::deploy::Deployment;
 use crate::pipeline::secrets_manager::SecretImport;
+use crate::pipeline::replace::Replacements;
 use crate::pipeline::{
     self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
 };
@@ -44,8 +47,8 @@ impl PollArgs {
         let _lock = lock_for_writing(settings, self.dry_run)?;
         // Before the mailbox settings: they run password_cmd or oauth2_token_cmd.
         start_watchdog(
-            settings.run_timeout() + self.wait.unwrap_or_default(),
-            "[mailbox] run_timeout plus --wait",
+            settings.run_timeout() + self.wait.unwrap_or_default() + replace_allowance(settings),
+            "[mailbox] run_timeout plus --wait (plus [portal] replace_timeout)",
         );
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError("poll needs a mailbox: set [mailbox] host, username and password_cmd in the config file".into())
@@ -84,13 +87,17 @@ impl PollArgs {
         let store = destination.store.as_deref();
         report.deployments = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
         report.secrets = store_in_secrets_manager(settings, store, self.dry_run, context.now)?;
+        let portal = portal.as_ref().filter(|_| !self.dry_run);
+        report.replacements = replace_in_use(settings, portal, store, context.now)?;
         for result in &mut report.results {
             result.attach_deployment(&report.deployments);
             result.attach_secret(&report.secrets);
+            result.attach_replacements(&report.replacements);
         }
         context.output.print(&report)?;
         let exit = with_deployments(report.exit(), &report.deployments);
-        Ok(with_secrets(exit, &report.secrets))
+        let exit = with_secrets(exit, &report.secrets);
+        Ok(with_replacements(exit, &report.replacements))
     }
 
     /// Scans the folder; with `--wait`, goes on waiting for a change and scanning again
@@ -184,6 +191,8 @@ struct PollReport {
     deployments: Vec<Deployment>,
     /// What the import into Secrets Manager did, for this run's certificates and any left.
     secrets: Vec<SecretImport>,
+    /// The load balancer listeners moved (`[portal] replace_in_use`).
+    replacements: Replacements,
     #[serde(skip)]
     folder: String,
     #[serde(skip)]
@@ -208,6 +217,7 @@ impl PollReport {
             bytes_written: 0,
             deployments: Vec::new(),
             secrets: Vec::new(),
+            replacements: Replacements::default(),
             folder: mailbox.folder.to_string(),
             wait,
             started_at: now,
@@ -241,12 +251,14 @@ impl Report for PollReport {
                 results: &self.results,
                 deployments: &self.deployments,
                 secrets: &self.secrets,
+                replacements: &self.replacements,
                 now: self.now,
             }
             .write_text(out)?;
         } else {
             write_deployments(&self.deployments, out)?;
             write_secrets(&self.secrets, out)?;
+            write_replacements(&self.replacements, out)?;
         }
         let imported = (self.results.iter())
             .filter(|r| r.outcome == crate::pipeline::Outcome::Imported)
@@ -280,6 +292,7 @@ impl Report for PollReport {
             && !self.timed_out
             && self.deployments.is_empty()
             && self.secrets.is_empty()
+            && self.replacements.is_empty()
             && self.mark_failures.is_empty()
     }
 }

@@ -8,15 +8,18 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
+use super::import_report::write_replacements;
 use super::{
     Context, Report, connect_portal, deploy_hook, deploy_undeployed, import_checks,
-    load_known_keys, lock_for_writing, open_store, start_watchdog, store_in_secrets_manager,
-    with_deployments, with_secrets, write_line,
+    load_known_keys, lock_for_writing, open_store, replace_allowance, replace_in_use,
+    start_watchdog, store_in_secrets_manager, with_deployments, with_replacements, with_secrets,
+    write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
 use crate::pipeline::keys_for_orders;
 use crate::pipeline::pending::{assess_orders, record_from_portal};
+use crate::pipeline::replace::Replacements;
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
 use crate::portal::Portal;
 use crate::portal::types::SslOrder;
@@ -58,8 +61,8 @@ impl ResendAndImportArgs {
         let _lock = lock_for_writing(settings, self.dry_run)?;
         // Before the mailbox settings: they run password_cmd or oauth2_token_cmd.
         start_watchdog(
-            self.timeout + settings.run_timeout(),
-            "--timeout plus [mailbox] run_timeout",
+            self.timeout + settings.run_timeout() + replace_allowance(settings),
+            "--timeout plus [mailbox] run_timeout (plus [portal] replace_timeout)",
         );
         let mailbox = settings.mailbox()?.ok_or_else(|| {
             UsageError(
@@ -96,6 +99,8 @@ impl ResendAndImportArgs {
         let deployed = deploy_undeployed(settings, hook.as_ref(), store.as_ref(), context.now)?;
         let secrets =
             store_in_secrets_manager(settings, store.as_ref(), self.dry_run, context.now)?;
+        let portal = Some(&portal).filter(|_| !self.dry_run);
+        let replaced = replace_in_use(settings, portal, store.as_ref(), context.now)?;
         for result in &mut results {
             let deployment = deployed
                 .iter()
@@ -103,6 +108,7 @@ impl ResendAndImportArgs {
             result.deploy_hook = deployment.map(|d| d.summary());
             let secret = (secrets.iter()).find(|s| Some(&s.sha256) == result.sha256.as_ref());
             result.secrets_manager = secret.map(|s| s.summary());
+            result.listeners = replaced.for_certificate(result.certificate_id);
         }
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
         let exit = if marks_failed {
@@ -110,8 +116,12 @@ impl ResendAndImportArgs {
         } else {
             exit
         };
-        context.output.print(&OrdersReport(&results))?;
-        Ok(with_secrets(with_deployments(exit, &deployed), &secrets))
+        context.output.print(&OrdersReport {
+            results: &results,
+            replacements: &replaced,
+        })?;
+        let exit = with_deployments(exit, &deployed);
+        Ok(with_replacements(with_secrets(exit, &secrets), &replaced))
     }
 
     /// The orders named with `--order`, or with `--all-pending` the pending orders of the
@@ -181,15 +191,21 @@ impl ResendAndImportArgs {
 /// One line per order; `--json` gives the results as they are.
 #[derive(Serialize)]
 #[serde(transparent)]
-struct OrdersReport<'a>(&'a [OrderResult]);
+struct OrdersReport<'a> {
+    results: &'a [OrderResult],
+    /// What `[portal] replace_in_use` did (in `--json`, on each result as `listeners`).
+    #[serde(skip)]
+    replacements: &'a Replacements,
+}
 
 impl Report for OrdersReport<'_> {
     /// Failures also go to stderr with what to do next.
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
-        if self.0.is_empty() {
+        if self.results.is_empty() {
             writeln!(out, "No pending SSL orders.")?;
         }
-        for r in self.0 {
+        write_replacements(self.replacements, out)?;
+        for r in self.results {
             write_line(out, &line(r))?;
             if r.outcome == OrderOutcome::Failed {
                 let reason = r.reason.as_deref().unwrap_or("failed");
@@ -202,12 +218,13 @@ impl Report for OrdersReport<'_> {
     /// Nothing to say with -q when every order's certificate was already in, or every
     /// pending order waits for its next resend.
     fn is_routine(&self) -> bool {
-        (self.0.iter()).all(|r| {
-            matches!(
-                r.outcome,
-                OrderOutcome::AlreadyImported | OrderOutcome::NotDue
-            )
-        })
+        self.replacements.is_empty()
+            && (self.results.iter()).all(|r| {
+                matches!(
+                    r.outcome,
+                    OrderOutcome::AlreadyImported | OrderOutcome::NotDue
+                )
+            })
     }
 }
 

@@ -100,6 +100,14 @@ impl Replacements {
         !self.errors.is_empty() || self.listeners.iter().any(|m| m.outcome.is_failure())
     }
 
+    /// The moves of one certificate (by row id).
+    pub fn for_certificate(&self, certificate_id: Option<i64>) -> Vec<ListenerMove> {
+        (self.listeners.iter())
+            .filter(|m| Some(m.certificate_id) == certificate_id)
+            .cloned()
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.listeners.is_empty() && self.retired.is_empty() && self.errors.is_empty()
     }
@@ -121,7 +129,10 @@ impl Replacer<'_> {
         };
         let olds = self.portal.certificates_named(&certificate.common_name)?;
         let mut listeners = Vec::new();
-        for old in olds.iter().filter(|old| is_replaced_by(old, new_id, certificate)) {
+        for old in olds
+            .iter()
+            .filter(|old| is_replaced_by(old, new_id, certificate))
+        {
             for listener in self.portal.lbaas_listeners(old.id)? {
                 listeners.push((old.id, listener.uuid));
             }
@@ -132,9 +143,13 @@ impl Replacer<'_> {
         let balancers = self.portal.load_balancers()?;
         Ok((listeners.into_iter())
             .filter_map(|(old_portal_id, listener_uuid)| {
-                let balancer = balancers.iter().find(|b| b.listener(&listener_uuid).is_some());
+                let balancer = balancers
+                    .iter()
+                    .find(|b| b.listener(&listener_uuid).is_some());
                 if balancer.is_none() {
-                    log::warn!("listener {listener_uuid}: on no load balancer of the account; left alone");
+                    log::warn!(
+                        "listener {listener_uuid}: on no load balancer of the account; left alone"
+                    );
                 }
                 Some(NewReplacement {
                     old_portal_id,
@@ -197,7 +212,9 @@ impl Replacer<'_> {
             let balancer = match self.wait_active(&row, deadline) {
                 Ok(Waited::Active(balancer)) => balancer,
                 Ok(Waited::Pending(status)) => {
-                    let why = format!("load balancer still {status} after the wait; the next run goes on");
+                    let why = format!(
+                        "load balancer still {status} after the wait; the next run goes on"
+                    );
                     store.note_replacement(&row, &why, now)?;
                     return Ok(outcome(&row, MoveOutcome::NotActive, Some(why)));
                 }
@@ -216,7 +233,9 @@ impl Replacer<'_> {
                     return self.skip(store, &row, why, now);
                 }
                 Some(_) if sends == 2 => {
-                    let why = anyhow::anyhow!("the listener still names the old certificate after the update");
+                    let why = anyhow::anyhow!(
+                        "the listener still names the old certificate after the update"
+                    );
                     return self.failed(store, &row, Some(ReplaceState::Planned), why, now);
                 }
                 Some(_) => {}
@@ -248,7 +267,10 @@ impl Replacer<'_> {
         };
         let configuration = listener.configuration(row.new_portal_id);
         store.set_replacement(row, ReplaceState::Sending, None, now)?;
-        match self.portal.update_listener(&row.load_balancer_uuid, &configuration) {
+        match self
+            .portal
+            .update_listener(&row.load_balancer_uuid, &configuration)
+        {
             Ok(()) => {
                 store.set_replacement(row, ReplaceState::Sent, None, now)?;
                 Ok(Some(ReplaceState::Sent))
@@ -260,7 +282,10 @@ impl Replacer<'_> {
                 Ok(Some(ReplaceState::Sending))
             }
             Err(e) => {
-                log::error!("listener {}: {e}; the next run tries again", row.listener_uuid);
+                log::error!(
+                    "listener {}: {e}; the next run tries again",
+                    row.listener_uuid
+                );
                 store.set_replacement(row, ReplaceState::Planned, Some(&e.to_string()), now)?;
                 Ok(None)
             }
@@ -288,7 +313,12 @@ impl Replacer<'_> {
                         return Ok(Waited::Pending(status));
                     }
                     let what = format!("load balancer {} {status}", row.load_balancer_uuid);
-                    _status = Some(progress::waiting(&what, "polling", started, self.options.timeout));
+                    _status = Some(progress::waiting(
+                        &what,
+                        "polling",
+                        started,
+                        self.options.timeout,
+                    ));
                     thread::sleep(self.options.poll_interval);
                 }
             }
@@ -345,13 +375,21 @@ impl Replacer<'_> {
     ) -> anyhow::Result<Retirement> {
         let id = old.old_portal_id;
         let deleted = match self.portal.associated_service_count(id) {
-            Ok(0) => self.portal.delete_certificate(id).map(|_| ()).map_err(|e| e.to_string()),
+            Ok(0) => self
+                .portal
+                .delete_certificate(id)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
             Ok(n) if n > 0 => Err(format!("still used by {n} service(s); kept")),
             Ok(_) => Err("the store gave a negative service count; kept".into()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(e.to_string()),
         };
-        store.set_replaced(old, deleted.as_ref().map(|_| ()).map_err(String::as_str), now)?;
+        store.set_replaced(
+            old,
+            deleted.as_ref().map(|_| ()).map_err(String::as_str),
+            now,
+        )?;
         Ok(Retirement {
             old_portal_id: id,
             deleted: deleted.is_ok(),
@@ -385,7 +423,10 @@ fn outcome(row: &ReplacementRow, outcome: MoveOutcome, detail: Option<String>) -
 fn is_not_found(error: &PortalError) -> bool {
     matches!(
         error.code(),
-        Some("SoftLayer_Exception_ObjectNotFound" | "SoftLayer_Exception_Network_LBaaS_ObjectNotFound")
+        Some(
+            "SoftLayer_Exception_ObjectNotFound"
+                | "SoftLayer_Exception_Network_LBaaS_ObjectNotFound"
+        )
     )
 }
 
@@ -406,8 +447,11 @@ pub fn is_replaced_by(old: &StoredCertificate, new_id: i64, new: &CertificateRow
         true => vec![new.common_name.clone()],
         false => new.subject_alt_names.clone(),
     };
-    let new_not_after =
-        OffsetDateTime::parse(&new.not_after, &time::format_description::well_known::Rfc3339).ok();
+    let new_not_after = OffsetDateTime::parse(
+        &new.not_after,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok();
     old.id != new_id
         && new_not_after.is_some_and(|t| info.not_after < t)
         && !names.is_empty()

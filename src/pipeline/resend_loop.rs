@@ -113,6 +113,10 @@ pub struct OrderResult {
     pub deploy_hook: Option<String>,
     /// What the import into Secrets Manager did; absent when it did not run.
     pub secrets_manager: Option<String>,
+    /// The load balancer listeners moved to its certificate in this run
+    /// (`[portal] replace_in_use`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::pipeline::replace::ListenerMove>,
 }
 
 impl OrderResult {
@@ -128,6 +132,7 @@ impl OrderResult {
             reason: None,
             deploy_hook: None,
             secrets_manager: None,
+            listeners: Vec::new(),
         }
     }
 

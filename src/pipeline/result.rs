@@ -119,6 +119,10 @@ pub struct ImportResult {
     pub deploy_hook: Option<String>,
     /// What the import into Secrets Manager did with this result's certificate, if it ran.
     pub secrets_manager: Option<String>,
+    /// The load balancer listeners moved to this certificate in this run
+    /// (`[portal] replace_in_use`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::pipeline::replace::ListenerMove>,
     pub reasons: Vec<Reason>,
     pub message_id: Option<String>,
     pub links: Vec<String>,
@@ -147,6 +151,7 @@ impl ImportResult {
             upload_error: None,
             deploy_hook: None,
             secrets_manager: None,
+            listeners: Vec::new(),
             reasons: Vec::new(),
             message_id: extraction.and_then(|e| e.message_id.clone()),
             links: extraction.map(|e| e.links.clone()).unwrap_or_default(),
@@ -193,6 +198,11 @@ impl ImportResult {
         if let Some(secret) = done {
             self.secrets_manager = Some(secret.summary());
         }
+    }
+
+    /// Notes the listeners moved to this result's certificate, if any.
+    pub fn attach_replacements(&mut self, replacements: &crate::pipeline::replace::Replacements) {
+        self.listeners = replacements.for_certificate(self.id);
     }
 
     /// The `events.detail` of this result: where, which certificate, and every reason.

@@ -183,7 +183,10 @@ impl Portal {
         load_balancer_uuid: &str,
         configuration: &ProtocolConfiguration,
     ) -> Result<(), PortalError> {
-        let mut call = Call::new("SoftLayer_Network_LBaaS_Listener", "updateLoadBalancerProtocols");
+        let mut call = Call::new(
+            "SoftLayer_Network_LBaaS_Listener",
+            "updateLoadBalancerProtocols",
+        );
         call.parameters = Some(json!([load_balancer_uuid, [configuration]]));
         call.mask = Some("mask[uuid]");
         call.retry = Retry::Never;
@@ -193,7 +196,10 @@ impl Portal {
 
     /// How many services use a certificate of the store (§7.1 `getAssociatedServiceCount`).
     pub fn associated_service_count(&self, certificate_id: i64) -> Result<i64, PortalError> {
-        let mut call = Call::new("SoftLayer_Security_Certificate", "getAssociatedServiceCount");
+        let mut call = Call::new(
+            "SoftLayer_Security_Certificate",
+            "getAssociatedServiceCount",
+        );
         call.id = Some(certificate_id);
         let count: Value = self.call(&call)?;
         count.as_i64().ok_or_else(|| PortalError::Unexpected {
@@ -243,8 +249,14 @@ mod tests {
     #[test]
     fn only_active_ends_a_wait_and_only_pending_states_continue_it() {
         assert_eq!(Provisioning::of(Some("ACTIVE")), Provisioning::Active);
-        assert!(matches!(Provisioning::of(Some("UPDATE_PENDING")), Provisioning::Pending(_)));
-        assert!(matches!(Provisioning::of(Some("DELETE_PENDING")), Provisioning::Other(_)));
+        assert!(matches!(
+            Provisioning::of(Some("UPDATE_PENDING")),
+            Provisioning::Pending(_)
+        ));
+        assert!(matches!(
+            Provisioning::of(Some("DELETE_PENDING")),
+            Provisioning::Other(_)
+        ));
         assert!(matches!(Provisioning::of(None), Provisioning::Other(_)));
     }
 }

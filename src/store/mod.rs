@@ -22,11 +22,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use self::lock::{LockError, RunLock};
-pub use self::replacements::{
-    NewReplacement, ReplaceState, ReplacedCertificate, ReplacementRow,
-};
 use self::migrations::MIGRATIONS;
 pub use self::secrets_manager::{SecretRow, SecretState};
+pub use self::replacements::{NewReplacement, ReplaceState, ReplacedCertificate, ReplacementRow};
 use crate::text::printable;
 
 #[derive(Debug, thiserror::Error)]

@@ -126,7 +126,9 @@ impl Store {
                  ORDER BY id"
             ))
             .map_err(self.sql())?;
-        let rows = statement.query_map([], certificate_row).map_err(self.sql())?;
+        let rows = statement
+            .query_map([], certificate_row)
+            .map_err(self.sql())?;
         rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
@@ -324,7 +326,11 @@ impl Store {
         let at = timestamp(now);
         let (state, error, kind) = match deleted {
             Ok(()) => ("deleted", None, "replaced_certificate_deleted"),
-            Err(e) => ("in_use", Some(printable(e).into_owned()), "replaced_certificate_kept"),
+            Err(e) => (
+                "in_use",
+                Some(printable(e).into_owned()),
+                "replaced_certificate_kept",
+            ),
         };
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         tx.execute(
@@ -334,7 +340,10 @@ impl Store {
         )
         .map_err(self.sql())?;
         let detail = match &error {
-            None => format!("portal certificate {}: deleted from the store", old.old_portal_id),
+            None => format!(
+                "portal certificate {}: deleted from the store",
+                old.old_portal_id
+            ),
             Some(e) => format!("portal certificate {}: not deleted: {e}", old.old_portal_id),
         };
         insert_event(&tx, old.certificate_id, kind, &detail, &at).map_err(self.sql())?;
