@@ -63,7 +63,10 @@ pub use request::{Auth, RequestRecord};
 #[allow(unused_imports)]
 pub use routes::ORDERS_RETIRED_MESSAGE;
 #[allow(unused_imports)]
-pub use store::{Account, NewCertificate, Order, OrderSpec, Resend, STATUSES, StoredCertificate};
+pub use store::{
+    Account, Listener, ListenerSpec, ListenerUpdate, LoadBalancer, NewCertificate, Order,
+    OrderSpec, Resend, STATUSES, StoredCertificate,
+};
 
 /// The REST base path (§3.1). Only v3.1 is served: a client using another base fails here.
 pub const BASE_PATH: &str = "/rest/v3.1/";
@@ -272,6 +275,69 @@ impl LocalPortal {
                 _ => false,
             })
             .count()
+    }
+
+    /// A load balancer named `name` with these listeners, ACTIVE; returns its uuid.
+    pub fn add_load_balancer(&self, name: &str, listeners: Vec<ListenerSpec>) -> String {
+        let mut state = lock(&self.shared.state);
+        let uuid = state.new_uuid();
+        let id = state.next_lbaas_id;
+        let mut balancer = LoadBalancer {
+            id,
+            uuid: uuid.clone(),
+            name: name.to_string(),
+            pending_polls: 0,
+            listeners: Vec::new(),
+        };
+        for spec in listeners {
+            let (listener_uuid, pool_uuid) = (state.new_uuid(), state.new_uuid());
+            balancer.listeners.push(Listener {
+                id: state.next_lbaas_id,
+                uuid: listener_uuid,
+                pool_uuid,
+                spec,
+            });
+        }
+        state.load_balancers.push(balancer);
+        uuid
+    }
+
+    /// The load balancers with their listeners as they are now.
+    pub fn load_balancers(&self) -> Vec<LoadBalancer> {
+        lock(&self.shared.state).load_balancers.clone()
+    }
+
+    /// One listener as it is now.
+    pub fn listener(&self, uuid: &str) -> Option<Listener> {
+        let state = lock(&self.shared.state);
+        (state.load_balancers.iter())
+            .flat_map(|b| b.listeners.iter())
+            .find(|l| l.uuid == uuid)
+            .cloned()
+    }
+
+    /// Fault: after each update, `getLoadBalancer` answers UPDATE_PENDING this many times
+    /// before ACTIVE.
+    pub fn set_pending_polls_after_update(&self, polls: usize) {
+        lock(&self.shared.state).pending_polls_after_update = polls;
+    }
+
+    /// Puts a load balancer into UPDATE_PENDING for this many reads, as if a change of
+    /// someone else's were applying.
+    pub fn set_pending_polls(&self, load_balancer_uuid: &str, polls: usize) {
+        let mut state = lock(&self.shared.state);
+        if let Some(b) = state
+            .load_balancers
+            .iter_mut()
+            .find(|b| b.uuid == load_balancer_uuid)
+        {
+            b.pending_polls = polls;
+        }
+    }
+
+    /// Every performed listener update, in order: what a test counts.
+    pub fn listener_updates(&self) -> Vec<ListenerUpdate> {
+        lock(&self.shared.state).listener_updates.clone()
     }
 
     /// Sets (or, with `None`, removes) the hook called after each successful

@@ -174,6 +174,11 @@ pub(crate) struct State {
     pub(crate) faults: FaultQueues,
     pub(crate) requests: Vec<RequestRecord>,
     pub(crate) resends: Vec<Resend>,
+    pub(crate) load_balancers: Vec<LoadBalancer>,
+    pub(crate) listener_updates: Vec<ListenerUpdate>,
+    /// How many `getLoadBalancer` answers say UPDATE_PENDING after each update.
+    pub(crate) pending_polls_after_update: usize,
+    pub(crate) next_lbaas_id: i64,
 }
 
 impl State {
@@ -188,6 +193,10 @@ impl State {
             faults: FaultQueues::default(),
             requests: Vec::new(),
             resends: Vec::new(),
+            load_balancers: Vec::new(),
+            listener_updates: Vec::new(),
+            pending_polls_after_update: 0,
+            next_lbaas_id: 70_001,
         }
     }
 
@@ -226,6 +235,91 @@ impl State {
     }
 }
 
+impl State {
+    /// A uuid of the shape the API gives (§7.2), unique in this portal.
+    pub(crate) fn new_uuid(&mut self) -> String {
+        let n = self.next_lbaas_id;
+        self.next_lbaas_id += 1;
+        format!("{n:08x}-4c1b-4f7e-9a2d-{:012x}", n * 7919)
+    }
+
+    /// The listeners that use a certificate of the store.
+    pub(crate) fn listeners_using(&self, certificate_id: i64) -> Vec<&Listener> {
+        (self.load_balancers.iter())
+            .flat_map(|b| b.listeners.iter())
+            .filter(|l| l.spec.tls_certificate_id == Some(certificate_id))
+            .collect()
+    }
+}
+
 pub(crate) fn status_id(name: &str) -> Option<i64> {
     STATUSES.iter().find(|s| s.1 == name).map(|s| s.0)
+}
+
+/// A listener to put on a load balancer (`SoftLayer_Network_LBaaS_Listener` with its
+/// `defaultPool`, docs/softlayer-api.md §7.2). Build one with [`ListenerSpec::https`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub protocol: String,
+    pub protocol_port: i64,
+    pub backend_protocol: String,
+    pub backend_port: i64,
+    /// "ROUNDROBIN", "WEIGHTED_RR" or "LEASTCONNECTION".
+    pub load_balancing_algorithm: String,
+    /// "SOURCE_IP", "HTTP_COOKIE" or none.
+    pub session_type: Option<String>,
+    pub connection_limit: Option<i64>,
+    pub client_timeout: Option<i64>,
+    pub server_timeout: Option<i64>,
+    pub tls_certificate_id: Option<i64>,
+}
+
+impl ListenerSpec {
+    /// HTTPS on 443 with `certificate`, to HTTP on 80, with settings that differ from the
+    /// defaults (so a client that drops them is caught).
+    pub fn https(certificate: i64) -> ListenerSpec {
+        ListenerSpec {
+            protocol: "HTTPS".into(),
+            protocol_port: 443,
+            backend_protocol: "HTTP".into(),
+            backend_port: 8080,
+            load_balancing_algorithm: "LEASTCONNECTION".into(),
+            session_type: Some("SOURCE_IP".into()),
+            connection_limit: Some(2000),
+            client_timeout: Some(120),
+            server_timeout: Some(240),
+            tls_certificate_id: Some(certificate),
+        }
+    }
+}
+
+/// A listener as the portal holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub id: i64,
+    pub uuid: String,
+    pub pool_uuid: String,
+    pub spec: ListenerSpec,
+}
+
+/// A load balancer (`SoftLayer_Network_LBaaS_LoadBalancer`, §7.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadBalancer {
+    pub id: i64,
+    pub uuid: String,
+    pub name: String,
+    /// ACTIVE, or UPDATE_PENDING while `pending_polls` answers are left.
+    pub pending_polls: usize,
+    pub listeners: Vec<Listener>,
+}
+
+/// One performed `updateLoadBalancerProtocols` configuration: the per-listener update log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerUpdate {
+    pub load_balancer_uuid: String,
+    /// The listener updated, or created when the configuration named none.
+    pub listener_uuid: String,
+    pub created: bool,
+    /// The configuration as sent.
+    pub configuration: serde_json::Value,
 }

@@ -78,6 +78,13 @@ pub(super) fn call(
         "deleteObject" => {
             let id = own_certificate(state, call)?;
             expect_parameters(call, 0)?;
+            if !state.listeners_using(id).is_empty() {
+                // SLDN: "You may not remove a certificate with associated services." (§7.1)
+                // CHOICE: the exception class and this exact message.
+                return Err(ApiError::public(
+                    "You may not remove a certificate with associated services.",
+                ));
+            }
             state.certificates.remove(&id);
             Ok(Answer::value(Value::Bool(true)))
         }
@@ -104,14 +111,24 @@ pub(super) fn call(
             pem.push('\n');
             Ok(Answer::value(Value::String(pem)))
         }
-        // No load balancers or other services in the local portal.
-        "getAssociatedServiceCount"
-        | "getLbaasListenerCount"
-        | "getLoadBalancerVirtualIpAddressCount" => {
+        // The local portal's only services are LBaaS listeners (§7.1).
+        "getAssociatedServiceCount" | "getLbaasListenerCount" => {
+            let id = own_certificate(state, call)?;
+            Ok(Answer::value(json!(state.listeners_using(id).len())))
+        }
+        "getLoadBalancerVirtualIpAddressCount" => {
             own_certificate(state, call)?;
             Ok(Answer::value(json!(0)))
         }
-        "getLbaasListeners" | "getLoadBalancerVirtualIpAddresses" => {
+        "getLbaasListeners" => {
+            let id = own_certificate(state, call)?;
+            expect_parameters(call, 0)?;
+            let items = (state.listeners_using(id).into_iter())
+                .map(|l| super::lbaas::listener_json(l, now))
+                .collect();
+            list_answer(items, None, call.query.limit)
+        }
+        "getLoadBalancerVirtualIpAddresses" => {
             own_certificate(state, call)?;
             list_answer(Vec::new(), None, call.query.limit)
         }

@@ -5,6 +5,7 @@ mod account;
 mod certificate;
 mod certificate_request;
 mod certificate_request_status;
+mod lbaas;
 
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, UtcOffset};
@@ -70,6 +71,26 @@ const UNIMPLEMENTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("SoftLayer_Account", &["getValidSecurityCertificateEntries"]),
+    (
+        "SoftLayer_Network_LBaaS_LoadBalancer",
+        &[
+            "cancelLoadBalancer",
+            "getListenerTimeSeriesData",
+            "getLoadBalancerMemberHealth",
+            "getLoadBalancerStatistics",
+            "updateLoadBalancer",
+            "updateSslCiphers",
+        ],
+    ),
+    (
+        "SoftLayer_Network_LBaaS_Listener",
+        &[
+            "deleteLoadBalancerProtocols",
+            "getObject",
+            "getL7Policies",
+            "getDefaultPool",
+        ],
+    ),
 ];
 
 pub(crate) fn dispatch(
@@ -84,6 +105,8 @@ pub(crate) fn dispatch(
         "SoftLayer_Security_Certificate_Request" => certificate_request::call(state, call, now),
         "SoftLayer_Security_Certificate_Request_Status" => certificate_request_status::call(call),
         "SoftLayer_Security_Certificate" => certificate::call(state, call, now),
+        "SoftLayer_Network_LBaaS_LoadBalancer" => lbaas::load_balancer_call(state, call, now),
+        "SoftLayer_Network_LBaaS_Listener" => lbaas::listener_call(state, call, now),
         _ => Err(ApiError::no_service()),
     }
     .map_err(|error| {
