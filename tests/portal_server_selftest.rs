@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use portal::{Account, Auth, Fault, LocalPortal, NewCertificate, OrderSpec};
+use portal::{Account, Auth, Fault, ListenerSpec, LocalPortal, NewCertificate, OrderSpec};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -2215,4 +2215,126 @@ fn reqwest_reuses_connections_and_sees_faults() {
         .json()
         .unwrap();
     assert_eq!(found.as_array().unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// LBaaS (docs/softlayer-api.md §7)
+// ---------------------------------------------------------------------------------------
+
+/// A portal with one certificate serving one HTTPS listener; (portal, account, certificate
+/// id, load balancer uuid, listener uuid).
+fn with_listener() -> (LocalPortal, Account, i64, String, String) {
+    let (portal, account) = start();
+    let p = pki("lb.example.com");
+    let id = create(
+        &portal,
+        &account,
+        template(&p.leaf_pem, &p.leaf_key_pem, Some(&p.intermediate_pem)),
+    )
+    .json()["id"]
+        .as_i64()
+        .unwrap();
+    let balancer = portal.add_load_balancer("web", vec![ListenerSpec::https(id)]);
+    let listener = portal.load_balancers()[0].listeners[0].uuid.clone();
+    (portal, account, id, balancer, listener)
+}
+
+#[test]
+fn a_certificate_lists_its_listeners_and_counts_them_as_services() {
+    let (portal, account, id, _, listener) = with_listener();
+    let listeners = send(
+        &portal,
+        Req::get(&format!(
+            "SoftLayer_Security_Certificate/{id}/getLbaasListeners.json"
+        ))
+        .auth(&account),
+    );
+    assert_eq!(listeners.status, 200);
+    let body = listeners.json();
+    assert_eq!(body[0]["uuid"], listener.as_str());
+    assert_eq!(body[0]["tlsCertificateId"], id);
+    assert_eq!(body[0]["defaultPool"]["protocolPort"], 8080);
+    let count = send(
+        &portal,
+        Req::get(&format!(
+            "SoftLayer_Security_Certificate/{id}/getAssociatedServiceCount.json"
+        ))
+        .auth(&account),
+    );
+    assert_eq!(count.json(), json!(1));
+    // deleteObject refuses a certificate in use (§7.1).
+    let delete = send(
+        &portal,
+        Req::get(&format!(
+            "SoftLayer_Security_Certificate/{id}/deleteObject.json"
+        ))
+        .auth(&account),
+    );
+    delete.assert_error(
+        500,
+        "SoftLayer_Exception_Public",
+        "You may not remove a certificate with associated services.",
+    );
+    assert_eq!(portal.certificates().len(), 1);
+}
+
+#[test]
+fn an_update_names_its_listener_or_creates_one_and_the_load_balancer_applies_it() {
+    let (portal, account, id, balancer, listener) = with_listener();
+    portal.set_pending_polls_after_update(2);
+    let update = |configuration: Value| {
+        send(
+            &portal,
+            Req::post(
+                "SoftLayer_Network_LBaaS_Listener/updateLoadBalancerProtocols.json",
+                json!({"parameters": [balancer, [configuration]]}),
+            )
+            .auth(&account),
+        )
+    };
+    let answer = update(
+        json!({"listenerUuid": listener, "frontendProtocol": "HTTPS",
+        "frontendPort": 443, "backendProtocol": "HTTP", "backendPort": 8080, "tlsCertificateId": id}),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.json());
+    let status = || {
+        send(
+            &portal,
+            Req::post(
+                "SoftLayer_Network_LBaaS_LoadBalancer/getLoadBalancer.json",
+                json!({"parameters": [balancer]}),
+            )
+            .auth(&account),
+        )
+        .json()["provisioningStatus"]
+            .clone()
+    };
+    // Another update while UPDATE_PENDING is refused.
+    let refused = update(json!({"listenerUuid": listener, "tlsCertificateId": id}));
+    assert_eq!(refused.status, 500);
+    assert_eq!(status(), "UPDATE_PENDING");
+    assert_eq!(status(), "UPDATE_PENDING");
+    assert_eq!(status(), "ACTIVE");
+    // Without a listenerUuid, a listener is created (§7.3).
+    let created = update(json!({"frontendProtocol": "HTTP", "frontendPort": 80,
+        "backendProtocol": "HTTP", "backendPort": 80}));
+    assert_eq!(created.status, 200);
+    assert_eq!(portal.load_balancers()[0].listeners.len(), 2);
+    let log = portal.listener_updates();
+    assert_eq!(log.len(), 2);
+    assert!(!log[0].created && log[1].created);
+    // An unknown load balancer.
+    let unknown = send(
+        &portal,
+        Req::post(
+            "SoftLayer_Network_LBaaS_LoadBalancer/getLoadBalancer.json",
+            json!({"parameters": ["no-such-uuid"]}),
+        )
+        .auth(&account),
+    );
+    unknown.assert_error_containing(
+        404,
+        "SoftLayer_Exception_Network_LBaaS_ObjectNotFound",
+        "no-such-uuid",
+    );
 }
