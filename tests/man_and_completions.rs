@@ -155,6 +155,7 @@ fn the_man_page_has_exit_status_files_and_every_command() {
         "poll",
         "resend-and-import",
         "deploy",
+        "replace",
         "completions",
         "man",
     ] {
