@@ -202,6 +202,17 @@ fn import_moves_the_listener_through_update_pending() {
     // A second run finds nothing left to do.
     f.import();
     assert_eq!(f.updates(), 1);
+    // `show` tells where the certificate is in use.
+    let shown = f.fulfill().args(["show", "1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains(&format!(
+            "in use:      {} of load balancer {}",
+            f.listener, f.load_balancer
+        )),
+        "{text}"
+    );
+    assert!(text.contains(": done"), "{text}");
 }
 
 #[test]

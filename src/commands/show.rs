@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use super::{Context, Report, days_left, parse_time, write_line};
 use crate::exit::{Exit, UsageError};
-use crate::store::{CertificateRow, SecretRow, Store};
+use crate::store::{CertificateRow, ReplacementRow, SecretRow, Store};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -45,10 +45,14 @@ impl ShowArgs {
             )?;
             return Ok(Exit::Done);
         }
+        // A database written by an older fulfill, read without migrating it, has no
+        // replacements table: nothing was moved then.
+        let listeners = store.replacements_for(row.id).unwrap_or_default();
         context.output.print(&ShowReport {
             days_left: parse_time(&row.not_after).map(|t| (t - context.now).whole_days()),
             secrets_manager: store.secret_of(row.id)?,
             row,
+            listeners,
             now: context.now,
         })?;
         Ok(Exit::Done)
@@ -63,6 +67,8 @@ struct ShowReport {
     days_left: Option<i64>,
     /// Its place in Secrets Manager (`secrets_manager`'s columns), if it has one.
     secrets_manager: Option<SecretRow>,
+    /// The load balancer listeners moved (or being moved) to it (`[portal] replace_in_use`).
+    listeners: Vec<ReplacementRow>,
     #[serde(skip)]
     now: OffsetDateTime,
 }
@@ -71,6 +77,18 @@ impl Report for ShowReport {
     fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         for (name, value) in self.fields() {
             write_line(out, &format!("{:<12} {value}", format!("{name}:")))?;
+        }
+        for l in &self.listeners {
+            let line = format!(
+                "{:<12} {} of load balancer {}: certificate {} -> {}: {}",
+                "in use:",
+                l.listener_uuid,
+                l.load_balancer_uuid,
+                l.old_portal_id,
+                l.new_portal_id,
+                l.state.as_str()
+            );
+            write_line(out, &line)?;
         }
         Ok(())
     }
