@@ -1,4 +1,4 @@
-//! The `replacements` tables (migration 6): which listeners move to which certificate, and
+//! The `replacements` tables (migration 7): which listeners move to which certificate, and
 //! where each move is. A row is written before anything is sent for it, and its state
 //! moves on only after the step it names: a run killed at any point leaves a state from
 //! which the next run can tell what is left to do (pipeline/replace.rs).
