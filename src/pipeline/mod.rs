@@ -5,6 +5,7 @@
 //! wait, import, upload, deploy.
 
 pub mod deploy;
+pub mod in_use;
 pub mod order_keys;
 pub mod pending;
 pub mod replace;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::in_use::ListenerLookup;
 use crate::portal::lbaas::{LoadBalancer, Provisioning};
 use crate::portal::types::StoredCertificate;
 use crate::portal::{Portal, PortalError, pem_der};
@@ -128,36 +129,28 @@ impl Replacer<'_> {
             return Ok(Vec::new());
         };
         let olds = self.portal.certificates_named(&certificate.common_name)?;
-        let mut listeners = Vec::new();
+        let mut lookup = ListenerLookup::new(self.portal);
+        let mut moves = Vec::new();
         for old in olds
             .iter()
             .filter(|old| is_replaced_by(old, new_id, certificate))
         {
-            for listener in self.portal.lbaas_listeners(old.id)? {
-                listeners.push((old.id, listener.uuid));
+            for (listener, balancer) in lookup.listeners(old.id)? {
+                let Some(load_balancer_uuid) = balancer else {
+                    log::warn!(
+                        "listener {}: on no load balancer of the account; left alone",
+                        listener.uuid
+                    );
+                    continue;
+                };
+                moves.push(NewReplacement {
+                    old_portal_id: old.id,
+                    listener_uuid: listener.uuid,
+                    load_balancer_uuid,
+                });
             }
         }
-        if listeners.is_empty() {
-            return Ok(Vec::new());
-        }
-        let balancers = self.portal.load_balancers()?;
-        Ok((listeners.into_iter())
-            .filter_map(|(old_portal_id, listener_uuid)| {
-                let balancer = balancers
-                    .iter()
-                    .find(|b| b.listener(&listener_uuid).is_some());
-                if balancer.is_none() {
-                    log::warn!(
-                        "listener {listener_uuid}: on no load balancer of the account; left alone"
-                    );
-                }
-                Some(NewReplacement {
-                    old_portal_id,
-                    load_balancer_uuid: balancer?.uuid.clone(),
-                    listener_uuid,
-                })
-            })
-            .collect())
+        Ok(moves)
     }
 
     /// Plans every certificate not planned yet, then goes on with every move not finished

@@ -82,6 +82,19 @@ pub struct ReplacementRow {
     pub updated_at: String,
 }
 
+impl ReplacementRow {
+    /// Where the move is, in the words `show` and `orders` use: a refused or failed send
+    /// leaves the row planned with its error, so that the next run tries again.
+    pub fn progress(&self) -> &'static str {
+        match self.state {
+            ReplaceState::Done => "moved",
+            ReplaceState::Skipped => "skipped",
+            ReplaceState::Planned if self.last_error.is_some() => "failed",
+            ReplaceState::Planned | ReplaceState::Sending | ReplaceState::Sent => "pending",
+        }
+    }
+}
+
 /// An old certificate whose listeners moved (`replaced_certificates`).
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplacedCertificate {
@@ -192,6 +205,19 @@ impl Store {
     /// Every listener move recorded for a certificate (by its row id).
     pub fn replacements_for(&self, certificate_id: i64) -> Result<Vec<ReplacementRow>, StoreError> {
         self.replacements_where("certificate_id = ?1", params![certificate_id])
+    }
+
+    /// Every listener move to or from a certificate: to its row, or to or from its id in
+    /// the portal's store (a certificate found there need not be recorded).
+    pub fn replacements_involving(
+        &self,
+        certificate_id: Option<i64>,
+        portal_id: Option<i64>,
+    ) -> Result<Vec<ReplacementRow>, StoreError> {
+        self.replacements_where(
+            "certificate_id = ?1 OR old_portal_id = ?2 OR new_portal_id = ?2",
+            params![certificate_id, portal_id],
+        )
     }
 
     /// Every listener move recorded.
