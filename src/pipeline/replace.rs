@@ -289,7 +289,8 @@ impl Replacer<'_> {
     /// of, or the run's wait is over.
     fn wait_active(&self, row: &ReplacementRow, deadline: Instant) -> Result<Waited, PortalError> {
         let started = Instant::now();
-        let mut _status = None;
+        // Shown from the first pending answer until the wait ends (dropped on return).
+        let mut status_line = None;
         loop {
             let balancer = match self.portal.load_balancer(&row.load_balancer_uuid) {
                 Ok(balancer) => balancer,
@@ -305,13 +306,10 @@ impl Replacer<'_> {
                     if Instant::now() + self.options.poll_interval > deadline {
                         return Ok(Waited::Pending(status));
                     }
-                    let what = format!("load balancer {} {status}", row.load_balancer_uuid);
-                    _status = Some(progress::waiting(
-                        &what,
-                        "polling",
-                        started,
-                        self.options.timeout,
-                    ));
+                    status_line.get_or_insert_with(|| {
+                        let what = format!("load balancer {} {status}", row.load_balancer_uuid);
+                        progress::waiting(&what, "polling", started, self.options.timeout)
+                    });
                     thread::sleep(self.options.poll_interval);
                 }
             }
