@@ -8,7 +8,9 @@ use time::OffsetDateTime;
 
 use super::{Context, Report, days_left, parse_time, write_line};
 use crate::exit::{Exit, UsageError};
-use crate::store::{CertificateRow, ReplacementRow, SecretRow, Store};
+use crate::pipeline::in_use::{Asking, InUse, ListenerLookup, LiveView, where_in_use};
+use crate::portal::Portal;
+use crate::store::{CertificateRow, SecretRow, Store};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -45,18 +47,34 @@ impl ShowArgs {
             )?;
             return Ok(Exit::Done);
         }
-        // A database written by an older fulfill, read without migrating it, has no
-        // replacements table: nothing was moved then.
-        let listeners = store.replacements_for(row.id).unwrap_or_default();
+        let in_use = in_use(context, &store, &row);
         context.output.print(&ShowReport {
             days_left: parse_time(&row.not_after).map(|t| (t - context.now).whole_days()),
             secrets_manager: store.secret_of(row.id)?,
             row,
-            listeners,
+            in_use,
             now: context.now,
         })?;
         Ok(Exit::Done)
     }
+}
+
+/// Where the certificate is in use: asked of the portal when it is configured and holds
+/// the certificate; a portal that cannot be reached leaves the recorded view (a warning).
+fn in_use(context: &Context, store: &Store, row: &CertificateRow) -> InUse {
+    let portal = match row.portal_certificate_id {
+        Some(_) => (context.settings.portal())
+            .map_err(anyhow::Error::from)
+            .and_then(|p| Ok(p.map(Portal::new).transpose()?)),
+        None => Ok(None),
+    };
+    let mut lookup = None;
+    let asking = match &portal {
+        Ok(Some(portal)) => Asking::Portal(lookup.insert(ListenerLookup::new(portal))),
+        Ok(None) => Asking::NotConfigured,
+        Err(e) => Asking::Unreachable(format!("{e:#}")),
+    };
+    where_in_use(asking, Some(store), Some(row.id), row.portal_certificate_id)
 }
 
 /// `--json`: every column, and `days_left` as `list --json` has it.
@@ -67,8 +85,8 @@ struct ShowReport {
     days_left: Option<i64>,
     /// Its place in Secrets Manager (`secrets_manager`'s columns), if it has one.
     secrets_manager: Option<SecretRow>,
-    /// The load balancer listeners moved (or being moved) to it (`[portal] replace_in_use`).
-    listeners: Vec<ReplacementRow>,
+    /// The listeners that use it: the portal's now, and those fulfill's moves recorded.
+    in_use: InUse,
     #[serde(skip)]
     now: OffsetDateTime,
 }
@@ -78,20 +96,45 @@ impl Report for ShowReport {
         for (name, value) in self.fields() {
             write_line(out, &format!("{:<12} {value}", format!("{name}:")))?;
         }
-        for l in &self.listeners {
-            let line = format!(
-                "{:<12} {} of load balancer {}: certificate {} -> {}: {}",
-                "in use:",
-                l.listener_uuid,
-                l.load_balancer_uuid,
-                l.old_portal_id,
-                l.new_portal_id,
-                l.state.as_str()
-            );
-            write_line(out, &line)?;
-        }
-        Ok(())
+        write_in_use(&self.in_use, out)
     }
+}
+
+/// One line per listener: "in use:" for those the portal names, "recorded:" for a move
+/// fulfill recorded of a listener the portal does not name (or was not asked about).
+fn write_in_use(in_use: &InUse, out: &mut dyn Write) -> io::Result<()> {
+    let label = |text: &str| format!("{text:<12} ");
+    match (in_use.live_view, &in_use.why) {
+        (LiveView::Unavailable, Some(why)) => {
+            write_line(out, &format!("{}{why}", label("in use:")))?
+        }
+        (LiveView::Portal, _) if in_use.live_count() == Some(0) => {
+            write_line(out, &format!("{}no listener", label("in use:")))?
+        }
+        _ => {}
+    }
+    for l in &in_use.listeners {
+        let mut line = format!(
+            "{}{} of load balancer {}",
+            label(if l.live { "in use:" } else { "recorded:" }),
+            l.listener_uuid,
+            l.load_balancer_uuid.as_deref().unwrap_or("(none found)")
+        );
+        if let (Some(protocol), Some(port)) = (&l.protocol, l.port) {
+            line.push_str(&format!(", {protocol}:{port}"));
+        }
+        if let Some(m) = &l.recorded_move {
+            line.push_str(&format!(
+                "; fulfill's move from certificate {} to {}: {}",
+                m.old_portal_id, m.new_portal_id, m.progress
+            ));
+            if let Some(error) = m.last_error.as_ref().filter(|_| m.progress != "moved") {
+                line.push_str(&format!(" ({error})"));
+            }
+        }
+        write_line(out, &line)?;
+    }
+    Ok(())
 }
 
 impl ShowReport {

@@ -45,7 +45,9 @@ impl<'a> ListenerLookup<'a> {
         };
         let found = (listeners.into_iter())
             .map(|listener| {
-                let balancer = balancers.iter().find(|b| b.listener(&listener.uuid).is_some());
+                let balancer = balancers
+                    .iter()
+                    .find(|b| b.listener(&listener.uuid).is_some());
                 let uuid = balancer.map(|b| b.uuid.clone());
                 (listener, uuid)
             })
@@ -94,37 +96,47 @@ impl RecordedMove {
 }
 
 /// Whether the portal was asked where a certificate is in use, and what came of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "live_view", content = "why", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LiveView {
     /// The listeners marked `live` are what the portal says now.
     Portal,
     /// Not asked: no portal is configured, or the certificate is not in its store.
-    NotAsked(&'static str),
+    NotAsked,
     /// The portal could not say; only fulfill's record is shown.
-    Unavailable(String),
+    Unavailable,
 }
 
 /// Where one certificate is in use, and how that is known.
 #[derive(Debug, Clone, Serialize)]
 pub struct InUse {
-    #[serde(flatten)]
-    pub view: LiveView,
+    pub live_view: LiveView,
+    /// Why the portal was not asked, or could not say.
+    pub why: Option<String>,
     pub listeners: Vec<ListenerInUse>,
 }
 
 impl InUse {
     /// How many listeners the portal says use it, when it was asked.
     pub fn live_count(&self) -> Option<usize> {
-        (self.view == LiveView::Portal).then(|| self.listeners.iter().filter(|l| l.live).count())
+        (self.live_view == LiveView::Portal)
+            .then(|| self.listeners.iter().filter(|l| l.live).count())
     }
+}
+
+/// How the portal can be asked.
+pub enum Asking<'l, 'p> {
+    Portal(&'l mut ListenerLookup<'p>),
+    NotConfigured,
+    /// No client could be made (its credentials command failed...): why.
+    Unreachable(String),
 }
 
 /// Where a certificate is in use: recorded (`certificate_id`), in the portal's store
 /// (`portal_id`), or both. The portal is asked only for a certificate with a portal id,
 /// and not again once it failed this run (one warning says so).
 pub fn where_in_use(
-    lookup: Option<&mut ListenerLookup<'_>>,
+    portal: Asking<'_, '_>,
     store: Option<&Store>,
     certificate_id: Option<i64>,
     portal_id: Option<i64>,
@@ -134,33 +146,44 @@ pub fn where_in_use(
     let recorded = (store.map(|s| s.replacements_involving(certificate_id, portal_id)))
         .and_then(Result::ok)
         .unwrap_or_default();
-    let (view, live) = match (lookup, portal_id) {
-        (_, None) => (LiveView::NotAsked("not in the portal's store"), None),
-        (None, _) => (LiveView::NotAsked("no portal configured"), None),
-        (Some(lookup), Some(portal_id)) => ask(lookup, portal_id),
+    let not_asked = |why: &str| (LiveView::NotAsked, Some(why.to_string()), None);
+    let (live_view, why, live) = match (portal, portal_id) {
+        (_, None) => not_asked("not in the portal's store"),
+        (Asking::NotConfigured, _) => not_asked("no portal configured"),
+        (Asking::Unreachable(why), _) => unavailable(why),
+        (Asking::Portal(lookup), Some(portal_id)) => ask(lookup, portal_id),
     };
     InUse {
-        view,
+        live_view,
+        why,
         listeners: join(live, &recorded),
     }
 }
 
-fn ask(
-    lookup: &mut ListenerLookup<'_>,
-    portal_id: i64,
-) -> (LiveView, Option<Vec<(Listener, Option<String>)>>) {
+type Asked = (
+    LiveView,
+    Option<String>,
+    Option<Vec<(Listener, Option<String>)>>,
+);
+
+fn ask(lookup: &mut ListenerLookup<'_>, portal_id: i64) -> Asked {
     if let Some(why) = &lookup.failed {
-        return (LiveView::Unavailable(why.clone()), None);
+        return (LiveView::Unavailable, Some(why.clone()), None);
     }
     match lookup.listeners(portal_id) {
-        Ok(live) => (LiveView::Portal, Some(live)),
+        Ok(live) => (LiveView::Portal, None, Some(live)),
         Err(e) => {
-            let why = format!("the portal cannot say where certificates are in use now: {e}");
-            log::warn!("{why}; showing what the database recorded");
-            lookup.failed = Some(why.clone());
-            (LiveView::Unavailable(why), None)
+            let asked = unavailable(e.to_string());
+            lookup.failed = asked.1.clone();
+            asked
         }
     }
+}
+
+fn unavailable(error: String) -> Asked {
+    let why = format!("the portal cannot say where certificates are in use now: {error}");
+    log::warn!("{why}; showing what the database recorded");
+    (LiveView::Unavailable, Some(why), None)
 }
 
 /// The live listeners, each with the last move recorded for it, then the moves recorded
@@ -182,7 +205,9 @@ fn join(
         })
         .collect();
     for row in recorded {
-        let shown = listeners.iter().any(|l| l.listener_uuid == row.listener_uuid);
+        let shown = listeners
+            .iter()
+            .any(|l| l.listener_uuid == row.listener_uuid);
         if !shown {
             let row = last_move(&row.listener_uuid).unwrap_or(row);
             listeners.push(ListenerInUse {
