@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Context, Report, Table, connect_portal};
 use crate::exit::Exit;
+use crate::pipeline::in_use::{Asking, InUse, ListenerLookup, where_in_use};
 use crate::pipeline::pending::{Assessed, Pendency, assess_orders};
 use crate::portal::types::SslOrder;
 use crate::store::{RunLock, Store, timestamp};
@@ -37,6 +38,9 @@ struct OrderLine {
     pending_reason: String,
     /// When the next resend is due, for a pending order that waits for it.
     next_resend: Option<String>,
+    /// The load balancer listeners that use its certificate (`null`: it has none in the
+    /// portal's store).
+    in_use: Option<InUse>,
 }
 
 impl OrdersArgs {
@@ -55,8 +59,13 @@ impl OrdersArgs {
             context.now,
         )?;
         link_orders(context, &orders, &assessed);
+        let mut lookup = ListenerLookup::new(&portal);
         let lines: Vec<OrderLine> = (orders.iter().zip(assessed))
             .map(|(order, assessed)| OrderLine {
+                in_use: (assessed.portal_certificate_id()).map(|portal_id| {
+                    let asking = Asking::Portal(&mut lookup);
+                    where_in_use(asking, store.as_ref(), assessed.recorded, Some(portal_id))
+                }),
                 id: order.id,
                 common_name: order.common_name.clone(),
                 status: assessed.status,
@@ -121,6 +130,7 @@ impl Report for OrdersReport {
             "MAILED TO",
             "IMPORTED",
             "PENDING",
+            "IN USE",
         ]);
         for line in &self.0 {
             table.row(vec![
@@ -137,9 +147,20 @@ impl Report for OrdersReport {
                     true => format!("yes: {}", line.pending_reason),
                     false => format!("no: {}", line.pending_reason),
                 },
+                in_use_cell(line.in_use.as_ref()),
             ]);
         }
         table.write(out)
+    }
+}
+
+/// How many listeners use the order's certificate: "-" when it is not in the portal's
+/// store, "?" when the portal could not say.
+fn in_use_cell(in_use: Option<&InUse>) -> String {
+    match in_use.map(InUse::live_count) {
+        None => "-".into(),
+        Some(None) => "?".into(),
+        Some(Some(count)) => count.to_string(),
     }
 }
 

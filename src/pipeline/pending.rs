@@ -159,8 +159,17 @@ pub struct Assessed {
     pub status: Option<String>,
     /// The certificate fulfill has recorded for it.
     pub recorded: Option<i64>,
+    /// The recorded certificate's id in the portal's store, once uploaded.
+    pub recorded_portal_id: Option<i64>,
     pub pendency: Pendency,
     pub in_portal: Option<StoredCertificate>,
+}
+
+impl Assessed {
+    /// The id in the portal's store of the order's certificate, recorded or found there.
+    pub fn portal_certificate_id(&self) -> Option<i64> {
+        (self.recorded_portal_id).or(self.in_portal.as_ref().map(|found| found.id))
+    }
 }
 
 /// Judges every order: the status names (read from the API when the mask did not bring
@@ -188,7 +197,8 @@ pub fn assess_orders(
             None => None,
         };
         let status = order.status_name(&statuses);
-        let recorded_id = recorded.for_order(order).map(|row| row.id);
+        let recorded_row = recorded.for_order(order);
+        let recorded_id = recorded_row.map(|row| row.id);
         let pendency = assess(
             order,
             status.as_deref(),
@@ -210,6 +220,7 @@ pub fn assess_orders(
         assessed.push(Assessed {
             status,
             recorded: recorded_id,
+            recorded_portal_id: recorded_row.and_then(|row| row.portal_certificate_id),
             pendency,
             in_portal,
         });
