@@ -29,6 +29,9 @@ struct Fixture {
     listener: String,
     /// The new certificate, its chain, as a file `import` reads; its key is in the keys dir.
     new_file: PathBuf,
+    /// The old certificate as a file `import` reads, and its key (not in the keys dir).
+    old_file: PathBuf,
+    old_key: PathBuf,
 }
 
 impl Fixture {
@@ -58,6 +61,10 @@ impl Fixture {
                 ..NewCertificate::default()
             })
             .expect("the old certificate is accepted");
+        let old_file = home.path().join("old.pem");
+        std::fs::write(&old_file, format!("{}{}", old.pem, issuing.pem)).unwrap();
+        let old_key = home.path().join("old.key");
+        std::fs::write(&old_key, old.key_pem()).unwrap();
         let load_balancer = portal.add_load_balancer("web", vec![ListenerSpec::https(old_id)]);
         let listener = portal.load_balancers()[0].listeners[0].uuid.clone();
         let new = pki::leaf(
@@ -92,6 +99,8 @@ impl Fixture {
             load_balancer,
             listener,
             new_file,
+            old_file,
+            old_key,
         }
     }
 
@@ -212,26 +221,13 @@ fn import_moves_the_listener_through_update_pending() {
         )),
         "{text}"
     );
-    assert!(text.contains(": done"), "{text}");
+    assert!(text.contains(": moved"), "{text}");
 }
 
 #[test]
 fn dry_run_prints_the_plan_and_changes_nothing() {
     let f = Fixture::new("");
-    // Record and upload without moving anything: replace_in_use off for this run.
-    let off = f.home.path().join("off.toml");
-    let text = std::fs::read_to_string(&f.config)
-        .unwrap()
-        .replace("replace_in_use = true", "");
-    std::fs::write(&off, text).unwrap();
-    (f.home.fulfill())
-        .arg("--config")
-        .arg(&off)
-        .args(["import", "--expect-name", NAME])
-        .arg(&f.new_file)
-        .assert()
-        .success();
-    assert_eq!(f.updates(), 0);
+    f.import_without_replacing();
     let new_id = f.new_id();
     let (code, out, err) = f.replace(&["--certificate", "1", "--dry-run"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
@@ -420,7 +416,224 @@ fn resend_and_import_moves_the_listener_waiting_through_update_pending() {
     let _ = &f.issuing;
 }
 
+/// `orders` tells where each order's certificate is in use, from the portal: one
+/// getLbaasListeners per order whose certificate is in the portal's store (recorded, or
+/// found there by its key), none for an order without one, the load balancers read once;
+/// with what fulfill recorded of its move.
+#[test]
+fn orders_tell_where_each_certificate_is_in_use() {
+    let f = Fixture::new("");
+    let old_order = f.portal.add_order(OrderSpec::new(NAME, &f.csr(&f.old_key)));
+    let new_order = (f.portal).add_order(OrderSpec::new(NAME, &f.csr(&f.keys().join("new.key"))));
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other_csr = pki::csr_pem(&other_key, Some("other.lb.example.com"), &[]);
+    let other = (f.portal).add_order(OrderSpec::new("other.lb.example.com", &other_csr));
+    f.import_without_replacing();
+    let (listeners_before, balancers_before) = (f.listener_calls(), f.balancer_calls());
+    let orders = f.orders();
+    assert_eq!(
+        f.listener_calls() - listeners_before,
+        2,
+        "one per certificate"
+    );
+    assert_eq!(f.balancer_calls() - balancers_before, 1);
+    let in_use = |id: i64| orders.iter().find(|o| o["id"] == id).unwrap()["in_use"].clone();
+    // The old certificate, found in the portal's store by its order's key, serves the
+    // listener: fulfill never touched it.
+    assert_eq!(
+        in_use(old_order),
+        serde_json::json!({"live_view": "portal", "why": null, "listeners": [
+            {"listener_uuid": f.listener, "load_balancer_uuid": f.load_balancer,
+             "protocol": "HTTPS", "port": 443, "live": true, "move": null}]})
+    );
+    assert_eq!(in_use(new_order)["listeners"], serde_json::json!([]));
+    assert_eq!(in_use(other), serde_json::Value::Null);
+    let text = f.fulfill().arg("orders").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("IN USE"), "{text}");
+    let (code, out, err) = f.replace(&["--certificate", "1"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let orders = f.orders();
+    let in_use = |id: i64| orders.iter().find(|o| o["id"] == id).unwrap()["in_use"].clone();
+    let moved = serde_json::json!({"old_portal_id": f.old_id, "new_portal_id": f.new_id(),
+        "state": "done", "progress": "moved", "last_error": null});
+    assert_eq!(
+        in_use(new_order)["listeners"],
+        serde_json::json!([{"listener_uuid": f.listener, "load_balancer_uuid": f.load_balancer,
+            "protocol": "HTTPS", "port": 443, "live": true, "move": moved}])
+    );
+    assert_eq!(
+        in_use(old_order)["listeners"],
+        serde_json::json!([{"listener_uuid": f.listener, "load_balancer_uuid": f.load_balancer,
+            "protocol": null, "port": null, "live": false, "move": moved}])
+    );
+}
+
+/// `show` prints where a certificate is in use: the portal's listeners (one fulfill never
+/// touched, and one it moved, with the move's state), the moves recorded of listeners the
+/// portal no longer names; a portal that cannot be reached or is not configured leaves
+/// the recorded view, and never a failure.
+#[test]
+fn show_tells_where_a_certificate_is_in_use() {
+    let f = Fixture::new("");
+    std::fs::copy(&f.old_key, f.keys().join("old.key")).unwrap();
+    (f.fulfill())
+        .args(["import", "--expect-name", NAME])
+        .arg(&f.old_file)
+        .assert()
+        .success();
+    let (text, json) = f.show(&f.config, "1");
+    let untouched = format!(
+        "in use:      {} of load balancer {}, HTTPS:443\n",
+        f.listener, f.load_balancer
+    );
+    assert!(text.contains(&untouched), "{text}");
+    assert_eq!(json["portal_certificate_id"], f.old_id);
+    assert_eq!(json["in_use"]["live_view"], "portal");
+    assert_eq!(
+        json["in_use"]["listeners"][0]["move"],
+        serde_json::Value::Null
+    );
+    let (code, results, stderr) = f.import();
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    let moved = format!(
+        "{} of load balancer {}, HTTPS:443; fulfill's move from certificate {} to {}: moved",
+        f.listener,
+        f.load_balancer,
+        f.old_id,
+        f.new_id()
+    );
+    let (text, json) = f.show(&f.config, "2");
+    assert!(text.contains(&format!("in use:      {moved}")), "{text}");
+    assert_eq!(json["in_use"]["listeners"][0]["live"], true);
+    let (text, _) = f.show(&f.config, "1");
+    assert!(text.contains("in use:      no listener"), "{text}");
+    let recorded = format!(
+        "recorded:    {} of load balancer {}; fulfill's move from certificate {} to {}: moved",
+        f.listener,
+        f.load_balancer,
+        f.old_id,
+        f.new_id()
+    );
+    assert!(text.contains(&recorded), "{text}");
+    // A portal that cannot be reached: a warning, and what the database knows.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_endpoint = format!("http://{}/rest/v3.1/", closed.local_addr().unwrap());
+    drop(closed);
+    let config = std::fs::read_to_string(&f.config).unwrap();
+    let unreachable = f.home.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        config.replace(&f.portal.endpoint(), &closed_endpoint),
+    )
+    .unwrap();
+    let output = (f.home.fulfill())
+        .arg("--config")
+        .arg(&unreachable)
+        .args(["show", "2"])
+        .output()
+        .unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}\n{err}");
+    assert!(
+        err.contains("cannot say where certificates are in use"),
+        "{err}"
+    );
+    assert!(
+        text.contains(&recorded.replace(", HTTPS:443", "")),
+        "{text}"
+    );
+    let (_, json) = f.show(&unreachable, "2");
+    assert_eq!(json["in_use"]["live_view"], "unavailable");
+    // No portal configured: the recorded view only, without a warning.
+    let no_portal = f.home.path().join("no-portal.toml");
+    let keys_onward = &config[config.find("[keys]").unwrap()..];
+    std::fs::write(&no_portal, keys_onward).unwrap();
+    let output = (f.home.fulfill())
+        .arg("--config")
+        .arg(&no_portal)
+        .args(["show", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains(&recorded), "{text}");
+    assert!(!text.contains("in use:"), "{text}");
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (_, json) = f.show(&no_portal, "2");
+    assert_eq!(json["in_use"]["live_view"], "not_asked");
+    assert_eq!(json["in_use"]["listeners"][0]["move"]["progress"], "moved");
+}
+
 impl Fixture {
+    fn keys(&self) -> PathBuf {
+        self.home.path().join("keys")
+    }
+
+    /// A CSR for NAME with the key in `key_file`.
+    fn csr(&self, key_file: &std::path::Path) -> String {
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(key_file).unwrap()).unwrap();
+        pki::csr_pem(&key, Some(NAME), &[NAME])
+    }
+
+    /// Records and uploads the new certificate with replace_in_use off: nothing moves.
+    fn import_without_replacing(&self) {
+        let off = self.home.path().join("off.toml");
+        let text = std::fs::read_to_string(&self.config)
+            .unwrap()
+            .replace("replace_in_use = true", "");
+        std::fs::write(&off, text).unwrap();
+        (self.home.fulfill())
+            .arg("--config")
+            .arg(&off)
+            .args(["import", "--expect-name", NAME])
+            .arg(&self.new_file)
+            .assert()
+            .success();
+        assert_eq!(self.updates(), 0);
+    }
+
+    /// `fulfill --json orders`.
+    fn orders(&self) -> Vec<serde_json::Value> {
+        let output = self.fulfill().args(["--json", "orders"]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0));
+        let serde_json::Value::Array(orders) = stdout_json(&output) else {
+            panic!("orders --json is not a list");
+        };
+        orders
+    }
+
+    /// `fulfill show ID` with this config: its text, and its `--json`.
+    fn show(&self, config: &std::path::Path, id: &str) -> (String, serde_json::Value) {
+        let run = |json: bool| {
+            let mut cmd = self.home.fulfill();
+            cmd.arg("--config").arg(config);
+            if json {
+                cmd.arg("--json");
+            }
+            let output = cmd.args(["show", id]).output().unwrap();
+            assert_eq!(output.status.code(), Some(0));
+            output
+        };
+        let text = String::from_utf8_lossy(&run(false).stdout).into_owned();
+        (text, stdout_json(&run(true)))
+    }
+
+    fn listener_calls(&self) -> usize {
+        self.portal.calls("getLbaasListeners")
+    }
+
+    fn balancer_calls(&self) -> usize {
+        (self.portal).calls("SoftLayer_Network_LBaaS_LoadBalancer::getAllObjects")
+    }
+
     fn with_timeout(self, timeout: &str) -> Fixture {
         let text = std::fs::read_to_string(&self.config).unwrap();
         let text = text.replace(
