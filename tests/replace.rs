@@ -429,14 +429,14 @@ fn orders_tell_where_each_certificate_is_in_use() {
     let other_csr = pki::csr_pem(&other_key, Some("other.lb.example.com"), &[]);
     let other = (f.portal).add_order(OrderSpec::new("other.lb.example.com", &other_csr));
     f.import_without_replacing();
+    // A second load balancer already serves the new certificate.
+    let api = (f.portal).add_load_balancer("api", vec![ListenerSpec::https(f.new_id())]);
+    let api_listener = f.portal.load_balancers()[1].listeners[0].uuid.clone();
     let (listeners_before, balancers_before) = (f.listener_calls(), f.balancer_calls());
     let orders = f.orders();
-    assert_eq!(
-        f.listener_calls() - listeners_before,
-        2,
-        "one per certificate"
-    );
-    assert_eq!(f.balancer_calls() - balancers_before, 1);
+    let listener_calls = f.listener_calls() - listeners_before;
+    assert_eq!(listener_calls, 2, "one per certificate");
+    assert_eq!(f.balancer_calls() - balancers_before, 1, "once per run");
     let in_use = |id: i64| orders.iter().find(|o| o["id"] == id).unwrap()["in_use"].clone();
     // The old certificate, found in the portal's store by its order's key, serves the
     // listener: fulfill never touched it.
@@ -446,11 +446,28 @@ fn orders_tell_where_each_certificate_is_in_use() {
             {"listener_uuid": f.listener, "load_balancer_uuid": f.load_balancer,
              "protocol": "HTTPS", "port": 443, "live": true, "move": null}]})
     );
-    assert_eq!(in_use(new_order)["listeners"], serde_json::json!([]));
+    let api_in_use = serde_json::json!({"listener_uuid": api_listener, "load_balancer_uuid": api,
+        "protocol": "HTTPS", "port": 443, "live": true, "move": null});
+    assert_eq!(
+        in_use(new_order)["listeners"],
+        serde_json::json!([api_in_use])
+    );
     assert_eq!(in_use(other), serde_json::Value::Null);
     let text = f.fulfill().arg("orders").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("IN USE"), "{text}");
+    let count_of = |id: i64| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&id.to_string()))
+            .unwrap();
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    assert!(text.lines().next().unwrap().ends_with("IN USE"), "{text}");
+    assert_eq!(
+        [count_of(old_order), count_of(new_order), count_of(other)],
+        ["1", "1", "-"],
+        "{text}"
+    );
     let (code, out, err) = f.replace(&["--certificate", "1"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
     let orders = f.orders();
@@ -460,7 +477,7 @@ fn orders_tell_where_each_certificate_is_in_use() {
     assert_eq!(
         in_use(new_order)["listeners"],
         serde_json::json!([{"listener_uuid": f.listener, "load_balancer_uuid": f.load_balancer,
-            "protocol": "HTTPS", "port": 443, "live": true, "move": moved}])
+            "protocol": "HTTPS", "port": 443, "live": true, "move": moved}, api_in_use])
     );
     assert_eq!(
         in_use(old_order)["listeners"],
