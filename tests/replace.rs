@@ -544,17 +544,7 @@ fn show_tells_where_a_certificate_is_in_use() {
         config.replace(&f.portal.endpoint(), &closed_endpoint),
     )
     .unwrap();
-    let output = (f.home.fulfill())
-        .arg("--config")
-        .arg(&unreachable)
-        .args(["show", "2"])
-        .output()
-        .unwrap();
-    let (text, err) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert_eq!(output.status.code(), Some(0), "{text}\n{err}");
+    let (text, err, json) = f.show_with_stderr(&unreachable, "2");
     assert!(
         err.contains("cannot say where certificates are in use"),
         "{err}"
@@ -563,28 +553,15 @@ fn show_tells_where_a_certificate_is_in_use() {
         text.contains(&recorded.replace(", HTTPS:443", "")),
         "{text}"
     );
-    let (_, json) = f.show(&unreachable, "2");
     assert_eq!(json["in_use"]["live_view"], "unavailable");
     // No portal configured: the recorded view only, without a warning.
     let no_portal = f.home.path().join("no-portal.toml");
     let keys_onward = &config[config.find("[keys]").unwrap()..];
     std::fs::write(&no_portal, keys_onward).unwrap();
-    let output = (f.home.fulfill())
-        .arg("--config")
-        .arg(&no_portal)
-        .args(["show", "2"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{text}");
+    let (text, err, json) = f.show_with_stderr(&no_portal, "2");
     assert!(text.contains(&recorded), "{text}");
     assert!(!text.contains("in use:"), "{text}");
-    assert!(
-        output.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let (_, json) = f.show(&no_portal, "2");
+    assert!(err.is_empty(), "{err}");
     assert_eq!(json["in_use"]["live_view"], "not_asked");
     assert_eq!(json["in_use"]["listeners"][0]["move"]["progress"], "moved");
 }
@@ -627,8 +604,18 @@ impl Fixture {
         orders
     }
 
-    /// `fulfill show ID` with this config: its text, and its `--json`.
+    /// `fulfill show ID` with this config, which must exit 0: its text, and its `--json`.
     fn show(&self, config: &std::path::Path, id: &str) -> (String, serde_json::Value) {
+        let (text, _, json) = self.show_with_stderr(config, id);
+        (text, json)
+    }
+
+    /// [`Fixture::show`], and what the text run wrote on stderr.
+    fn show_with_stderr(
+        &self,
+        config: &std::path::Path,
+        id: &str,
+    ) -> (String, String, serde_json::Value) {
         let run = |json: bool| {
             let mut cmd = self.home.fulfill();
             cmd.arg("--config").arg(config);
@@ -636,11 +623,13 @@ impl Fixture {
                 cmd.arg("--json");
             }
             let output = cmd.args(["show", id]).output().unwrap();
-            assert_eq!(output.status.code(), Some(0));
-            output
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let (out, err) = (text(&output.stdout), text(&output.stderr));
+            assert_eq!(output.status.code(), Some(0), "{out}\n{err}");
+            (output, out, err)
         };
-        let text = String::from_utf8_lossy(&run(false).stdout).into_owned();
-        (text, stdout_json(&run(true)))
+        let (_, text, err) = run(false);
+        (text, err, stdout_json(&run(true).0))
     }
 
     fn listener_calls(&self) -> usize {
