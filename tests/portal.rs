@@ -99,8 +99,8 @@ fn orders_lists_the_account_orders_and_what_was_imported() {
     );
     assert!(
         (text.lines().nth(1).unwrap().trim_end())
-            .ends_with("no        yes: issued, no certificate yet; a resend is due"),
-        "not imported, and pending: {text}"
+            .ends_with("no        yes: issued, no certificate yet; a resend is due  -"),
+        "not imported, pending, and no certificate in use: {text}"
     );
 
     s.import_alpha().assert().success();
