@@ -486,6 +486,32 @@ fn orders_tell_where_each_certificate_is_in_use() {
     );
 }
 
+/// A portal that cannot say which listeners use a certificate does not make `orders` fail:
+/// "?" in the column, one warning, and it is not asked again in the run.
+#[test]
+fn orders_goes_on_when_the_portal_cannot_say_where_certificates_are_in_use() {
+    let f = Fixture::new("");
+    let old_order = f.portal.add_order(OrderSpec::new(NAME, &f.csr(&f.old_key)));
+    let new_order = (f.portal).add_order(OrderSpec::new(NAME, &f.csr(&f.keys().join("new.key"))));
+    f.import_without_replacing();
+    f.portal
+        .inject("getLbaasListeners", Fault::InternalError, 1000);
+    let output = f.fulfill().arg("orders").output().unwrap();
+    let (text, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(0), "{text}\n{err}");
+    for order in [old_order, new_order] {
+        let line = text.lines().find(|l| l.starts_with(&order.to_string()));
+        assert!(line.unwrap().ends_with(" ?"), "{text}");
+    }
+    let warnings = err
+        .matches("cannot say where certificates are in use")
+        .count();
+    assert_eq!(warnings, 1, "{err}");
+}
+
 /// `show` prints where a certificate is in use: the portal's listeners (one fulfill never
 /// touched, and one it moved, with the move's state), the moves recorded of listeners the
 /// portal no longer names; a portal that cannot be reached or is not configured leaves
