@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 
 use super::{Report, Table, days_left, write_line};
 use crate::pipeline::deploy::Deployment;
-use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::pipeline::replace::Replacements;
+use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the

@@ -30,10 +30,10 @@ use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
 use crate::pipeline;
 use crate::pipeline::deploy::{DeployHook, Deployer, Deployment};
-use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
-use crate::secrets_manager::SecretsManager;
 use crate::pipeline::replace::{ReplaceOptions, Replacements, Replacer};
+use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::portal::Portal;
+use crate::secrets_manager::SecretsManager;
 use crate::store::{RunLock, Store};
 
 /// What every command runs with, resolved once before any work starts.

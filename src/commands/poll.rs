@@ -10,9 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::import_report::{
-    ImportReport, write_deployments, write_replacements, write_secrets,
-};
+use super::import_report::{ImportReport, write_deployments, write_replacements, write_secrets};
 use super::{
     Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
     lock_for_writing, open_store, replace_allowance, replace_in_use, start_watchdog,
@@ -21,8 +19,8 @@ use super::{
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
 use crate::pipeline::deploy::Deployment;
-use crate::pipeline::secrets_manager::SecretImport;
 use crate::pipeline::replace::Replacements;
+use crate::pipeline::secrets_manager::SecretImport;
 use crate::pipeline::{
     self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
 };

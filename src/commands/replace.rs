@@ -3,7 +3,6 @@
 //! `[portal] replace_in_use` does after every upload (pipeline/replace.rs).
 
 use std::io::{self, Write};
-use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -15,8 +14,7 @@ use super::{
     with_replacements, write_line,
 };
 use crate::exit::{Exit, UsageError};
-use crate::pipeline::replace::{ListenerMove, MoveOutcome, Replacements, Replacer};
-use crate::store::{CertificateRow, Store};
+use crate::pipeline::replace::{Replacements, Replacer};
 
 #[derive(Debug, Args)]
 pub struct ReplaceArgs {
@@ -55,8 +53,10 @@ impl ReplaceArgs {
             options: replace_options(settings),
         };
         let replaced = match self.dry_run {
-            true => plan_only(&replacer, &row)?,
-            false => replace(&replacer, &store, &row, context)?,
+            true => (replacer.dry_run(&row)).with_context(|| {
+                format!("certificate #{}: looking for the listeners to move", row.id)
+            })?,
+            false => replacer.replace_one(&store, &row, context.now)?,
         };
         context.output.print(&ReplaceReport(&replaced))?;
         Ok(with_replacements(Exit::Done, &replaced))
@@ -69,51 +69,6 @@ impl ReplaceArgs {
             context.settings.database.display()
         ))
     }
-}
-
-/// The listeners that would move, read from the portal; nothing is written.
-fn plan_only(replacer: &Replacer<'_>, row: &CertificateRow) -> anyhow::Result<Replacements> {
-    let new_portal_id = row.portal_certificate_id.unwrap_or_default();
-    let moves = (replacer.plan(row))
-        .with_context(|| format!("certificate #{}: looking for the listeners to move", row.id))?;
-    let listeners = (moves.into_iter())
-        .map(|m| ListenerMove {
-            certificate_id: row.id,
-            listener_uuid: m.listener_uuid,
-            load_balancer_uuid: m.load_balancer_uuid,
-            old_portal_id: m.old_portal_id,
-            new_portal_id,
-            outcome: MoveOutcome::WouldMove,
-            detail: None,
-        })
-        .collect();
-    Ok(Replacements {
-        listeners,
-        ..Replacements::default()
-    })
-}
-
-/// Plans again (listeners attached since the last plan are added), then finishes every
-/// move of this certificate, then deletes what `delete_replaced` may.
-fn replace(
-    replacer: &Replacer<'_>,
-    store: &Store,
-    row: &CertificateRow,
-    context: &Context,
-) -> anyhow::Result<Replacements> {
-    let mut replaced = Replacements::default();
-    if let Err(e) = replacer.record_plan(store, row, context.now) {
-        replaced.errors.push(e);
-    }
-    let deadline = Instant::now() + replacer.options.timeout;
-    for move_row in store.replacements_for(row.id)? {
-        if !move_row.state.is_finished() {
-            let done = replacer.settle(store, move_row, deadline, context.now)?;
-            replaced.listeners.push(done);
-        }
-    }
-    replaced.retired = replacer.retire(store, context.now)?;
-    Ok(replaced)
 }
 
 #[derive(Serialize)]

@@ -170,6 +170,49 @@ impl Replacer<'_> {
         Ok(done)
     }
 
+    /// `fulfill replace`: plans `certificate` again (listeners attached since the last plan
+    /// are added), finishes each of its moves, then deletes what `delete_replaced` may.
+    pub fn replace_one(
+        &self,
+        store: &Store,
+        certificate: &CertificateRow,
+        now: OffsetDateTime,
+    ) -> anyhow::Result<Replacements> {
+        let mut done = Replacements::default();
+        if let Err(e) = self.record_plan(store, certificate, now) {
+            done.errors.push(e);
+        }
+        let deadline = Instant::now() + self.options.timeout;
+        for row in store.replacements_for(certificate.id)? {
+            if !row.state.is_finished() {
+                done.listeners.push(self.settle(store, row, deadline, now)?);
+            }
+        }
+        done.retired = self.retire(store, now)?;
+        Ok(done)
+    }
+
+    /// `fulfill replace --dry-run`: the listeners that would move, read from the portal;
+    /// nothing is written.
+    pub fn dry_run(&self, certificate: &CertificateRow) -> Result<Replacements, PortalError> {
+        let new_portal_id = certificate.portal_certificate_id.unwrap_or_default();
+        let listeners = (self.plan(certificate)?.into_iter())
+            .map(|m| ListenerMove {
+                certificate_id: certificate.id,
+                listener_uuid: m.listener_uuid,
+                load_balancer_uuid: m.load_balancer_uuid,
+                old_portal_id: m.old_portal_id,
+                new_portal_id,
+                outcome: MoveOutcome::WouldMove,
+                detail: None,
+            })
+            .collect();
+        Ok(Replacements {
+            listeners,
+            ..Replacements::default()
+        })
+    }
+
     /// Plans and records one certificate's moves; an error says which certificate.
     pub fn record_plan(
         &self,
