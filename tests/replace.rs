@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::dovecot::{deliver_when_idle, dovecot_or_skip};
 use support::portal::{Account, Fault, ListenerSpec, LocalPortal, NewCertificate, OrderSpec};
+use support::secrets_manager::{API_KEY as SM_API_KEY, LocalSecretsManager};
 use support::{Home, open_db, stdout_json};
 
 const NAME: &str = "www.lb.example.com";
@@ -355,13 +356,17 @@ fn delete_replaced_removes_the_old_certificate_once_unused() {
 }
 
 /// The issue's end-to-end case: resend-and-import with Dovecot moves the listener.
+/// The whole of issue 13 in one cron run: with both stores configured, `resend-and-import`
+/// imports the mailed certificate, uploads it, moves the listener (waiting through
+/// UPDATE_PENDING) and creates its Secrets Manager secret, once each.
 #[test]
-fn resend_and_import_moves_the_listener_waiting_through_update_pending() {
+fn resend_and_import_moves_the_listener_and_creates_the_secret() {
     let Some(dovecot) = dovecot_or_skip() else {
         return;
     };
     let dovecot = Arc::new(dovecot);
-    let f = Fixture::new("");
+    let sm = LocalSecretsManager::start();
+    let f = Fixture::new(&sm.config_section());
     let key_pem = std::fs::read_to_string(f.home.path().join("keys/new.key")).unwrap();
     let key = rcgen::KeyPair::from_pem(&key_pem).unwrap();
     let csr = pki::csr_pem(&key, Some(NAME), &[NAME]);
@@ -396,6 +401,7 @@ fn resend_and_import_moves_the_listener_waiting_through_update_pending() {
     std::fs::write(&f.config, config).unwrap();
     f.portal.set_pending_polls_after_update(4);
     let output = (f.fulfill())
+        .env("IBMCLOUD_API_KEY", SM_API_KEY)
         .args([
             "--json",
             "resend-and-import",
@@ -413,6 +419,10 @@ fn resend_and_import_moves_the_listener_waiting_through_update_pending() {
     assert_eq!(results[0]["listeners"][0]["outcome"], "moved");
     assert_eq!(f.named_certificate(), Some(f.new_id()));
     assert_eq!(f.updates(), 1);
+    let secret = results[0]["secrets_manager"].as_str().unwrap_or_default();
+    assert!(secret.ends_with("version 1: secret created"), "{secret}");
+    let sha256 = results[0]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sm.versions(NAME), vec![sha256]);
     let _ = &f.issuing;
 }
 
