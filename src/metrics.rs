@@ -132,6 +132,10 @@ fn secrets_manager(out: &mut String, snapshot: &Snapshot) {
                     ("sha256", certificate.sha256.clone()),
                     ("secret_name", s.secret_name.clone()),
                     ("secret_id", s.secret_id.clone().unwrap_or_default()),
+                    (
+                        "version_id",
+                        s.secret_version_id.clone().unwrap_or_default(),
+                    ),
                 ];
                 Some((labels, s.secret_version.unwrap_or(0)))
             }),

@@ -241,7 +241,8 @@ fn the_secrets_manager_version_of_each_certificate_is_a_metric() {
             "fulfill_certificate_secrets_manager_version",
             &[
                 ("secret_id", secret.id.as_str()),
-                ("secret_name", secret.name.as_str())
+                ("secret_name", secret.name.as_str()),
+                ("version_id", secret.versions[0].id.as_str()),
             ]
         ),
         Some(1.0)

@@ -109,6 +109,27 @@ impl Fixture {
             .unwrap()
     }
 
+    /// `secrets_manager.secret_version_id` of each row, by certificate.
+    fn version_ids(&self) -> Vec<Option<String>> {
+        let db = open_db(&self.home.default_db());
+        let mut statement = db
+            .prepare("SELECT secret_version_id FROM secrets_manager ORDER BY certificate_id")
+            .unwrap();
+        statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The ids of the versions of the secret named `name`, oldest first.
+    fn stored_version_ids(&self, name: &str) -> Vec<Option<String>> {
+        (self.sm.secrets().into_iter())
+            .filter(|s| s.name == name)
+            .flat_map(|s| s.versions.into_iter().map(|v| Some(v.id)))
+            .collect()
+    }
+
     fn creates(&self) -> usize {
         self.sm.calls("POST", "/api/v2/secrets")
     }
@@ -142,12 +163,16 @@ fn the_first_certificate_creates_a_secret_and_a_renewal_adds_a_version() {
         vec![first.sha256.clone(), renewal.sha256.clone()]
     );
     assert_eq!(fixture.sm.secrets().len(), 1);
+    let summary = json[0]["secrets_manager"].as_str().unwrap_or_default();
+    let version_id = &fixture.sm.secrets()[0].versions[1].id;
     assert!(
-        (json[0]["secrets_manager"].as_str().unwrap_or_default())
-            .contains("version 2: version added"),
+        summary.contains(&format!("version 2 ({version_id}): version added")),
         "{json}"
     );
     assert_eq!(fixture.rows()[1].3, Some(2));
+    // Each row names its own version: the first from the `current` alias after the
+    // create, the renewal from the new version's answer.
+    assert_eq!(fixture.version_ids(), fixture.stored_version_ids(NAME));
 
     // The same certificates again: nothing is sent.
     let writes = fixture.creates()
@@ -271,6 +296,8 @@ fn a_lost_answer_after_the_create_makes_no_second_secret_or_version() {
         vec![first.sha256, renewal.sha256]
     );
     assert_eq!(fixture.rows()[1].1, "stored");
+    // Both answers were lost: each version's id comes from the re-read.
+    assert_eq!(fixture.version_ids(), fixture.stored_version_ids(NAME));
 }
 
 #[test]
@@ -385,7 +412,15 @@ fn show_and_list_name_the_secret() {
     let list = stdout_json(&list);
     assert_eq!(list[0]["secrets_manager"]["secret_id"], id.as_str());
     assert_eq!(list[0]["secrets_manager"]["secret_version"], 1);
+    let version_id = fixture.sm.secrets()[0].versions[0].id.clone();
+    assert_eq!(
+        list[0]["secrets_manager"]["secret_version_id"],
+        version_id.as_str()
+    );
     let show = fixture.fulfill().args(["show", "1"]).output().unwrap();
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains(&id) && text.contains(NAME), "{text}");
+    assert!(
+        text.contains(&id) && text.contains(NAME) && text.contains(&version_id),
+        "{text}"
+    );
 }

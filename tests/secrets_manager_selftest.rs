@@ -186,6 +186,30 @@ fn imports_are_checked_names_are_unique_and_versions_add_up() {
         "the current version's"
     );
     assert_eq!(sm.versions("a.example.com").len(), 2);
+
+    // §4a: the versions by alias and by id, metadata only.
+    let version_id = body["id"].as_str().unwrap();
+    assert_eq!(body["alias"], "current", "{body}");
+    let metadata = |version: &str| {
+        call(
+            &client,
+            &sm,
+            reqwest::Method::GET,
+            &format!("/api/v2/secrets/{id}/versions/{version}/metadata"),
+            &access,
+            None,
+        )
+    };
+    let (status, current) = metadata("current");
+    assert_eq!(status, 200, "{current}");
+    assert_eq!(current["id"], version_id);
+    assert_eq!(current["secret_id"], id);
+    assert!(current.get("private_key").is_none() && current.get("certificate").is_none());
+    let (_, previous) = metadata("previous");
+    assert_eq!(previous["alias"], "previous");
+    assert_eq!(previous["id"], sm.secrets()[0].versions[0].id.as_str());
+    assert_eq!(metadata(version_id).1["alias"], "current");
+    assert_eq!(metadata("no-such-version").0, 404);
 }
 
 #[test]

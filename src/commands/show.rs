@@ -148,6 +148,9 @@ impl ShowReport {
         if let Some(version) = secret.secret_version {
             text.push_str(&format!(" version {version}"));
         }
+        if let Some(version_id) = &secret.secret_version_id {
+            text.push_str(&format!(" ({version_id})"));
+        }
         text.push_str(&format!(", {}", secret.state));
         if let Some(error) = &secret.last_error {
             text.push_str(&format!(": {error}"));

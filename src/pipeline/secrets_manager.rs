@@ -20,7 +20,7 @@ use crate::portal::pem_sha256;
 use crate::secret::Secret;
 use crate::secrets_manager::types::{CertificateData, NewSecret, secret_name};
 use crate::secrets_manager::{SecretsManager, SecretsManagerError};
-use crate::store::{CertificateRow, SecretState, Store};
+use crate::store::{CertificateRow, SecretPlace, SecretState, Store};
 use crate::validate::KnownKey;
 
 /// What was done for one certificate: `--json` prints these.
@@ -33,6 +33,8 @@ pub struct SecretImport {
     pub outcome: SecretOutcome,
     pub secret_id: Option<String>,
     pub secret_version: Option<i64>,
+    /// The version's own id (docs/secrets-manager.md §4).
+    pub secret_version_id: Option<String>,
     pub error: Option<String>,
 }
 
@@ -74,6 +76,9 @@ impl SecretImport {
         if let Some(version) = self.secret_version {
             line.push_str(&format!(" version {version}"));
         }
+        if let Some(version_id) = &self.secret_version_id {
+            line.push_str(&format!(" ({version_id})"));
+        }
         line.push_str(&format!(": {}", self.outcome.words()));
         if let Some(error) = &self.error {
             line.push_str(&format!(": {error}"));
@@ -90,6 +95,7 @@ impl SecretImport {
             outcome,
             secret_id: None,
             secret_version: None,
+            secret_version_id: None,
             error: None,
         }
     }
@@ -148,11 +154,16 @@ pub fn import_unsettled(
                     SecretOutcome::Superseded => SecretState::Superseded,
                     _ => SecretState::Stored,
                 };
-                let what = stored.outcome.words();
-                store.secret_settled(row.id, state, &stored.id, stored.version, what, now)?;
+                let place = SecretPlace {
+                    secret_id: &stored.id,
+                    version: stored.version,
+                    version_id: stored.version_id.as_deref(),
+                };
+                store.secret_settled(row.id, state, &place, stored.outcome.words(), now)?;
                 result.outcome = stored.outcome;
                 result.secret_id = Some(stored.id);
                 result.secret_version = stored.version;
+                result.secret_version_id = stored.version_id;
             }
             Err(error) => {
                 let error = format!("{error:#}");
@@ -185,10 +196,11 @@ fn private_key(row: &CertificateRow, known: &KnownKey) -> anyhow::Result<Secret>
     Ok(Secret::new(pem))
 }
 
-/// What the calls left: the secret, its version, and what was done.
+/// What the calls left: the secret, its version's number and id, and what was done.
 struct Stored {
     id: String,
     version: Option<i64>,
+    version_id: Option<String>,
     outcome: SecretOutcome,
 }
 
@@ -226,6 +238,8 @@ impl Importer<'_> {
 
     /// One pass: search by name (§5); none → create (§3); one whose current certificate
     /// is this → nothing; one with a later certificate → superseded; else a version (§4).
+    /// The version's id comes from the new version's answer, or for a new secret and a
+    /// certificate already current, from the `current` alias (§4a).
     fn look_then_create(
         &self,
         row: &CertificateRow,
@@ -239,32 +253,41 @@ impl Importer<'_> {
                 data,
                 sha256: &row.sha256,
             })?;
+            // A lost answer here leaves the secret made: the next pass finds it current.
+            let version = self.client.current_version(&created.id)?;
             return Ok(Stored {
                 id: created.id,
                 version: Some(created.versions_total.unwrap_or(1)),
+                version_id: Some(version.id),
                 outcome: SecretOutcome::Created,
             });
         };
         let secret = self.client.imported_certificate(&found.id)?;
         let current = secret.certificate.as_deref().and_then(pem_sha256);
         let versions = secret.versions_total.or(found.versions_total);
-        let outcome = match current {
-            Some(sha256) if sha256 == row.sha256 => SecretOutcome::AlreadyCurrent,
-            Some(sha256) if self.is_later(&sha256, row) => SecretOutcome::Superseded,
+        match current {
+            Some(sha256) if sha256 == row.sha256 => Ok(Stored {
+                version_id: Some(self.client.current_version(&secret.id)?.id),
+                id: secret.id,
+                version: versions,
+                outcome: SecretOutcome::AlreadyCurrent,
+            }),
+            Some(sha256) if self.is_later(&sha256, row) => Ok(Stored {
+                id: secret.id,
+                version: None,
+                version_id: None,
+                outcome: SecretOutcome::Superseded,
+            }),
             _ => {
-                self.client.create_version(&secret.id, data)?;
-                return Ok(Stored {
+                let added = self.client.create_version(&secret.id, data)?;
+                Ok(Stored {
                     id: secret.id,
                     version: versions.map(|v| v + 1),
+                    version_id: Some(added.id),
                     outcome: SecretOutcome::VersionAdded,
-                });
+                })
             }
-        };
-        Ok(Stored {
-            id: secret.id,
-            version: versions.filter(|_| outcome == SecretOutcome::AlreadyCurrent),
-            outcome,
-        })
+        }
     }
 
     /// Whether `sha256` is a recorded certificate that expires after `row`.

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use self::iam::{GRANT_TYPE_API_KEY, Token, TokenAnswer};
 use self::types::{
     ApiErrorBody, CertificateData, IMPORTED_CERT, IamErrorBody, ImportedCertificate, NewSecret,
-    SecretMetadata, SecretsPage,
+    SecretMetadata, SecretsPage, VersionMetadata,
 };
 use crate::secret::Secret;
 
@@ -211,6 +211,15 @@ impl SecretsManager {
         self.read(&call, url)
     }
 
+    /// The metadata of the secret's current version, by the `current` alias (§4a): its
+    /// id. Metadata only, so no private key travels.
+    pub fn current_version(&self, id: &str) -> Result<VersionMetadata, SecretsManagerError> {
+        let call = format!("get the current version of secret {id}");
+        let path = format!("api/v2/secrets/{}/versions/current/metadata", segment(id));
+        let url = self.path(&path, &call)?;
+        self.read(&call, url)
+    }
+
     /// Creates the secret (§3). Not retried: the caller searches by name first.
     pub fn create_secret(
         &self,
@@ -236,7 +245,7 @@ impl SecretsManager {
         &self,
         id: &str,
         data: &CertificateData,
-    ) -> Result<serde_json::Value, SecretsManagerError> {
+    ) -> Result<VersionMetadata, SecretsManagerError> {
         let call = format!("add a version to secret {id}");
         let url = self.path(&format!("api/v2/secrets/{}/versions", segment(id)), &call)?;
         let body = serde_json::to_value(data).map_err(|e| SecretsManagerError::Unexpected {

@@ -100,6 +100,14 @@ pub struct ImportedCertificate {
     pub certificate: Option<String>,
 }
 
+/// A version's metadata: the answer of a new version (§4) and of
+/// `GET /api/v2/secrets/{id}/versions/current/metadata` (§4a); only its id is read. The
+/// new version's answer also holds the private key, which is not read into this struct.
+#[derive(Debug, Deserialize)]
+pub struct VersionMetadata {
+    pub id: String,
+}
+
 /// The error body of the v2 API (§7).
 #[derive(Debug, Deserialize)]
 pub struct ApiErrorBody {

@@ -130,4 +130,8 @@ pub const MIGRATIONS: &[&str] = &[
         last_error      TEXT,
         updated_at      TEXT NOT NULL
     );",
+    // 8: the secret version's own id (a UUID; docs/secrets-manager.md §4), beside its
+    // number: the number is what the console shows, the id is what the API addresses
+    // (`/api/v2/secrets/{id}/versions/{version_id}`).
+    "ALTER TABLE secrets_manager ADD COLUMN secret_version_id TEXT;",
 ];

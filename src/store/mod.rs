@@ -24,7 +24,7 @@ use time::format_description::well_known::Rfc3339;
 pub use self::lock::{LockError, RunLock};
 use self::migrations::MIGRATIONS;
 pub use self::replacements::{NewReplacement, ReplaceState, ReplacedCertificate, ReplacementRow};
-pub use self::secrets_manager::{SecretRow, SecretState};
+pub use self::secrets_manager::{SecretPlace, SecretRow, SecretState};
 use crate::text::printable;
 
 #[derive(Debug, thiserror::Error)]

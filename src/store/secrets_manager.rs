@@ -47,6 +47,14 @@ impl SecretState {
     }
 }
 
+/// Where a certificate is in Secrets Manager: the secret, and the version's number and
+/// id when known.
+pub struct SecretPlace<'a> {
+    pub secret_id: &'a str,
+    pub version: Option<i64>,
+    pub version_id: Option<&'a str>,
+}
+
 /// A row of `secrets_manager`. Serialised with the column names, for `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SecretRow {
@@ -55,15 +63,20 @@ pub struct SecretRow {
     /// [`SecretState::as_str`] as stored.
     pub state: String,
     pub secret_id: Option<String>,
+    /// The version's number: how many versions the secret had with this one (§4).
     pub secret_version: Option<i64>,
+    /// The version's own id, a UUID (docs/secrets-manager.md §4).
+    pub secret_version_id: Option<String>,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub stored_at: Option<String>,
     pub updated_at: String,
 }
 
+/// The columns [`secret_row`] reads; `{version_id}` is the column, or NULL in a database
+/// opened read-only before the migration that added it.
 const SECRET_COLUMNS: &str = "certificate_id, secret_name, state, secret_id, secret_version, \
-     attempts, last_error, stored_at, updated_at";
+     attempts, last_error, stored_at, updated_at, {version_id}";
 
 fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
     Ok(SecretRow {
@@ -76,6 +89,7 @@ fn secret_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SecretRow> {
         last_error: r.get(6)?,
         stored_at: r.get(7)?,
         updated_at: r.get(8)?,
+        secret_version_id: r.get(9)?,
     })
 }
 
@@ -91,6 +105,26 @@ impl Store {
             )
             .map(|n| n > 0)
             .map_err(self.sql())
+    }
+
+    /// [`SECRET_COLUMNS`] as this database has them: a database opened read-only may
+    /// predate the `secret_version_id` column.
+    fn secret_columns(&self) -> Result<String, StoreError> {
+        let has_version_id = (self.conn)
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('secrets_manager')
+                 WHERE name = 'secret_version_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(self.sql())?
+            > 0;
+        let version_id = if has_version_id {
+            "secret_version_id"
+        } else {
+            "NULL"
+        };
+        Ok(SECRET_COLUMNS.replace("{version_id}", version_id))
     }
 
     /// The certificates not settled in Secrets Manager, the soonest to expire first, so
@@ -140,8 +174,7 @@ impl Store {
         &self,
         certificate_id: i64,
         state: SecretState,
-        secret_id: &str,
-        version: Option<i64>,
+        place: &SecretPlace<'_>,
         what: &str,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
@@ -149,13 +182,25 @@ impl Store {
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         tx.execute(
             "UPDATE secrets_manager SET state = ?2, secret_id = ?3, secret_version = ?4,
-                 last_error = NULL, stored_at = ?5, updated_at = ?5
+                 secret_version_id = ?5, last_error = NULL, stored_at = ?6, updated_at = ?6
              WHERE certificate_id = ?1",
-            params![certificate_id, state.as_str(), secret_id, version, at],
+            params![
+                certificate_id,
+                state.as_str(),
+                place.secret_id,
+                place.version,
+                place.version_id,
+                at
+            ],
         )
         .map_err(self.sql())?;
+        let secret_id = place.secret_id;
+        let version = match place.version_id {
+            Some(version_id) => format!(" version {version_id}"),
+            None => String::new(),
+        };
         let detail = printable(&format!(
-            "certificate #{certificate_id}: Secrets Manager secret {secret_id}: {what}"
+            "certificate #{certificate_id}: Secrets Manager secret {secret_id}{version}: {what}"
         ))
         .into_owned();
         self.certificate_event(&tx, certificate_id, "secret_stored", &detail, &at)?;
@@ -208,7 +253,10 @@ impl Store {
         }
         (self.conn)
             .query_row(
-                &format!("SELECT {SECRET_COLUMNS} FROM secrets_manager WHERE certificate_id = ?1"),
+                &format!(
+                    "SELECT {} FROM secrets_manager WHERE certificate_id = ?1",
+                    self.secret_columns()?
+                ),
                 [certificate_id],
                 secret_row,
             )
@@ -223,7 +271,8 @@ impl Store {
         }
         let mut statement = (self.conn)
             .prepare(&format!(
-                "SELECT {SECRET_COLUMNS} FROM secrets_manager ORDER BY certificate_id"
+                "SELECT {} FROM secrets_manager ORDER BY certificate_id",
+                self.secret_columns()?
             ))
             .map_err(self.sql())?;
         let rows = statement.query_map([], secret_row).map_err(self.sql())?;
@@ -251,5 +300,32 @@ mod tests {
         assert_eq!(store.secret_rows().unwrap(), Vec::new());
         assert_eq!(store.secret_of(1).unwrap(), None);
         assert!(store.certificates_for_secrets_manager().unwrap().is_empty());
+    }
+
+    /// A database opened read-only before the migration that added `secret_version_id`
+    /// reads its rows with no version id.
+    #[test]
+    fn a_database_without_the_version_id_column_reads_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO certificates (id, common_name, subject_alt_names, serial, sha256,
+                     issuer, not_before, not_after, certificate_pem, chain_pem, imported_at)
+                 VALUES (1, 'a', '', '1', 'ab', 'i', 'x', 'y', '', '', 'z');
+                 INSERT INTO secrets_manager (certificate_id, secret_name, state, secret_id,
+                     secret_version, updated_at)
+                 VALUES (1, 'a', 'stored', 'id-1', 1, 'z');
+                 ALTER TABLE secrets_manager DROP COLUMN secret_version_id;",
+            )
+            .unwrap();
+        drop(store);
+        let store = Store::open_read_only(&path).unwrap().unwrap();
+        let row = store.secret_of(1).unwrap().unwrap();
+        assert_eq!(row.secret_id.as_deref(), Some("id-1"));
+        assert_eq!(row.secret_version_id, None);
+        assert_eq!(store.secret_rows().unwrap().len(), 1);
     }
 }

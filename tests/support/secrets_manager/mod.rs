@@ -41,6 +41,8 @@ pub enum Route {
     Create,
     /// `POST /api/v2/secrets/{id}/versions`
     Version,
+    /// `GET /api/v2/secrets/{id}/versions/{version}/metadata`
+    VersionMetadata,
 }
 
 /// How the next call of a route goes wrong.

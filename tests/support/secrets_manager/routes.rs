@@ -38,6 +38,7 @@ pub(crate) fn handle(state: &mut State, request: &HttpRequest) -> Outcome {
         ("POST", ["api", "v2", "secrets"]) => Route::Create,
         ("GET", ["api", "v2", "secrets", _]) => Route::Get,
         ("POST", ["api", "v2", "secrets", _, "versions"]) => Route::Version,
+        ("GET", ["api", "v2", "secrets", _, "versions", _, "metadata"]) => Route::VersionMetadata,
         _ => {
             return respond(error(
                 404,
@@ -72,6 +73,7 @@ pub(crate) fn handle(state: &mut State, request: &HttpRequest) -> Outcome {
         (Route::Get, _) => get(state, id),
         (Route::Create, _) => create(state, &request.body),
         (Route::Version, _) => version(state, id, &request.body),
+        (Route::VersionMetadata, _) => version_metadata(state, id, segments[5]),
     };
     match fault {
         Some(Fault::LostResponse) => Outcome::Drop,
@@ -326,13 +328,61 @@ fn version(state: &mut State, id: &str, body: &[u8]) -> HttpResponse {
         Ok(version) => version,
         Err(response) => return response,
     };
-    let answer = json!({
-        "id": version.id,
-        "secret_id": id,
-        "secret_type": "imported_cert",
-        "secret_group_id": state.secrets[index].secret_group_id,
-        "payload_available": true,
-    });
+    // §4: the answer is the new version, its data included.
+    let secret = &state.secrets[index];
+    let mut answer = version_json(secret, &version, "current");
+    answer["certificate"] = json!(version.certificate);
+    answer["intermediate"] = json!(version.intermediate);
+    answer["private_key"] = json!(version.private_key);
     state.secrets[index].versions.push(version);
     HttpResponse::json(201, &answer)
+}
+
+/// A version's metadata (§4a); `alias` is "current" for the last version, "previous" for
+/// the one before, else absent.
+fn version_json(secret: &StoredSecret, version: &Version, alias: &str) -> Value {
+    let mut answer = json!({
+        "id": version.id,
+        "secret_id": secret.id,
+        "secret_name": secret.name,
+        "secret_type": "imported_cert",
+        "secret_group_id": secret.secret_group_id,
+        "payload_available": true,
+        "downloaded": false,
+        "created_by": "iam-ServiceId-test",
+    });
+    if !alias.is_empty() {
+        answer["alias"] = json!(alias);
+    }
+    answer
+}
+
+/// §4a: `GET /api/v2/secrets/{id}/versions/{version}/metadata`, the version by its id or
+/// by the alias `current` or `previous`; metadata only, no certificate or key.
+fn version_metadata(state: &State, id: &str, wanted: &str) -> HttpResponse {
+    let Some(secret) = state.secrets.iter().find(|s| s.id == id) else {
+        return error(404, "not_found", &format!("Secret {id} not found"));
+    };
+    let count = secret.versions.len();
+    let alias = |index: usize| match count - index {
+        1 => "current",
+        2 => "previous",
+        _ => "",
+    };
+    let found = match wanted {
+        "current" => count.checked_sub(1),
+        "previous" => count.checked_sub(2),
+        _ => secret.versions.iter().position(|v| v.id == wanted),
+    };
+    match found {
+        Some(index) => HttpResponse::json(
+            200,
+            &version_json(secret, &secret.versions[index], alias(index)),
+        ),
+        None => error(
+            404,
+            "not_found",
+            &format!("Version {wanted} of secret {id} not found"),
+        ),
+    }
 }
