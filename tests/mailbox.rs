@@ -198,6 +198,62 @@ fn imports_over_implicit_tls_and_marks_the_mail() {
     assert_eq!(f.dovecot.count("INBOX"), 1, "nothing is deleted");
 }
 
+/// With `[secrets_manager]`, what poll imports from the mailbox also goes to Secrets
+/// Manager: the first mail's certificate creates the secret, the renewal's adds a version,
+/// and a poll with nothing new sends nothing there.
+#[test]
+fn poll_imports_into_secrets_manager_a_secret_then_a_version() {
+    use support::secrets_manager::{API_KEY, LocalSecretsManager};
+    let Some(mut f) = Fixture::new() else { return };
+    let sm = LocalSecretsManager::start();
+    let config = std::fs::read_to_string(&f.config).unwrap() + &sm.config_section();
+    std::fs::write(&f.config, config).unwrap();
+    let name = "www.poll-sm.example.com";
+    let poll = |f: &Fixture| {
+        let output = (f.fulfill())
+            .env("IBMCLOUD_API_KEY", API_KEY)
+            .args(["--json", "poll"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        stdout_json(&output)
+    };
+    for (round, done) in [(1, "secret created"), (2, "version added")] {
+        let mail = f.fulfillment_mail(name, true);
+        f.dovecot.append("INBOX", &mail);
+        let report = poll(&f);
+        assert_eq!(imported(&report), vec![name], "{report:#}");
+        let summary = report["results"][0]["secrets_manager"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(summary.contains(done), "{report:#}");
+        assert_eq!(sm.versions(name).len(), round);
+    }
+    let db = open_db(&f.home.default_db());
+    let recorded: Vec<String> = (db.prepare("SELECT sha256 FROM certificates ORDER BY id"))
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        sm.versions(name),
+        recorded,
+        "one version per mail, in order"
+    );
+    let secret_id = sm.secrets()[0].id.clone();
+    let writes = |sm: &LocalSecretsManager| {
+        sm.calls("POST", "/api/v2/secrets")
+            + sm.calls("POST", &format!("/api/v2/secrets/{secret_id}/versions"))
+    };
+    let before = writes(&sm);
+    let report = poll(&f);
+    assert!(imported(&report).is_empty(), "{report:#}");
+    assert_eq!(writes(&sm), before, "nothing new, nothing sent");
+    assert_eq!(sm.secrets().len(), 1);
+}
+
 /// The plain port refuses any login before STARTTLS (dovecot_selftest checks that), so
 /// this passes only if fulfill really started TLS.
 #[test]
