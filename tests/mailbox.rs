@@ -1,7 +1,7 @@
 //! `fulfill poll` against a real Dovecot over TLS on loopback (tests/support/dovecot.rs):
 //! both TLS modes, login refusal, certificate trust and pinning, finding fulfillment mail
 //! among unrelated mail, incremental runs, UIDVALIDITY changes, oversized mail, a server
-//! killed mid-run, IDLE, the --wait deadline, and XOAUTH2 with a token from
+//! killed mid-run, IDLE, the --wait deadline, Secrets Manager as a second store, and XOAUTH2 with a token from
 //! `oauth2_token_cmd` checked by Dovecot's oauth2 passdb. Mail arrives by IMAP APPEND, as a
 //! CA's mail server would deliver it.
 
