@@ -1,7 +1,8 @@
 //! What the two HTTPS clients (`portal`, `secrets_manager`) share: the endpoint check
 //! (https, or plain http only to this machine), the client builder (no redirects, TLS 1.2
-//! or newer, no proxy for loopback, extra anchors from a `ca_file`), and reading a
-//! redirect's `Location` for an error. Each client maps the `String` reasons here into
+//! or newer, no proxy for loopback, extra anchors from a `ca_file`), what a failed request
+//! came to (a refused server certificate told apart), and reading a redirect's `Location`
+//! for an error. Each client maps the `String` reasons here into
 //! its own error type.
 
 use std::path::Path;
@@ -89,6 +90,57 @@ fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
     Ok(certificates)
 }
 
+/// What a request that got no answer came to. Each client turns it into its own error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No complete answer in time.
+    Timeout { request_sent: bool },
+    /// The server's TLS certificate was refused, with OpenSSL's reason ("certificate has
+    /// expired"...). Nothing was sent, and another try would meet the same certificate.
+    Certificate { reason: String },
+    /// Anything else: refused, reset, unreachable, a broken answer.
+    Connection { cause: String, request_sent: bool },
+}
+
+impl Failure {
+    /// Classifies reqwest's error. Its message names the whole URL, query and all; the
+    /// callers say the endpoint themselves, so the URL goes.
+    pub fn of(error: reqwest::Error) -> Failure {
+        // A connect error (refused, unreachable, connect timeout) means nothing was sent.
+        let request_sent = !error.is_connect();
+        if error.is_timeout() {
+            return Failure::Timeout { request_sent };
+        }
+        let error = error.without_url();
+        let mut cause = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(inner) = source {
+            cause.push_str(&format!(": {inner}"));
+            source = inner.source();
+        }
+        Failure::from_cause(cause, request_sent)
+    }
+
+    /// OpenSSL (native-tls) says "...certificate verify failed:...:(certificate has
+    /// expired)": the part in brackets is what a person needs.
+    fn from_cause(cause: String, request_sent: bool) -> Failure {
+        let Some((_, after)) = cause.split_once("certificate verify failed") else {
+            return Failure::Connection {
+                cause,
+                request_sent,
+            };
+        };
+        let reason = after
+            .split_once(" (")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(reason, _)| reason)
+            .unwrap_or("no reason given");
+        Failure::Certificate {
+            reason: format!("certificate verify failed: {reason}"),
+        }
+    }
+}
+
 /// A redirect's `Location` as it can be shown: printable characters only, at most 300.
 pub fn location(response: &Response) -> String {
     match response.headers().get(reqwest::header::LOCATION) {
@@ -104,6 +156,23 @@ pub fn location(response: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_certificate_is_told_apart_with_its_reason() {
+        let cause = "error sending request: client error (Connect): error:0A000086:SSL \
+                     routines:tls_post_process_server_certificate:certificate verify failed:\
+                     ../ssl/statem/statem_clnt.c:2102: (certificate has expired)";
+        assert_eq!(
+            Failure::from_cause(cause.into(), false),
+            Failure::Certificate {
+                reason: "certificate verify failed: certificate has expired".into()
+            }
+        );
+        assert!(matches!(
+            Failure::from_cause("connection refused".into(), false),
+            Failure::Connection { .. }
+        ));
+    }
 
     #[test]
     fn endpoints_must_be_https_except_on_loopback() {

@@ -424,3 +424,89 @@ fn show_and_list_name_the_secret() {
         "{text}"
     );
 }
+
+/// `fulfill --json check`: its exit code and the "secrets manager" line.
+fn check(fixture: &Fixture, api_key: &str) -> (Option<i32>, serde_json::Value) {
+    let output = (fixture.fulfill())
+        .env("IBMCLOUD_API_KEY", api_key)
+        .args(["--json", "check"])
+        .output()
+        .unwrap();
+    let lines = stdout_json(&output);
+    let line = (lines.as_array().unwrap().iter())
+        .find(|l| l["check"] == "secrets manager")
+        .cloned()
+        .unwrap_or_else(|| panic!("no secrets manager line: {lines:#}"));
+    (output.status.code(), line)
+}
+
+#[test]
+fn check_probes_iam_and_the_group_and_reads_no_secret() {
+    let fixture = Fixture::new("");
+    let first = fixture.certificate(NAME, 2025, 2034);
+    assert_eq!(fixture.import(&first).0, Some(0));
+    let before = fixture.sm.requests().len();
+    let (code, line) = check(&fixture, API_KEY);
+    assert_eq!(code, Some(0), "{line}");
+    assert_eq!(line["ok"], true, "{line}");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1 imported certificates in group 'default'"),
+        "{detail}"
+    );
+    // Reads only: a token, then the list; no secret's data, nothing written.
+    let probe: Vec<_> = fixture.sm.requests()[before..]
+        .iter()
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.target.split('?').next().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        probe,
+        vec![
+            ("POST".to_string(), "/identity/token".to_string()),
+            ("GET".to_string(), "/api/v2/secrets".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn check_names_a_refused_api_key_and_what_to_do() {
+    let fixture = Fixture::new("");
+    let (code, line) = check(&fixture, "not-the-key");
+    assert_eq!(code, Some(1), "{line}");
+    assert_eq!(line["ok"], false);
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refused the API key") && detail.contains("IBMCLOUD_API_KEY"),
+        "{detail}"
+    );
+    assert!(!detail.contains("not-the-key"), "the key is never shown");
+    assert_eq!(fixture.sm.calls("GET", "/api/v2/secrets"), 0);
+}
+
+#[test]
+fn check_names_an_unreachable_instance_and_the_setting() {
+    let fixture = Fixture::new("");
+    // A port nothing listens on: bound, then released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = std::fs::read_to_string(&fixture.config).unwrap();
+    let config = config.replace(
+        &format!("url = \"{}\"", fixture.sm.url()),
+        &format!("url = \"{url}\""),
+    );
+    std::fs::write(&fixture.config, config).unwrap();
+    let (code, line) = check(&fixture, API_KEY);
+    assert_eq!(code, Some(1), "{line}");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("cannot reach") && detail.contains(&url),
+        "{detail}"
+    );
+    assert!(detail.contains("[secrets_manager] url"), "{detail}");
+}

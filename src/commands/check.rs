@@ -1,5 +1,5 @@
 //! `fulfill check`: is everything in place? Configuration, keys, trust anchors, database,
-//! portal authentication and the mailbox (TLS, login, folder, IDLE and MOVE, and the folder
+//! portal authentication, Secrets Manager (when configured) and the mailbox (TLS, login, folder, IDLE and MOVE, and the folder
 //! of `after_import = "move:..."`), each reported as ok or failed with the reason; exit 1
 //! when one failed. It changes nothing: not the database (not even created), not a missing
 //! `move:` folder, which the first mark of a run creates.
@@ -24,6 +24,7 @@ use crate::config::{Settings, default_config_path};
 use crate::exit::Exit;
 use crate::mailbox::{AfterImport, MailboxSettings, Security, Session};
 use crate::portal::Portal;
+use crate::secrets_manager::SecretsManager;
 use crate::store::{CertificateRow, Store};
 use crate::validate::KeySource;
 
@@ -110,6 +111,7 @@ impl CheckArgs {
         ];
         if !self.offline {
             lines.push(check_portal(settings));
+            lines.extend(check_secrets_manager(settings));
             lines.extend(check_mailbox(settings));
         }
         lines
@@ -296,6 +298,25 @@ fn check_portal(settings: &Settings) -> CheckLine {
             detail: e.to_string(),
         },
     }
+}
+
+/// When `[secrets_manager]` is configured: the API key resolves, IAM gives a token for it,
+/// and the instance lists the group's imported certificates. Reads only: no secret's data
+/// is asked for. Each failure's message says which step failed and what to do.
+fn check_secrets_manager(settings: &Settings) -> Option<CheckLine> {
+    settings.secrets_manager_name()?;
+    let probe = || -> anyhow::Result<String> {
+        let connection =
+            (settings.secrets_manager())?.context("[secrets_manager] url is not set")?;
+        let client = SecretsManager::new(connection)?;
+        let count = client.probe()?;
+        let connection = client.settings();
+        Ok(format!(
+            "IAM token from {}; {count} imported certificates in group '{}' at {}",
+            connection.iam_endpoint, connection.secret_group_id, connection.url
+        ))
+    };
+    Some(CheckLine::from("secrets manager", probe(), |found| found))
 }
 
 /// Logs in to the mailbox when it is configured and looks at the folder (EXAMINE, which

@@ -149,6 +149,7 @@ impl Settings {
                 .map_or("default".to_string(), |Parsed(g)| g.0.clone()),
             name: section.name.as_ref().map(|Parsed(n)| n.0.clone()),
             timeout: duration_or(&section.timeout, DEFAULT_PORTAL_TIMEOUT),
+            ca_file: section.ca_file.as_deref().map(|p| self.relative(p)),
             retries: 3,
             retry_wait: Duration::from_secs(1),
         }))

@@ -60,6 +60,9 @@ pub struct SecretsManagerSection {
     pub name: Option<Parsed<SecretNameTemplate>>,
     /// Limit on one whole call (default "30s").
     pub timeout: DurationValue,
+    /// PEM certificates trusted for the instance and IAM besides the system's (a
+    /// TLS-inspecting proxy's CA, a private endpoint). Added, never replacing the store.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

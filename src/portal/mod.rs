@@ -527,44 +527,27 @@ impl Portal {
     }
 
     fn transport_error(&self, call: &Call<'_>, error: reqwest::Error) -> PortalError {
-        // A connect error (refused, unreachable, connect timeout) means nothing was sent.
-        let request_sent = !error.is_connect();
-        if error.is_timeout() {
-            return PortalError::Timeout {
+        // A refused server certificate is its own error: not a fault to retry.
+        match crate::http::Failure::of(error) {
+            crate::http::Failure::Timeout { request_sent } => PortalError::Timeout {
                 call: call.name(),
                 seconds: self.settings.timeout.as_secs().max(1),
                 request_sent,
-            };
-        }
-        // reqwest's message names the whole URL, with the percent-encoded mask and filter:
-        // the call and the endpoint are said already, so it goes.
-        let error = error.without_url();
-        let mut cause = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(inner) = source {
-            cause.push_str(&format!(": {inner}"));
-            source = inner.source();
-        }
-        // A refused server certificate is not a fault to retry: the next try meets the
-        // same certificate. OpenSSL (native-tls) says "...certificate verify failed:...:
-        // (certificate has expired)": the part in brackets is what a person needs.
-        if let Some((_, after)) = cause.split_once("certificate verify failed") {
-            let reason = after
-                .split_once(" (")
-                .and_then(|(_, rest)| rest.split_once(')'))
-                .map(|(reason, _)| reason)
-                .unwrap_or("no reason given");
-            return PortalError::Certificate {
+            },
+            crate::http::Failure::Certificate { reason } => PortalError::Certificate {
                 call: call.name(),
                 endpoint: self.base.to_string(),
-                cause: format!("certificate verify failed: {reason}"),
-            };
-        }
-        PortalError::Connection {
-            call: call.name(),
-            endpoint: self.base.to_string(),
-            cause,
-            request_sent,
+                cause: reason,
+            },
+            crate::http::Failure::Connection {
+                cause,
+                request_sent,
+            } => PortalError::Connection {
+                call: call.name(),
+                endpoint: self.base.to_string(),
+                cause,
+                request_sent,
+            },
         }
     }
 

@@ -14,6 +14,7 @@ pub mod types;
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use self::types::{
     ApiErrorBody, CertificateData, IMPORTED_CERT, IamErrorBody, ImportedCertificate, NewSecret,
     SecretMetadata, SecretsPage, VersionMetadata,
 };
+use crate::http::Failure;
 use crate::secret::Secret;
 
 /// The most of one answer that is read: a page of 200 secrets' metadata is far less.
@@ -45,6 +47,8 @@ pub struct SecretsManagerSettings {
     /// `[secrets_manager] name`: the secret's name, `{common_name}` replaced.
     pub name: Option<String>,
     pub timeout: Duration,
+    /// Extra trusted certificates (`[secrets_manager] ca_file`), added to the system store.
+    pub ca_file: Option<PathBuf>,
     /// Further attempts after a transient fault.
     pub retries: u32,
     pub retry_wait: Duration,
@@ -76,12 +80,27 @@ pub enum SecretsManagerError {
         seconds: u64,
         request_sent: bool,
     },
-    #[error("{call}: cannot reach {endpoint}: {cause}")]
+    #[error(
+        "{call}: cannot reach {endpoint}: {cause}; check [secrets_manager] {setting} and the network"
+    )]
     Connection {
         call: String,
         endpoint: String,
+        /// The setting that names the endpoint: `url` or `iam_endpoint`.
+        setting: &'static str,
         cause: String,
         request_sent: bool,
+    },
+    #[error(
+        "{call}: {endpoint} presented a TLS certificate that was refused ({cause}); nothing was \
+         sent. Check [secrets_manager] {setting}; if a proxy inspects TLS here, add its CA with \
+         [secrets_manager] ca_file"
+    )]
+    Certificate {
+        call: String,
+        endpoint: String,
+        setting: &'static str,
+        cause: String,
     },
     #[error(
         "{call}: HTTP {status} redirecting to {location}; redirects are not followed (nothing \
@@ -143,14 +162,15 @@ impl SecretsManager {
         let iam = check("iam_endpoint", &settings.iam_endpoint)?;
         let iam = Url::parse(&settings.iam_endpoint).unwrap_or(iam);
         let connect_timeout = settings.timeout.min(Duration::from_secs(10));
-        let http =
-            crate::http::client(&base, connect_timeout, settings.timeout, None).map_err(|why| {
-                SecretsManagerError::Endpoint {
-                    setting: "url",
-                    endpoint: settings.url.clone(),
-                    why,
-                }
-            })?;
+        let ca_file = settings.ca_file.as_deref();
+        let http = crate::http::client(&base, connect_timeout, settings.timeout, ca_file).map_err(
+            |why| SecretsManagerError::Endpoint {
+                setting: if ca_file.is_some() { "ca_file" } else { "url" },
+                endpoint: (ca_file.map(|p| p.display().to_string()))
+                    .unwrap_or_else(|| settings.url.clone()),
+                why,
+            },
+        )?;
         Ok(SecretsManager {
             http,
             base,
@@ -199,6 +219,21 @@ impl SecretsManager {
                 MAX_PAGES * PAGE
             ),
         })
+    }
+
+    /// `fulfill check`: an IAM token for the API key (§2), then one page of one secret's
+    /// metadata from the list in the group (§5): reads only, no secret's data. Returns
+    /// how many imported certificates the group holds.
+    pub fn probe(&self) -> Result<usize, SecretsManagerError> {
+        self.token()?;
+        let call = "list the imported certificates in the group";
+        let mut url = self.path("api/v2/secrets", call)?;
+        url.query_pairs_mut()
+            .append_pair("groups", &self.settings.secret_group_id)
+            .append_pair("secret_types", IMPORTED_CERT)
+            .append_pair("limit", "1");
+        let page: SecretsPage = self.read(call, url)?;
+        Ok(page.total_count.unwrap_or(page.secrets.len()))
     }
 
     /// A secret with its current version's certificate (§6).
@@ -304,25 +339,26 @@ impl SecretsManager {
             request
         };
         log::debug!("secrets manager: {method} {url}");
-        let response = self.exchange(call, request(&self.token()?))?;
+        let response = self.exchange(call, Endpoint::Instance, request(&self.token()?))?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return self.answer(call, response);
         }
         // §2: a token may be revoked or expire early; a new one is asked for, once.
         log::info!("secrets manager: {call}: HTTP 401; asking IAM for a new token");
         self.token.replace(None);
-        let response = self.exchange(call, request(&self.token()?))?;
+        let response = self.exchange(call, Endpoint::Instance, request(&self.token()?))?;
         self.answer(call, response)
     }
 
     fn exchange(
         &self,
         call: &str,
+        which: Endpoint,
         request: RequestBuilder,
     ) -> Result<Response, SecretsManagerError> {
         let response = request
             .send()
-            .map_err(|e| transport_error(call, &self.base, e, self.settings.timeout))?;
+            .map_err(|e| self.transport_error(call, which, e))?;
         if response.status().is_redirection() {
             return Err(SecretsManagerError::Redirect {
                 call: call.to_string(),
@@ -351,9 +387,9 @@ impl SecretsManager {
         let request = (self.http.post(self.iam.clone()))
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form);
-        let response = self.exchange(call, request)?;
+        let response = self.exchange(call, Endpoint::Iam, request)?;
         let status = response.status();
-        let text = body(call, &self.iam, response, self.settings.timeout)?;
+        let text = self.body(call, Endpoint::Iam, response)?;
         if !status.is_success() {
             let error = serde_json::from_str::<IamErrorBody>(&text).ok();
             let code = (error.as_ref().and_then(|e| e.error_code.clone())).unwrap_or_default();
@@ -391,7 +427,7 @@ impl SecretsManager {
         response: Response,
     ) -> Result<T, SecretsManagerError> {
         let status = response.status();
-        let text = body(call, &self.base, response, self.settings.timeout)?;
+        let text = self.body(call, Endpoint::Instance, response)?;
         if !status.is_success() {
             let error = serde_json::from_str::<ApiErrorBody>(&text).ok();
             let first = error.as_ref().and_then(|e| e.errors.first());
@@ -445,65 +481,87 @@ impl ClassifyText for serde_json::Error {
     }
 }
 
-/// The body, at most [`MAX_ANSWER_BYTES`].
-fn body(
-    call: &str,
-    base: &Url,
-    response: Response,
-    timeout: Duration,
-) -> Result<String, SecretsManagerError> {
-    let mut bytes = Vec::new();
-    response
-        .take(MAX_ANSWER_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| SecretsManagerError::Connection {
-            call: call.into(),
-            endpoint: base.to_string(),
-            cause: if e.kind() == std::io::ErrorKind::TimedOut {
-                format!("timed out after {timeout:?}")
-            } else {
-                e.to_string()
-            },
-            request_sent: true,
-        })?;
-    if bytes.len() as u64 > MAX_ANSWER_BYTES {
-        return Err(SecretsManagerError::Unexpected {
-            call: call.into(),
-            why: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
-        });
-    }
-    String::from_utf8(bytes).map_err(|_| SecretsManagerError::Unexpected {
-        call: call.into(),
-        why: "the answer is not UTF-8".into(),
-    })
+/// Which endpoint a call goes to: its errors name it and the setting it comes from.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Instance,
+    Iam,
 }
 
-fn transport_error(
-    call: &str,
-    base: &Url,
-    error: reqwest::Error,
-    timeout: Duration,
-) -> SecretsManagerError {
-    let request_sent = !error.is_connect();
-    if error.is_timeout() {
-        return SecretsManagerError::Timeout {
+impl SecretsManager {
+    fn endpoint(&self, which: Endpoint) -> (&Url, &'static str) {
+        match which {
+            Endpoint::Instance => (&self.base, "url"),
+            Endpoint::Iam => (&self.iam, "iam_endpoint"),
+        }
+    }
+
+    /// The body, at most [`MAX_ANSWER_BYTES`].
+    fn body(
+        &self,
+        call: &str,
+        which: Endpoint,
+        response: Response,
+    ) -> Result<String, SecretsManagerError> {
+        let mut bytes = Vec::new();
+        let read = response.take(MAX_ANSWER_BYTES + 1).read_to_end(&mut bytes);
+        if let Err(e) = read {
+            let (url, setting) = self.endpoint(which);
+            return Err(SecretsManagerError::Connection {
+                call: call.into(),
+                endpoint: url.to_string(),
+                setting,
+                cause: if e.kind() == std::io::ErrorKind::TimedOut {
+                    format!("timed out after {:?}", self.settings.timeout)
+                } else {
+                    e.to_string()
+                },
+                request_sent: true,
+            });
+        }
+        if bytes.len() as u64 > MAX_ANSWER_BYTES {
+            return Err(SecretsManagerError::Unexpected {
+                call: call.into(),
+                why: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+            });
+        }
+        String::from_utf8(bytes).map_err(|_| SecretsManagerError::Unexpected {
             call: call.into(),
-            seconds: timeout.as_secs().max(1),
-            request_sent,
-        };
+            why: "the answer is not UTF-8".into(),
+        })
     }
-    let error = error.without_url();
-    let mut cause = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(inner) = source {
-        cause.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    SecretsManagerError::Connection {
-        call: call.into(),
-        endpoint: base.to_string(),
-        cause,
-        request_sent,
+
+    /// A request without an answer; a refused certificate is its own error, not retried.
+    fn transport_error(
+        &self,
+        call: &str,
+        which: Endpoint,
+        error: reqwest::Error,
+    ) -> SecretsManagerError {
+        let (url, setting) = self.endpoint(which);
+        match Failure::of(error) {
+            Failure::Timeout { request_sent } => SecretsManagerError::Timeout {
+                call: call.into(),
+                seconds: self.settings.timeout.as_secs().max(1),
+                request_sent,
+            },
+            Failure::Certificate { reason } => SecretsManagerError::Certificate {
+                call: call.into(),
+                endpoint: url.to_string(),
+                setting,
+                cause: reason,
+            },
+            Failure::Connection {
+                cause,
+                request_sent,
+            } => SecretsManagerError::Connection {
+                call: call.into(),
+                endpoint: url.to_string(),
+                setting,
+                cause,
+                request_sent,
+            },
+        }
     }
 }
 
