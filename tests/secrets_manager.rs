@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::dovecot::{ServerCert, make_cert};
 use support::portal::{Account, LocalPortal};
 use support::secrets_manager::{API_KEY, Fault, LocalSecretsManager, Route};
 use support::{Home, open_db, stdout_json};
@@ -33,7 +34,10 @@ struct Certificate {
 impl Fixture {
     /// fulfill with `[secrets_manager]` and no portal; `extra` is appended to the config.
     fn new(extra: &str) -> Fixture {
-        let sm = LocalSecretsManager::start();
+        Fixture::with(LocalSecretsManager::start(), extra)
+    }
+
+    fn with(sm: LocalSecretsManager, extra: &str) -> Fixture {
         let home = Home::new();
         let root = pki::root("SM Test Root");
         let issuing = pki::intermediate("SM Test Issuing CA", &root);
@@ -509,4 +513,57 @@ fn check_names_an_unreachable_instance_and_the_setting() {
         "{detail}"
     );
     assert!(detail.contains("[secrets_manager] url"), "{detail}");
+}
+
+/// An import against the local Secrets Manager over TLS with a self-signed certificate
+/// for `localhost`, trusted through `[secrets_manager] ca_file` when `trusted`.
+fn import_over_tls(trusted: bool) -> (Fixture, Option<i32>, String) {
+    let cert = make_cert(&ServerCert::Localhost);
+    let fixture = Fixture::with(LocalSecretsManager::start_tls(&cert), "");
+    if trusted {
+        let ca_file = fixture.home.path().join("sm-ca.pem");
+        std::fs::write(&ca_file, &cert.cert_pem).unwrap();
+        let config = std::fs::read_to_string(&fixture.config).unwrap()
+            + &format!("ca_file = \"{}\"\n", ca_file.display());
+        std::fs::write(&fixture.config, config).unwrap();
+    }
+    let first = fixture.certificate(NAME, 2025, 2034);
+    // -v shows retries, which a refused certificate must not cause.
+    let output = (fixture.fulfill())
+        .args(["-v", "import"])
+        .arg(&first.file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (fixture, output.status.code(), stderr)
+}
+
+#[test]
+fn a_refused_tls_certificate_is_reported_at_once_with_its_reason() {
+    let (fixture, code, stderr) = import_over_tls(false);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TLS certificate that was refused") && stderr.contains("self-signed"),
+        "{stderr}"
+    );
+    // The first call is IAM's: its endpoint and setting are named, and the way out.
+    assert!(stderr.contains(&fixture.sm.iam_endpoint()), "{stderr}");
+    assert!(
+        stderr.contains("[secrets_manager] iam_endpoint"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[secrets_manager] ca_file"), "{stderr}");
+    assert!(
+        !stderr.contains("retrying") && !stderr.contains("looking again"),
+        "a refused certificate is not retried: {stderr}"
+    );
+    assert!(fixture.sm.requests().is_empty(), "a request got through");
+}
+
+#[test]
+fn a_ca_file_makes_the_tls_certificate_trusted() {
+    let (fixture, code, stderr) = import_over_tls(true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.secrets().len(), 1);
+    assert!(fixture.sm.requests().iter().all(|r| r.status.is_some()));
 }

@@ -153,12 +153,28 @@ impl Service for Shared {
 pub struct LocalSecretsManager {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    /// Set by [`LocalSecretsManager::start_tls`]: the URLs are then `https://localhost:PORT`.
+    tls: bool,
 }
 
 impl LocalSecretsManager {
     /// Binds 127.0.0.1 on a free port; the group "default" exists, tokens live an hour
     /// (§2: IAM's `expires_in` is 3600) and [`API_KEY`] is accepted.
     pub fn start() -> LocalSecretsManager {
+        LocalSecretsManager::serve(None)
+    }
+
+    /// The same over TLS, presenting `cert` (the portal stand-in's TLS, as the real
+    /// endpoints are https); tests trust it with `[secrets_manager] ca_file`, or not.
+    pub fn start_tls(cert: &super::dovecot::TestCert) -> LocalSecretsManager {
+        let identity =
+            native_tls::Identity::from_pkcs8(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                .expect("the test certificate and key make a TLS identity");
+        let acceptor = native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor");
+        LocalSecretsManager::serve(Some(Arc::new(acceptor)))
+    }
+
+    fn serve(tls: Option<Arc<native_tls::TlsAcceptor>>) -> LocalSecretsManager {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared {
@@ -177,21 +193,30 @@ impl LocalSecretsManager {
             next_connection: AtomicU64::new(1),
         });
         let accept = Arc::clone(&shared);
+        let is_tls = tls.is_some();
         thread::Builder::new()
             .name("secrets-manager-accept".into())
-            .spawn(move || http::accept_loop(accept, listener, None))
+            .spawn(move || http::accept_loop(accept, listener, tls))
             .expect("spawn the accept loop");
-        LocalSecretsManager { shared, addr }
+        LocalSecretsManager {
+            shared,
+            addr,
+            tls: is_tls,
+        }
     }
 
-    /// The instance URL, `[secrets_manager] url`.
+    /// The instance URL, `[secrets_manager] url`; over TLS, by the name `localhost` the
+    /// test certificates are made for.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
     }
 
     /// The token endpoint, `[secrets_manager] iam_endpoint`.
     pub fn iam_endpoint(&self) -> String {
-        format!("http://{}/identity/token", self.addr)
+        format!("{}/identity/token", self.url())
     }
 
     /// A `[secrets_manager]` section pointing at this server (no api_key_cmd: tests set
