@@ -98,6 +98,14 @@ struct Shared {
     next_connection: AtomicU64,
 }
 
+/// A TLS acceptor presenting `cert` (the stand-ins' TLS).
+pub(crate) fn tls_acceptor(cert: &TestCert) -> Arc<native_tls::TlsAcceptor> {
+    let identity =
+        native_tls::Identity::from_pkcs8(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+            .expect("the test certificate and key make a TLS identity");
+    Arc::new(native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor"))
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -114,11 +122,7 @@ impl LocalPortal {
     /// The same portal behind TLS with this server certificate, as the real endpoint is
     /// (https://api.softlayer.com): for the tests that a bad certificate is refused.
     pub fn start_tls(account: Account, cert: &TestCert) -> LocalPortal {
-        let identity =
-            native_tls::Identity::from_pkcs8(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-                .expect("the test certificate and key make a TLS identity");
-        let acceptor = native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor");
-        LocalPortal::start_serving(account, Some(Arc::new(acceptor)))
+        LocalPortal::start_serving(account, Some(tls_acceptor(cert)))
     }
 
     fn start_serving(account: Account, tls: Option<Arc<native_tls::TlsAcceptor>>) -> LocalPortal {

@@ -167,11 +167,7 @@ impl LocalSecretsManager {
     /// The same over TLS, presenting `cert` (the portal stand-in's TLS, as the real
     /// endpoints are https); tests trust it with `[secrets_manager] ca_file`, or not.
     pub fn start_tls(cert: &super::dovecot::TestCert) -> LocalSecretsManager {
-        let identity =
-            native_tls::Identity::from_pkcs8(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
-                .expect("the test certificate and key make a TLS identity");
-        let acceptor = native_tls::TlsAcceptor::new(identity).expect("a TLS acceptor");
-        LocalSecretsManager::serve(Some(Arc::new(acceptor)))
+        LocalSecretsManager::serve(Some(super::portal::tls_acceptor(cert)))
     }
 
     fn serve(tls: Option<Arc<native_tls::TlsAcceptor>>) -> LocalSecretsManager {
