@@ -420,7 +420,8 @@ fn resend_and_import_moves_the_listener_and_creates_the_secret() {
     assert_eq!(f.named_certificate(), Some(f.new_id()));
     assert_eq!(f.updates(), 1);
     let secret = results[0]["secrets_manager"].as_str().unwrap_or_default();
-    assert!(secret.ends_with("version 1: secret created"), "{secret}");
+    assert!(secret.contains(" version 1 ("), "{secret}");
+    assert!(secret.ends_with(": secret created"), "{secret}");
     let sha256 = results[0]["sha256"].as_str().unwrap().to_string();
     assert_eq!(sm.versions(NAME), vec![sha256]);
     let _ = &f.issuing;
