@@ -976,6 +976,61 @@ fn a_run_killed_before_its_deploy_hook_deploys_on_the_next_run() {
     );
 }
 
+/// A certificate left undeployed by a killed run is deployed by the next run, whichever
+/// order that run is for, and its text output says so: it has no order line of its own.
+#[test]
+fn a_run_for_another_order_deploys_and_reports_an_earlier_certificate() {
+    let Some(mut f) = Fixture::new() else { return };
+    let killed = f.order("www.killed.example.com");
+    let other = f.order("www.other.example.com");
+    f.dovecot.append("INBOX", &killed.mail);
+    let log = f.home.path().join("hook.log");
+    let hook = format!("echo \"$FULFILL_SHA256\" >> {}", log.display());
+    f.portal
+        .inject("createObject", Fault::Delay(Duration::from_secs(60)), 1);
+    let killed_id = killed.id.to_string();
+    let child = f.spawn(&[
+        "--order",
+        &killed_id,
+        "--timeout",
+        "10s",
+        "--deploy-hook",
+        &hook,
+    ]);
+    wait_until("the certificate is recorded", || !f.rows().is_empty());
+    kill(child);
+    f.portal.clear_faults();
+    f.dovecot.append("INBOX", &other.mail);
+
+    let output = (f.fulfill())
+        .args(["resend-and-import", "--order", &other.id.to_string()])
+        .args(["--timeout", "10s", "--deploy-hook", &hook])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    let hooked = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        hooked.lines().count(),
+        2,
+        "both certificates deployed: {hooked}"
+    );
+    assert!(hooked.contains(&killed.sha256), "{hooked}");
+    let earlier = (text.lines())
+        .find(|line| line.contains("www.killed.example.com"))
+        .unwrap_or_else(|| panic!("the earlier certificate is reported:\n{text}"));
+    assert!(earlier.contains("deploy hook ok"), "{earlier}");
+    let order_line = format!("order {} www.other.example.com: imported", other.id);
+    assert!(text.contains(&order_line), "{text}");
+    assert_eq!(
+        (text.lines())
+            .filter(|l| l.contains("www.other.example.com"))
+            .count(),
+        1,
+        "this run's certificate has its order line only:\n{text}"
+    );
+}
+
 #[test]
 fn dry_run_changes_nothing() {
     let Some(mut f) = Fixture::new() else { return };

@@ -7,10 +7,9 @@ use std::io::{self, Write};
 use clap::Args;
 use serde::Serialize;
 
-use super::import_report::write_deployments;
 use super::{
     Context, Report, deploy_hook, deploy_undeployed, load_known_keys, lock_for_writing,
-    with_deployments,
+    with_deployments, write_deployments,
 };
 use crate::exit::{Exit, UsageError};
 use crate::pipeline::deploy::{Deployer, Deployment};

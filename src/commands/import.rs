@@ -11,9 +11,7 @@ use time::OffsetDateTime;
 
 use super::import_report::ImportReport;
 use super::{
-    Context, deploy_hook, deploy_undeployed, import_checks, load_known_keys, lock_for_writing,
-    open_store, replace_in_use, store_in_secrets_manager, with_deployments, with_replacements,
-    with_secrets,
+    Context, IntoService, deploy_hook, import_checks, load_known_keys, lock_for_writing, open_store,
 };
 use crate::exit::Exit;
 use crate::pipeline::{self, Destination, ImportResult, Outcome, keys_for_orders};
@@ -92,25 +90,22 @@ impl ImportArgs {
             }
         }
         let store = destination.store.as_deref();
-        let deployed = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
-        let secrets = store_in_secrets_manager(settings, store, self.dry_run, context.now)?;
-        let portal = portal.as_ref().filter(|_| !self.dry_run);
-        let replaced = replace_in_use(settings, portal, store, context.now)?;
-        for result in &mut results {
-            result.attach_deployment(&deployed);
-            result.attach_secret(&secrets);
-            result.attach_replacements(&replaced);
-        }
+        let into_service = IntoService::run(
+            settings,
+            hook.as_ref(),
+            portal.as_ref(),
+            store,
+            self.dry_run,
+            context.now,
+        )?;
+        results.iter_mut().for_each(|r| into_service.attach(r));
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.exit()));
         context.output.print(&ImportReport {
             results: &results,
-            deployments: &deployed,
-            secrets: &secrets,
-            replacements: &replaced,
+            into_service: &into_service,
             now: context.now,
         })?;
-        let exit = with_deployments(exit, &deployed);
-        Ok(with_replacements(with_secrets(exit, &secrets), &replaced))
+        Ok(into_service.exit(exit))
     }
 
     /// The portal to upload to, unless `--no-upload` or none is configured.

@@ -6,10 +6,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::IntoService;
 use super::{Report, Table, days_left, write_line};
-use crate::pipeline::deploy::Deployment;
-use crate::pipeline::replace::Replacements;
-use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
 use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 
 /// What `import` and `poll` print of the certificates they met: `--json` gives the
@@ -18,15 +16,10 @@ use crate::pipeline::{ImportResult, Outcome, UploadStatus};
 #[serde(transparent)]
 pub struct ImportReport<'a> {
     pub results: &'a [ImportResult],
-    /// What the deploy hook did (in `--json`, on each result as `deploy_hook`).
+    /// What was put into service (in `--json`, on each result as `deploy_hook`,
+    /// `secrets_manager` and `listeners`).
     #[serde(skip)]
-    pub deployments: &'a [Deployment],
-    /// What the import into Secrets Manager did (in `--json`, on each result).
-    #[serde(skip)]
-    pub secrets: &'a [SecretImport],
-    /// What `[portal] replace_in_use` did (in `--json`, on each result as `listeners`).
-    #[serde(skip)]
-    pub replacements: &'a Replacements,
+    pub into_service: &'a IntoService,
     #[serde(skip)]
     pub now: OffsetDateTime,
 }
@@ -49,93 +42,8 @@ impl Report for ImportReport<'_> {
         for r in explained {
             explain(r, out)?;
         }
-        write_deployments(self.deployments, out)?;
-        write_secrets(self.secrets, out)?;
-        write_replacements(self.replacements, out)
+        self.into_service.write_text(out, |_| false)
     }
-}
-
-/// One line per certificate imported into Secrets Manager, with what to do on failure.
-pub fn write_secrets(secrets: &[SecretImport], out: &mut dyn Write) -> io::Result<()> {
-    for s in secrets {
-        let line = format!(
-            "certificate #{} {}: Secrets Manager {}",
-            s.certificate_id,
-            s.common_name,
-            s.summary()
-        );
-        write_line(out, &line)?;
-        if s.outcome == SecretOutcome::Failed {
-            writeln!(
-                out,
-                "  The next import, poll or resend-and-import tries again, searching by name first."
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// One line per deploy hook run, with what to do about a failure.
-pub fn write_deployments(deployments: &[Deployment], out: &mut dyn Write) -> io::Result<()> {
-    for d in deployments {
-        let line = format!(
-            "certificate #{} {}: deploy hook {}",
-            d.certificate_id,
-            d.common_name,
-            d.summary()
-        );
-        write_line(out, &line)?;
-        if !d.ok {
-            writeln!(
-                out,
-                "  The next run tries again; `fulfill deploy --pending` runs it now."
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// One line per listener moved (or not) and per old certificate deleted (or kept), with
-/// what to do about a failure.
-pub fn write_replacements(replacements: &Replacements, out: &mut dyn Write) -> io::Result<()> {
-    for error in &replacements.errors {
-        write_line(out, error)?;
-    }
-    for m in &replacements.listeners {
-        let mut line = format!(
-            "listener {} of load balancer {}: certificate {} -> {}: {}",
-            m.listener_uuid,
-            m.load_balancer_uuid,
-            m.old_portal_id,
-            m.new_portal_id,
-            m.outcome.words()
-        );
-        if let Some(detail) = &m.detail {
-            line.push_str(&format!(": {detail}"));
-        }
-        write_line(out, &line)?;
-    }
-    if replacements
-        .listeners
-        .iter()
-        .any(|m| m.outcome.is_failure())
-    {
-        writeln!(
-            out,
-            "  The state is kept: the next run goes on, or `fulfill replace --certificate ID` now."
-        )?;
-    }
-    for r in &replacements.retired {
-        let line = match &r.detail {
-            None => format!(
-                "portal certificate {}: deleted from the store",
-                r.old_portal_id
-            ),
-            Some(why) => format!("portal certificate {}: not deleted: {why}", r.old_portal_id),
-        };
-        write_line(out, &line)?;
-    }
-    Ok(())
 }
 
 impl ImportReport<'_> {

@@ -17,6 +17,7 @@ pub mod resend_and_import;
 pub mod show;
 
 mod import_report;
+mod into_service;
 mod local;
 mod output;
 
@@ -24,16 +25,15 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+pub use self::into_service::{
+    IntoService, deploy_undeployed, replace_allowance, replace_options, with_deployments,
+    with_replacements, write_deployments, write_replacements,
+};
 pub use self::local::{import_checks, load_known_keys, load_trust_anchors, open_store};
 pub use self::output::{Output, Report, Table, days_left, parse_time, write_line};
 use crate::config::Settings;
 use crate::exit::{Exit, UsageError};
-use crate::pipeline;
-use crate::pipeline::deploy::{DeployHook, Deployer, Deployment};
-use crate::pipeline::replace::{ReplaceOptions, Replacements, Replacer};
-use crate::pipeline::secrets_manager::{SecretImport, SecretOutcome};
-use crate::portal::Portal;
-use crate::secrets_manager::SecretsManager;
+use crate::pipeline::deploy::DeployHook;
 use crate::store::{RunLock, Store};
 
 /// What every command runs with, resolved once before any work starts.
@@ -63,111 +63,6 @@ pub fn deploy_hook(settings: &Settings, command_line: Option<&str>) -> Option<De
         command,
         timeout: settings.deploy_hook_timeout,
     })
-}
-
-/// Runs the deploy hook, when there is one, for every certificate not deployed yet: the
-/// ones this run recorded and any an earlier run left pending or failed. Called by every
-/// command that records certificates, after the rest of its work (a dry run deploys
-/// nothing).
-pub fn deploy_undeployed(
-    settings: &Settings,
-    hook: Option<&DeployHook>,
-    store: Option<&Store>,
-    now: OffsetDateTime,
-) -> anyhow::Result<Vec<Deployment>> {
-    let (Some(hook), Some(store)) = (hook, store) else {
-        return Ok(Vec::new());
-    };
-    let keys = load_known_keys(settings, &[])?;
-    let deployer = Deployer {
-        hook,
-        dir: &settings.deploy_dir,
-        keys: &keys,
-    };
-    deployer.deploy_undeployed(store, now)
-}
-
-/// 1 when a deploy hook failed (after all other work was done), else `exit`.
-pub fn with_deployments(exit: Exit, deployments: &[Deployment]) -> Exit {
-    match deployments.iter().any(|d| !d.ok) {
-        true => exit.worst(Exit::Failure),
-        false => exit,
-    }
-}
-
-/// Imports into Secrets Manager, when `[secrets_manager]` is configured, every recorded
-/// certificate whose private key is known and that is not there yet: this run's and any
-/// an earlier run left. Called by every command that records certificates, after the rest
-/// of its work; a dry run only plans. The API key is fetched only when there is work.
-pub fn store_in_secrets_manager(
-    settings: &Settings,
-    store: Option<&Store>,
-    dry_run: bool,
-    now: OffsetDateTime,
-) -> anyhow::Result<Vec<SecretImport>> {
-    let (Some(template), Some(store)) = (settings.secrets_manager_name(), store) else {
-        return Ok(Vec::new());
-    };
-    let keys = load_known_keys(settings, &[])?;
-    let planned = pipeline::secrets_manager::plan(store, &keys, template.as_deref())?;
-    if dry_run || planned.is_empty() {
-        return Ok(planned);
-    }
-    let Some(connection) = settings.secrets_manager()? else {
-        return Ok(Vec::new());
-    };
-    let client = SecretsManager::new(connection)?;
-    pipeline::secrets_manager::import_unsettled(&client, store, &keys, now)
-}
-
-/// 1 when an import into Secrets Manager failed (after all other work was done).
-pub fn with_secrets(exit: Exit, secrets: &[SecretImport]) -> Exit {
-    match secrets.iter().any(|s| s.outcome == SecretOutcome::Failed) {
-        true => exit.worst(Exit::Failure),
-        false => exit,
-    }
-}
-
-/// `[portal] replace_in_use`, `replace_timeout`, `replace_poll_interval` and
-/// `delete_replaced` as the pipeline takes them.
-pub fn replace_options(settings: &Settings) -> ReplaceOptions {
-    ReplaceOptions {
-        timeout: settings.replace_timeout,
-        poll_interval: settings.replace_poll_interval,
-        delete_replaced: settings.delete_replaced,
-    }
-}
-
-/// With `[portal] replace_in_use`, moves the load balancer listeners of older certificates
-/// to the new ones: this run's, and whatever an earlier run left unfinished. Called by
-/// every command that uploads, after its uploads (a dry run moves nothing).
-pub fn replace_in_use(
-    settings: &Settings,
-    portal: Option<&Portal>,
-    store: Option<&Store>,
-    now: OffsetDateTime,
-) -> anyhow::Result<Replacements> {
-    let (true, Some(portal), Some(store)) = (settings.replace_in_use, portal, store) else {
-        return Ok(Replacements::default());
-    };
-    let options = replace_options(settings);
-    Replacer { portal, options }.sweep(store, now)
-}
-
-/// 1 when a listener could not be moved (its state is kept for the next run), else `exit`.
-pub fn with_replacements(exit: Exit, replacements: &Replacements) -> Exit {
-    match replacements.failed() {
-        true => exit.worst(Exit::Failure),
-        false => exit,
-    }
-}
-
-/// How long the watchdog lets a run wait for load balancers (none without replace_in_use).
-pub fn replace_allowance(settings: &Settings) -> Duration {
-    match settings.replace_in_use {
-        true => settings.replace_timeout,
-        false => Duration::ZERO,
-    }
 }
 
 /// The portal client, or a usage error saying how to configure it.

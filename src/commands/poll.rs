@@ -10,17 +10,13 @@ use clap::Args;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::import_report::{ImportReport, write_deployments, write_replacements, write_secrets};
+use super::import_report::ImportReport;
 use super::{
-    Context, Report, deploy_hook, deploy_undeployed, import_checks, load_known_keys,
-    lock_for_writing, open_store, replace_allowance, replace_in_use, start_watchdog,
-    store_in_secrets_manager, with_deployments, with_replacements, with_secrets, write_line,
+    Context, IntoService, Report, deploy_hook, import_checks, load_known_keys, lock_for_writing,
+    open_store, replace_allowance, start_watchdog, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::{IDLE_REFRESH, MailboxSettings, Session};
-use crate::pipeline::deploy::Deployment;
-use crate::pipeline::replace::Replacements;
-use crate::pipeline::secrets_manager::SecretImport;
 use crate::pipeline::{
     self, Checks, Destination, Folder, ImportResult, MarkFailure, keys_for_orders,
 };
@@ -83,19 +79,18 @@ impl PollArgs {
             report.bytes_written
         );
         let store = destination.store.as_deref();
-        report.deployments = deploy_undeployed(settings, hook.as_ref(), store, context.now)?;
-        report.secrets = store_in_secrets_manager(settings, store, self.dry_run, context.now)?;
-        let portal = portal.as_ref().filter(|_| !self.dry_run);
-        report.replacements = replace_in_use(settings, portal, store, context.now)?;
-        for result in &mut report.results {
-            result.attach_deployment(&report.deployments);
-            result.attach_secret(&report.secrets);
-            result.attach_replacements(&report.replacements);
-        }
+        let into_service = IntoService::run(
+            settings,
+            hook.as_ref(),
+            portal.as_ref(),
+            store,
+            self.dry_run,
+            context.now,
+        )?;
+        (report.results.iter_mut()).for_each(|r| into_service.attach(r));
+        report.into_service = into_service;
         context.output.print(&report)?;
-        let exit = with_deployments(report.exit(), &report.deployments);
-        let exit = with_secrets(exit, &report.secrets);
-        Ok(with_replacements(exit, &report.replacements))
+        Ok(report.into_service.exit(report.exit()))
     }
 
     /// Scans the folder; with `--wait`, goes on waiting for a change and scanning again
@@ -185,12 +180,10 @@ struct PollReport {
     timed_out: bool,
     bytes_read: u64,
     bytes_written: u64,
-    /// What the deploy hook did, for this run's certificates and any left from before.
-    deployments: Vec<Deployment>,
-    /// What the import into Secrets Manager did, for this run's certificates and any left.
-    secrets: Vec<SecretImport>,
-    /// The load balancer listeners moved (`[portal] replace_in_use`).
-    replacements: Replacements,
+    /// What was put into service, for this run's certificates and any left from before:
+    /// `deployments`, `secrets` and `replacements` in `--json`.
+    #[serde(flatten)]
+    into_service: IntoService,
     #[serde(skip)]
     folder: String,
     #[serde(skip)]
@@ -213,9 +206,7 @@ impl PollReport {
             timed_out: false,
             bytes_read: 0,
             bytes_written: 0,
-            deployments: Vec::new(),
-            secrets: Vec::new(),
-            replacements: Replacements::default(),
+            into_service: IntoService::default(),
             folder: mailbox.folder.to_string(),
             wait,
             started_at: now,
@@ -247,16 +238,12 @@ impl Report for PollReport {
         if !self.results.is_empty() {
             ImportReport {
                 results: &self.results,
-                deployments: &self.deployments,
-                secrets: &self.secrets,
-                replacements: &self.replacements,
+                into_service: &self.into_service,
                 now: self.now,
             }
             .write_text(out)?;
         } else {
-            write_deployments(&self.deployments, out)?;
-            write_secrets(&self.secrets, out)?;
-            write_replacements(&self.replacements, out)?;
+            self.into_service.write_text(out, |_| false)?;
         }
         let imported = (self.results.iter())
             .filter(|r| r.outcome == crate::pipeline::Outcome::Imported)
@@ -288,9 +275,7 @@ impl Report for PollReport {
     fn is_routine(&self) -> bool {
         self.results.is_empty()
             && !self.timed_out
-            && self.deployments.is_empty()
-            && self.secrets.is_empty()
-            && self.replacements.is_empty()
+            && self.into_service.is_empty()
             && self.mark_failures.is_empty()
     }
 }

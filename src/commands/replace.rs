@@ -8,10 +8,9 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::import_report::write_replacements;
 use super::{
     Context, Report, connect_portal, lock_for_writing, open_store, replace_options, start_watchdog,
-    with_replacements, write_line,
+    with_replacements, write_line, write_replacements,
 };
 use crate::exit::{Exit, UsageError};
 use crate::pipeline::replace::{Replacements, Replacer};

@@ -8,18 +8,14 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::import_report::write_replacements;
 use super::{
-    Context, Report, connect_portal, deploy_hook, deploy_undeployed, import_checks,
-    load_known_keys, lock_for_writing, open_store, replace_allowance, replace_in_use,
-    start_watchdog, store_in_secrets_manager, with_deployments, with_replacements, with_secrets,
-    write_line,
+    Context, IntoService, Report, connect_portal, deploy_hook, import_checks, load_known_keys,
+    lock_for_writing, open_store, replace_allowance, start_watchdog, write_line,
 };
 use crate::exit::{Exit, UsageError};
 use crate::mailbox::Session;
 use crate::pipeline::keys_for_orders;
 use crate::pipeline::pending::{assess_orders, record_from_portal};
-use crate::pipeline::replace::Replacements;
 use crate::pipeline::resend_loop::{LoopOptions, OrderOutcome, OrderResult, ResendLoop};
 use crate::portal::Portal;
 use crate::portal::types::SslOrder;
@@ -96,20 +92,15 @@ impl ResendAndImportArgs {
         // Each was logged as it happened; the mails are recorded, their marks pending.
         let marks_failed = !resend_loop.mark_failures.is_empty();
         session.logout();
-        let deployed = deploy_undeployed(settings, hook.as_ref(), store.as_ref(), context.now)?;
-        let secrets =
-            store_in_secrets_manager(settings, store.as_ref(), self.dry_run, context.now)?;
-        let portal = Some(&portal).filter(|_| !self.dry_run);
-        let replaced = replace_in_use(settings, portal, store.as_ref(), context.now)?;
-        for result in &mut results {
-            let deployment = deployed
-                .iter()
-                .find(|d| Some(&d.sha256) == result.sha256.as_ref());
-            result.deploy_hook = deployment.map(|d| d.summary());
-            let secret = (secrets.iter()).find(|s| Some(&s.sha256) == result.sha256.as_ref());
-            result.secrets_manager = secret.map(|s| s.summary());
-            result.listeners = replaced.for_certificate(result.certificate_id);
-        }
+        let into_service = IntoService::run(
+            settings,
+            hook.as_ref(),
+            Some(&portal),
+            store.as_ref(),
+            self.dry_run,
+            context.now,
+        )?;
+        (results.iter_mut()).for_each(|r| into_service.attach_to_order(r));
         let exit = (results.iter()).fold(Exit::Done, |exit, r| exit.worst(r.outcome.exit()));
         let exit = if marks_failed {
             exit.worst(Exit::Failure)
@@ -118,10 +109,9 @@ impl ResendAndImportArgs {
         };
         context.output.print(&OrdersReport {
             results: &results,
-            replacements: &replaced,
+            into_service: &into_service,
         })?;
-        let exit = with_deployments(exit, &deployed);
-        Ok(with_replacements(with_secrets(exit, &secrets), &replaced))
+        Ok(into_service.exit(exit))
     }
 
     /// The orders named with `--order`, or with `--all-pending` the pending orders of the
@@ -193,9 +183,10 @@ impl ResendAndImportArgs {
 #[serde(transparent)]
 struct OrdersReport<'a> {
     results: &'a [OrderResult],
-    /// What `[portal] replace_in_use` did (in `--json`, on each result as `listeners`).
+    /// What was put into service (in `--json`, on each result as `deploy_hook`,
+    /// `secrets_manager` and `listeners`).
     #[serde(skip)]
-    replacements: &'a Replacements,
+    into_service: &'a IntoService,
 }
 
 impl Report for OrdersReport<'_> {
@@ -204,7 +195,6 @@ impl Report for OrdersReport<'_> {
         if self.results.is_empty() {
             writeln!(out, "No pending SSL orders.")?;
         }
-        write_replacements(self.replacements, out)?;
         for r in self.results {
             write_line(out, &line(r))?;
             if r.outcome == OrderOutcome::Failed {
@@ -212,13 +202,16 @@ impl Report for OrdersReport<'_> {
                 eprintln!("fulfill: order {}: {}", r.order_id, printable(reason));
             }
         }
-        Ok(())
+        // The certificates of earlier runs, deployed or imported now, have no order line.
+        let on_an_order_line =
+            |sha256: &str| (self.results.iter()).any(|r| r.sha256.as_deref() == Some(sha256));
+        self.into_service.write_text(out, on_an_order_line)
     }
 
     /// Nothing to say with -q when every order's certificate was already in, or every
     /// pending order waits for its next resend.
     fn is_routine(&self) -> bool {
-        self.replacements.is_empty()
+        self.into_service.is_empty()
             && (self.results.iter()).all(|r| {
                 matches!(
                     r.outcome,
