@@ -7,6 +7,7 @@ pub mod dovecot;
 pub mod fake_imap;
 pub mod portal;
 pub mod secrets_manager;
+pub mod shapes;
 
 // The environment tests keep from their children, and `env::command`, the one way they
 // start one. The module lives under `dovecot` because some tests include `dovecot.rs` on
