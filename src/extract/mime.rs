@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use super::{Collector, ExtractError, html, pem, shape, zip};
+use super::{Collector, ExtractError, html, parts, pem, shape, zip};
 
 pub struct Headers {
     pub message_id: Option<String>,
@@ -128,12 +128,24 @@ fn scan_content(
             collector.note_links(&html_escape::decode_html_entities(html_body));
             collector.scan_text(&html::html_to_text(html_body), here);
         }
-        PartType::Binary(bytes) | PartType::InlineBinary(bytes) => {
+        // Only the attachments that the mailbox would fetch of this mail (`parts.rs`):
+        // read whole or part by part, a mail gives the same certificates.
+        PartType::Binary(bytes) | PartType::InlineBinary(bytes) if may_hold_certificate(part) => {
             collector.scan_bytes(bytes, here, 0);
         }
+        PartType::Binary(_) | PartType::InlineBinary(_) => {}
         // walk_parts visits the parts these hold.
         PartType::Multipart(_) | PartType::Message(_) => {}
     }
+}
+
+/// Whether a part's type or file name is on the list of what can hold a certificate. A
+/// part without a Content-Type is text (RFC 2045 §5.2).
+fn may_hold_certificate(part: &MessagePart<'_>) -> bool {
+    let (ty, subtype) = part
+        .content_type()
+        .map_or(("text", ""), |ct| (ct.ctype(), ct.subtype().unwrap_or("")));
+    parts::may_hold_certificate(ty, subtype, part.attachment_name())
 }
 
 /// Drops a parsed message without recursion. mail-parser nests a forwarded message inside

@@ -13,6 +13,7 @@
 mod der;
 mod html;
 mod mime;
+pub mod parts;
 mod pem;
 mod shape;
 mod zip;
