@@ -361,6 +361,7 @@ fn a_run_with_nothing_new_and_nothing_pending_is_one_select_and_one_search() {
             "UID SEARCH",
             "UID FETCH",
             "UID FETCH",
+            "UID FETCH",
             "LIST \"\" \"Imported\"",
             "CREATE \"Imported\"",
             "UID MOVE"

@@ -8,6 +8,7 @@
 //! and there is no switch to turn that off.
 
 mod stream;
+mod structure;
 
 use std::collections::BTreeSet;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use self::stream::{Counted, ImapStream};
 pub use self::stream::{ResponseLimits, TooLarge, Traffic};
+pub use self::structure::{Structure, StructureLimits};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +256,10 @@ pub struct Session {
     has_move: bool,
     /// Folders this session has seen exist (or created).
     known_folders: BTreeSet<FolderName>,
+    /// What it connected with, to connect again when imap cannot read on (`reconnect`).
+    settings: MailboxSettings,
+    /// The folder selected last and its UIDVALIDITY, to select again after a reconnect.
+    selected: Option<(FolderName, u32)>,
 }
 
 /// What [`Session::ensure_folder`] found.
@@ -423,6 +429,8 @@ impl Session {
             has_idle,
             has_move,
             known_folders: BTreeSet::new(),
+            settings: settings.clone(),
+            selected: None,
         })
     }
 
@@ -449,7 +457,37 @@ impl Session {
             .imap
             .select(folder.as_str())
             .map_err(protocol(&format!("SELECT {folder}"), self.io_timeout))?;
-        folder_status("SELECT", folder, &mailbox)
+        let status = folder_status("SELECT", folder, &mailbox)?;
+        self.selected = Some((folder.clone(), status.uidvalidity));
+        Ok(status)
+    }
+
+    /// Logs in again on a new connection and selects the folder selected before: for when
+    /// imap stopped reading an answer halfway (one it could not parse), which leaves the
+    /// rest of it on the old connection. The folder must have kept its UIDVALIDITY.
+    fn reconnect(&mut self) -> Result<(), MailboxError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let fresh = Session::connect(&self.settings)?;
+        // The byte counters go on where the old connection stopped.
+        (fresh.traffic.read).fetch_add(self.traffic.read.load(Relaxed), Relaxed);
+        (fresh.traffic.written).fetch_add(self.traffic.written.load(Relaxed), Relaxed);
+        let old = std::mem::replace(self, fresh);
+        let Some((folder, uidvalidity)) = old.selected.clone() else {
+            return Ok(());
+        };
+        drop(old);
+        let status = self.select(&folder)?;
+        if status.uidvalidity != uidvalidity {
+            return Err(MailboxError::Protocol {
+                what: format!("SELECT {folder} (connected again)"),
+                cause: format!(
+                    "UIDVALIDITY changed from {uidvalidity} to {} during the run; the next run \
+                     looks at the folder again",
+                    status.uidvalidity
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// SELECT without changing anything (no \Recent cleared): for `check`.

@@ -24,7 +24,7 @@ pub use self::scan::{Folder, MarkFailure, Scan, note_mark_failures, scan_mailbox
 pub use self::upload::{Upload, to_pem};
 use crate::extract::{self, Extraction, Limits};
 use crate::portal::Portal;
-use crate::store::{MailboxPosition, NewCertificate, Recorded, Store, timestamp};
+use crate::store::{MailBatch, MailboxPosition, NewCertificate, Recorded, Store, timestamp};
 use crate::validate::{self, Accepted, CertificateInfo, Expectations, Rejected};
 
 /// What a certificate must pass: the expectations, the trust anchors, the extraction limits.
@@ -79,6 +79,34 @@ pub fn import_message(
     position: Option<&MailboxPosition>,
     now: OffsetDateTime,
 ) -> anyhow::Result<Vec<ImportResult>> {
+    let mut batch = MailBatch::default();
+    let results = import_in_batch(
+        bytes,
+        source,
+        checks,
+        destination,
+        position,
+        &mut batch,
+        now,
+    )?;
+    commit(destination, &mut batch, now)?;
+    Ok(results)
+}
+
+/// [`import_message`] for one mail of a batch: what records nothing (the events, the
+/// position) goes into `batch`, which the caller commits once for the batch. Before a
+/// certificate is recorded the batch is committed, and the certificate is recorded with
+/// its position in a transaction of its own: its upload then comes after both commits,
+/// and the position never passes a mail whose event is not written.
+pub fn import_in_batch(
+    bytes: &[u8],
+    source: &str,
+    checks: &Checks,
+    destination: &mut Destination<'_>,
+    position: Option<&MailboxPosition>,
+    batch: &mut MailBatch,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<ImportResult>> {
     let mut results = Vec::new();
     let extraction = match extract::extract_any(bytes, source, &checks.limits) {
         Ok(extraction) => extraction,
@@ -86,7 +114,7 @@ pub fn import_message(
             let mut result = ImportResult::new(source, Outcome::NoCertificate, None);
             result.problems.push(e.to_string());
             results.push(result);
-            finish(&results, destination, position, now)?;
+            finish(&results, destination, position, batch);
             return Ok(results);
         }
     };
@@ -113,6 +141,7 @@ pub fn import_message(
         );
     }
     for accepted in report.accepted() {
+        commit(destination, batch, now)?;
         let mut result = record(accepted, source, &extraction, destination, position, now)?;
         let upload = destination.upload;
         upload.run(
@@ -141,33 +170,44 @@ pub fn import_message(
         }
         results.push(result);
     }
-    finish(&results, destination, position, now)?;
+    finish(&results, destination, position, batch);
     Ok(results)
 }
 
-/// Records an event for every outcome that recorded nothing (an import records its own),
-/// moving the mailbox position with it. In a mailbox scan that includes ordinary mail
-/// without any certificate (`mail_without_certificate`, kept short): every mail the position
-/// passes without importing from it is accounted for.
-fn finish(
-    results: &[ImportResult],
-    destination: &mut Destination<'_>,
-    position: Option<&MailboxPosition>,
+/// Writes what `batch` holds in one transaction (nothing in a dry run).
+pub fn commit(
+    destination: &Destination<'_>,
+    batch: &mut MailBatch,
     now: OffsetDateTime,
 ) -> anyhow::Result<()> {
-    if destination.dry_run {
-        return Ok(());
+    match destination.store.as_deref() {
+        Some(store) if !destination.dry_run => Ok(store.commit_batch(batch, now)?),
+        _ => {
+            *batch = MailBatch::default();
+            Ok(())
+        }
     }
-    let Some(store) = destination.store.as_deref_mut() else {
-        return Ok(());
-    };
-    let mut moved = false;
+}
+
+/// Adds to `batch` an event for every outcome that recorded nothing (an import records its
+/// own), moving the mailbox position with it. In a mailbox scan that includes ordinary mail
+/// without any certificate (`mail_without_certificate`, kept short): every mail the position
+/// passes without importing from it is accounted for.
+pub fn finish(
+    results: &[ImportResult],
+    destination: &Destination<'_>,
+    position: Option<&MailboxPosition>,
+    batch: &mut MailBatch,
+) {
+    if destination.dry_run || destination.store.is_none() {
+        return;
+    }
     for result in results {
         if result.outcome.is_recorded() {
             continue;
         }
         // Ordinary mail in a scan: where it is and what stopped a look inside (a skipped
-        // zip, say), not the links of every newsletter.
+        // zip, a part not fetched), not the links of every newsletter.
         let detail = if position.is_some() && result.outcome == Outcome::NoCertificate {
             std::iter::once(result.source.as_str())
                 .chain(result.problems.iter().map(String::as_str))
@@ -176,20 +216,13 @@ fn finish(
         } else {
             result.event_detail()
         };
-        store.add_event_at(
-            destination.order_id,
-            result.outcome.event_kind(),
-            &detail,
-            position,
-            now,
-        )?;
-        moved = true;
+        let kind = result.outcome.event_kind();
+        batch.event(destination.order_id, kind, &detail, position);
     }
     // Recording a certificate moved it already; moving again is harmless (it never goes back).
-    if let Some(position) = position.filter(|_| !moved) {
-        store.advance_mailbox(position, now)?;
+    if let Some(position) = position {
+        batch.advance(position);
     }
-    Ok(())
 }
 
 /// Records an accepted certificate (or, in a dry run, says whether it is new), and moves

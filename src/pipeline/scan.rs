@@ -19,11 +19,13 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::result::{ImportResult, Outcome};
-use super::{Checks, Destination, import_message};
+use super::{Checks, Destination, import_in_batch};
+use crate::extract::parts::{self, Choice, Plan, Section, Skipped};
 use crate::mailbox::{
     AfterImport, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings, Session,
+    Structure, StructureLimits,
 };
-use crate::store::{MailboxPosition, Store};
+use crate::store::{MailBatch, MailboxPosition, Store};
 
 /// What one pass over the mailbox folder found.
 #[derive(Debug, Default)]
@@ -116,28 +118,317 @@ pub fn scan_mailbox(
     let mark = Some(&folder.settings.after_import)
         .filter(|action| **action != AfterImport::Nothing && !destination.dry_run)
         .map(AfterImport::to_string);
-    for uid in uids {
-        let position = MailboxPosition {
-            mark: mark.clone(),
-            ..folder.position(status.uidvalidity, uid)
-        };
-        let size = sizes.get(&uid).copied();
-        let results = import_uid(
-            session,
-            folder,
-            &position,
-            size,
-            checks,
-            destination,
-            now,
-            &mut scan,
-        )?;
-        scan.too_large += usize::from(results.is_none());
-        scan.results.extend(
-            (results.into_iter().flatten()).filter(|r| r.outcome != Outcome::NoCertificate),
-        );
+    let limits = StructureLimits {
+        max_depth: checks.limits.max_mime_depth,
+        max_parts: checks.limits.max_parts,
+    };
+    for chunk in uids.chunks(STRUCTURES_PER_PASS) {
+        let mut structures = session
+            .structures(chunk, limits)
+            .with_context(|| format!("reading the structure of new mail in {name}"))?;
+        let planned: Vec<Planned> = chunk
+            .iter()
+            .map(|&uid| {
+                let position = MailboxPosition {
+                    mark: mark.clone(),
+                    ..folder.position(status.uidvalidity, uid)
+                };
+                let structure = structures.remove(&uid);
+                Planned::new(
+                    position,
+                    sizes.get(&uid).copied(),
+                    structure,
+                    folder.settings,
+                )
+            })
+            .collect();
+        for batch in batches(&planned, folder.settings.max_message_size) {
+            let mut context = Pass {
+                session: &mut *session,
+                folder,
+                checks,
+                destination: &mut *destination,
+                now,
+                scan: &mut scan,
+            };
+            context.batch(batch)?;
+        }
     }
     Ok(scan)
+}
+
+/// UIDs whose structure is read per pass of the loop, and at most per batch.
+const STRUCTURES_PER_PASS: usize = 500;
+
+/// One new mail, and what to fetch of it.
+struct Planned {
+    position: MailboxPosition,
+    size: Option<u32>,
+    choice: Choice,
+    /// Why the mail is fetched whole though its structure was asked for, if it was not for
+    /// its shape (the server gave none, or it was refused).
+    no_structure: Option<String>,
+}
+
+impl Planned {
+    fn new(
+        position: MailboxPosition,
+        size: Option<u32>,
+        structure: Option<Structure>,
+        settings: &MailboxSettings,
+    ) -> Planned {
+        let (choice, no_structure) = match structure {
+            // Without a size, what the sections may weigh is unknown: the whole fetch is
+            // bounded by max_message_size + 1 bytes instead.
+            Some(Ok(_)) if size.is_none() => (Choice::Whole, Some("no RFC822.SIZE".into())),
+            Some(Ok(part)) => (parts::choose(&part, settings.max_message_size), None),
+            Some(Err(why)) => (Choice::Whole, Some(why)),
+            None => (
+                Choice::Whole,
+                Some("the server sent no BODYSTRUCTURE".into()),
+            ),
+        };
+        Planned {
+            position,
+            size,
+            choice,
+            no_structure,
+        }
+    }
+
+    /// The most bytes its chosen sections can be: all of the mail but the parts left out.
+    /// A mail fetched whole is read on its own, and counts for nothing here.
+    fn sections_size(&self) -> u64 {
+        match (&self.choice, self.size) {
+            (Choice::Parts(_), Some(size)) => {
+                u64::from(size).saturating_sub(self.choice.skipped_octets())
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Consecutive runs of mails whose chosen sections together stay within
+/// `max_message_size`: what one batch holds in memory and one FETCH may answer
+/// (`ResponseLimits`). Each batch is committed once.
+fn batches(planned: &[Planned], max_message_size: u64) -> Vec<&[Planned]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, mail) in planned.iter().enumerate() {
+        let size = mail.sections_size();
+        if i > start && bytes.saturating_add(size) > max_message_size {
+            out.push(&planned[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < planned.len() {
+        out.push(&planned[start..]);
+    }
+    out
+}
+
+/// What a pass over one batch works with.
+struct Pass<'p, 'd, 's> {
+    session: &'p mut Session,
+    folder: &'p Folder<'s>,
+    checks: &'p Checks,
+    destination: &'p mut Destination<'d>,
+    now: OffsetDateTime,
+    scan: &'p mut Scan,
+}
+
+impl Pass<'_, '_, '_> {
+    /// Fetches the chosen sections of a batch (one command per shape of mail), imports each
+    /// mail in UID order, and commits what the batch taught once. What was done before an
+    /// error is committed too; a run killed before the commit reads the batch again.
+    fn batch(&mut self, batch: &[Planned]) -> anyhow::Result<()> {
+        let mut fetched = self.fetch_sections(batch)?;
+        let mut taught = MailBatch::default();
+        let mut outcome = Ok(());
+        for mail in batch {
+            let sections = fetched.remove(&mail.position.uid);
+            outcome = self.mail(mail, sections, &mut taught);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        super::commit(self.destination, &mut taught, self.now)?;
+        outcome
+    }
+
+    /// The sections of every mail of the batch read by parts, many UIDs per command:
+    /// mails of one shape (the same sections) share a command.
+    fn fetch_sections(
+        &mut self,
+        batch: &[Planned],
+    ) -> anyhow::Result<BTreeMap<u32, BTreeMap<Section, Vec<u8>>>> {
+        let mut shapes: BTreeMap<Vec<Section>, Vec<u32>> = BTreeMap::new();
+        for mail in batch {
+            if let Choice::Parts(plan) = &mail.choice
+                && mail.sections_size() <= self.folder.settings.max_message_size
+            {
+                let uids = shapes.entry(plan.sections()).or_default();
+                uids.push(mail.position.uid);
+            }
+        }
+        let mut fetched = BTreeMap::new();
+        for (sections, uids) in shapes {
+            let name = &self.folder.settings.folder;
+            let found = (self.session.fetch_sections(&uids, &sections))
+                .with_context(|| format!("fetching the parts of new mail in {name}"))?;
+            fetched.extend(found);
+        }
+        Ok(fetched)
+    }
+
+    /// One mail of a batch: read whole, by parts, or not at all, then imported and marked.
+    fn mail(
+        &mut self,
+        mail: &Planned,
+        sections: Option<BTreeMap<Section, Vec<u8>>>,
+        taught: &mut MailBatch,
+    ) -> anyhow::Result<()> {
+        let position = &mail.position;
+        let source = self.folder.source(position);
+        let results = match &mail.choice {
+            Choice::Nothing { skipped } => {
+                let mut result = ImportResult::new(&source, Outcome::NoCertificate, None);
+                result.problems.push(not_fetched(skipped));
+                let results = vec![result];
+                super::finish(&results, self.destination, Some(position), taught);
+                Some(results)
+            }
+            Choice::Parts(plan) => self.by_parts(mail, plan, sections, taught)?,
+            Choice::Whole => self.whole(mail, taught)?,
+        };
+        self.scan.too_large += usize::from(results.is_none());
+        let results = results.unwrap_or_default();
+        let store = (self.destination.store.as_deref()).filter(|_| !self.destination.dry_run);
+        if let Some(store) = store.filter(|_| position.mark.is_some())
+            && results.iter().any(|r| r.outcome.is_recorded())
+        {
+            let (session, folder, now) = (&mut *self.session, self.folder, self.now);
+            apply_mark(
+                session, folder, position, &source, store, false, now, self.scan,
+            )?;
+        }
+        self.scan
+            .results
+            .extend((results.into_iter()).filter(|r| r.outcome != Outcome::NoCertificate));
+        Ok(())
+    }
+
+    /// A mail read by its parts: the message rebuilt from them, imported. `None` when it
+    /// is over the limit even without the parts left out. A mail whose sections did not
+    /// all come is read whole.
+    fn by_parts(
+        &mut self,
+        mail: &Planned,
+        plan: &Plan,
+        sections: Option<BTreeMap<Section, Vec<u8>>>,
+        taught: &mut MailBatch,
+    ) -> anyhow::Result<Option<Vec<ImportResult>>> {
+        let max = self.folder.settings.max_message_size;
+        let source = self.folder.source(&mail.position);
+        if mail.sections_size() > max {
+            let detail = format!(
+                "{source}: {} bytes without the parts left on the server, over \
+                 max_message_size ({max} bytes); not fetched",
+                mail.sections_size()
+            );
+            too_large(taught, &mail.position, detail);
+            return Ok(None);
+        }
+        let rebuilt = sections.and_then(|sections| parts::rebuild(plan, &sections));
+        let Some(rebuilt) = rebuilt else {
+            log::info!("{source}: not every part came; reading the mail whole");
+            return self.whole(mail, taught);
+        };
+        let (checks, now) = (self.checks, self.now);
+        let position = Some(&mail.position);
+        let mut results = import_in_batch(
+            &rebuilt,
+            &source,
+            checks,
+            self.destination,
+            position,
+            taught,
+            now,
+        )?;
+        // Parts over the limit are said where the mail's result is; others only for mail
+        // that gave nothing.
+        for result in &mut results {
+            let said: Vec<&Skipped> = (plan.skipped.iter())
+                .filter(|s| s.over_limit || result.outcome == Outcome::NoCertificate)
+                .collect();
+            if !said.is_empty() {
+                result.problems.push(not_fetched(said));
+            }
+        }
+        Ok(Some(results))
+    }
+
+    /// A mail read whole, as before structures: sized, fetched within the limit, imported.
+    /// `None` when it is over the size limit and was not read (or not past the limit).
+    fn whole(
+        &mut self,
+        mail: &Planned,
+        taught: &mut MailBatch,
+    ) -> anyhow::Result<Option<Vec<ImportResult>>> {
+        let settings = self.folder.settings;
+        let position = &mail.position;
+        let source = self.folder.source(position);
+        if let Some(why) = &mail.no_structure {
+            log::debug!("{source}: read whole: {why}");
+        }
+        let Some(said) = announced_size(&source, mail.size, settings, taught, position) else {
+            return Ok(None);
+        };
+        let bytes = match self.session.fetch(position.uid) {
+            Ok(Fetched::Message(bytes)) => bytes,
+            Ok(Fetched::TooLarge) => {
+                let detail = format!(
+                    "{source}: longer than max_message_size ({} bytes), although the server \
+                     said {said}; not read past the limit",
+                    settings.max_message_size
+                );
+                too_large(taught, position, detail);
+                return Ok(None);
+            }
+            Ok(Fetched::Gone) => {
+                // Expunged between SEARCH and FETCH: nothing to learn, move on.
+                taught.advance(position);
+                return Ok(Some(Vec::new()));
+            }
+            Err(error) if error.is_too_large() => {
+                // The connection is given up; the next run goes on after this mail.
+                too_large(taught, position, format!("{source}: {error}"));
+                return Err(error).with_context(|| format!("{source}: fetching"));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let (checks, now) = (self.checks, self.now);
+        let results = import_in_batch(
+            &bytes,
+            &source,
+            checks,
+            self.destination,
+            Some(position),
+            taught,
+            now,
+        )?;
+        Ok(Some(results))
+    }
+}
+
+/// "not fetched: part 2 (application/pdf 'x.pdf', 300000 bytes), ..."
+fn not_fetched<'a>(skipped: impl IntoIterator<Item = &'a Skipped>) -> String {
+    let parts: Vec<String> = skipped.into_iter().map(Skipped::to_string).collect();
+    format!(
+        "not fetched, as no certificate can be in it: {}",
+        parts.join(", ")
+    )
 }
 
 /// The UID after which mail is new: the recorded one, or 0 when nothing is recorded or
@@ -213,88 +504,23 @@ fn retry_pending_marks(
     Ok(())
 }
 
-/// Fetches, imports and marks one message; `None` when it is over the size limit and was
-/// not read (or not past the limit).
-#[allow(clippy::too_many_arguments)]
-fn import_uid(
-    session: &mut Session,
-    folder: &Folder<'_>,
-    position: &MailboxPosition,
-    size: Option<u32>,
-    checks: &Checks,
-    destination: &mut Destination<'_>,
-    now: OffsetDateTime,
-    scan: &mut Scan,
-) -> anyhow::Result<Option<Vec<ImportResult>>> {
-    let settings = folder.settings;
-    let source = folder.source(position);
-    let store = destination
-        .store
-        .as_deref()
-        .filter(|_| !destination.dry_run);
-    let Some(said) = announced_size(&source, size, settings, store, position, now)? else {
-        return Ok(None);
-    };
-    let bytes = match session.fetch(position.uid) {
-        Ok(Fetched::Message(bytes)) => bytes,
-        Ok(Fetched::TooLarge) => {
-            too_large(
-                store,
-                position,
-                now,
-                format!(
-                    "{source}: longer than max_message_size ({} bytes), although the server said \
-                 {said}; not read past the limit",
-                    settings.max_message_size
-                ),
-            )?;
-            return Ok(None);
-        }
-        Ok(Fetched::Gone) => {
-            // Expunged between SEARCH and FETCH: nothing to learn, move on.
-            if let Some(store) = store {
-                store.advance_mailbox(position, now)?;
-            }
-            return Ok(Some(Vec::new()));
-        }
-        Err(error) if error.is_too_large() => {
-            // The connection is given up; the next run goes on after this mail.
-            too_large(store, position, now, format!("{source}: {error}"))?;
-            return Err(error).with_context(|| format!("{source}: fetching"));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let results = import_message(&bytes, &source, checks, destination, Some(position), now)?;
-    let store = destination
-        .store
-        .as_deref()
-        .filter(|_| !destination.dry_run);
-    if let Some(store) = store.filter(|_| position.mark.is_some())
-        && results.iter().any(|r| r.outcome.is_recorded())
-    {
-        apply_mark(session, folder, position, &source, store, false, now, scan)?;
-    }
-    Ok(Some(results))
-}
-
 /// What the server said of a mail's size, for the record; `None` when that is over
 /// `max_message_size`, and the mail is recorded as too large and not fetched.
 fn announced_size(
     source: &str,
     size: Option<u32>,
     settings: &MailboxSettings,
-    store: Option<&Store>,
+    taught: &mut MailBatch,
     position: &MailboxPosition,
-    now: OffsetDateTime,
-) -> anyhow::Result<Option<String>> {
-    Ok(Some(match size {
+) -> Option<String> {
+    Some(match size {
         Some(size) if u64::from(size) > settings.max_message_size => {
             let detail = format!(
                 "{source}: {size} bytes, over max_message_size ({} bytes); not fetched",
                 settings.max_message_size
             );
-            too_large(store, position, now, detail)?;
-            return Ok(None);
+            too_large(taught, position, detail);
+            return None;
         }
         Some(size) => format!("{size} bytes"),
         None => {
@@ -305,26 +531,16 @@ fn announced_size(
                  max_message_size"
             );
             log::warn!("{detail}");
-            if let Some(store) = store {
-                store.add_event(None, "mail_without_size", &detail, now)?;
-            }
+            taught.event(None, "mail_without_size", &detail, None);
             "no size".to_string()
         }
-    }))
+    })
 }
 
 /// Records a mail over `max_message_size`; the position moves past it.
-fn too_large(
-    store: Option<&Store>,
-    position: &MailboxPosition,
-    now: OffsetDateTime,
-    detail: String,
-) -> anyhow::Result<()> {
+fn too_large(taught: &mut MailBatch, position: &MailboxPosition, detail: String) {
     log::warn!("{detail}");
-    if let Some(store) = store {
-        store.add_event_at(None, "mail_too_large", &detail, Some(position), now)?;
-    }
-    Ok(())
+    taught.event(None, "mail_too_large", &detail, Some(position));
 }
 
 /// Applies `after_import` to one mail whose certificate is recorded. Done, its pending

@@ -274,6 +274,57 @@ fn advance(
     )
 }
 
+/// What a batch of mails taught, written in one transaction by [`Store::commit_batch`]:
+/// the events of the mails that recorded nothing themselves, and the mailbox position
+/// past the last mail of the batch. A run that dies before the commit reads the batch again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MailBatch {
+    events: Vec<BatchEvent>,
+    position: Option<MailboxPosition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BatchEvent {
+    order_id: Option<i64>,
+    kind: String,
+    detail: String,
+}
+
+impl MailBatch {
+    /// An event, and (with a position) the position moved past its mail, at the commit.
+    pub fn event(
+        &mut self,
+        order_id: Option<i64>,
+        kind: &str,
+        detail: &str,
+        position: Option<&MailboxPosition>,
+    ) {
+        self.events.push(BatchEvent {
+            order_id,
+            kind: kind.to_string(),
+            detail: detail.to_string(),
+        });
+        if let Some(position) = position {
+            self.advance(position);
+        }
+    }
+
+    /// The position moved past a mail, at the commit.
+    pub fn advance(&mut self, position: &MailboxPosition) {
+        let further = self
+            .position
+            .as_ref()
+            .is_none_or(|p| p.uidvalidity != position.uidvalidity || p.uid < position.uid);
+        if further {
+            self.position = Some(position.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.position.is_none()
+    }
+}
+
 /// What recording a certificate did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recorded {
@@ -1031,6 +1082,37 @@ impl Store {
             advance(&tx, position, now).map_err(sql)?;
         }
         tx.commit().map_err(sql)
+    }
+
+    /// Writes a batch in one transaction and empties it.
+    pub fn commit_batch(
+        &self,
+        batch: &mut MailBatch,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql();
+        let tx = self.conn.unchecked_transaction().map_err(&sql)?;
+        for event in &batch.events {
+            tx.execute(
+                "INSERT INTO events (at, order_id, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    timestamp(now),
+                    event.order_id,
+                    event.kind,
+                    printable(&event.detail)
+                ],
+            )
+            .map_err(&sql)?;
+        }
+        if let Some(position) = &batch.position {
+            advance(&tx, position, now).map_err(&sql)?;
+        }
+        tx.commit().map_err(&sql)?;
+        *batch = MailBatch::default();
+        Ok(())
     }
 
     /// Moves the mailbox position past a message that taught nothing worth an event.

@@ -28,6 +28,10 @@ pub struct Script {
     pub folders: Vec<String>,
     /// CREATE answers `NO [NOPERM]`, as on a server where the user may not make folders.
     pub refuse_create: bool,
+    /// What `UID FETCH ... BODYSTRUCTURE` answers for every message: `None` refuses the
+    /// command (`NO`), as a server that cannot describe its mail; `Some(text)` sends
+    /// `BODYSTRUCTURE text`, which may be anything, parseable or not.
+    pub bodystructure: Option<String>,
 }
 
 impl Default for Script {
@@ -38,6 +42,7 @@ impl Default for Script {
             messages: Vec::new(),
             folders: Vec::new(),
             refuse_create: false,
+            bodystructure: None,
         }
     }
 }
@@ -213,6 +218,23 @@ fn serve(
                 "* SEARCH {}\r\n{tag} OK Search completed.\r\n",
                 found.join(" ")
             )?;
+        } else if upper.starts_with("UID FETCH ") && upper.contains("BODYSTRUCTURE") {
+            let set = upper.split_whitespace().nth(2).unwrap_or("").to_string();
+            match &script.bodystructure {
+                None => write!(out, "{tag} NO BODYSTRUCTURE is not scripted.\r\n")?,
+                Some(structure) => {
+                    for (seq, message) in script.messages.iter().enumerate() {
+                        if in_set(&set, message.uid) {
+                            let (seq, uid) = (seq + 1, message.uid);
+                            write!(
+                                out,
+                                "* {seq} FETCH (UID {uid} BODYSTRUCTURE {structure})\r\n"
+                            )?;
+                        }
+                    }
+                    write!(out, "{tag} OK Fetch completed.\r\n")?;
+                }
+            }
         } else if upper.starts_with("UID FETCH ") {
             let set = upper.split_whitespace().nth(2).unwrap_or("").to_string();
             for (seq, message) in script.messages.iter().enumerate() {

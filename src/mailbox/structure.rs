@@ -1,0 +1,288 @@
+//! Reading mails part by part: the structure of many mails in one command, and the
+//! chosen sections of many mails in one command (`docs/imap.md` §1–§3).
+//!
+//! imap-proto parses BODYSTRUCTURE; its answer is turned into the extractor's own
+//! [`Part`], within the extractor's nesting and part limits. A mail whose structure the
+//! server does not give, or that either parser refuses, gets an error instead: the caller
+//! fetches it whole.
+
+use std::collections::BTreeMap;
+
+use imap_proto::types::{
+    BodyContentCommon, BodyStructure, ContentEncoding, MessageSection, SectionPath,
+};
+
+use super::{MailboxError, Session, protocol, uid_set};
+use crate::extract::parts::{Leaf, Part, Piece, Section};
+
+/// How deep and how many parts a structure may have before it is refused (the
+/// extractor's `max_mime_depth` and `max_parts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StructureLimits {
+    pub max_depth: usize,
+    pub max_parts: usize,
+}
+
+/// UIDs per `UID FETCH ... BODYSTRUCTURE`: an answer of a few hundred bytes each.
+const STRUCTURES_PER_COMMAND: usize = 500;
+
+/// The structure of one mail, or why there is none to use.
+pub type Structure = Result<Part, String>;
+
+impl Session {
+    /// The structure of each UID, asked for many UIDs per command. A server that refuses
+    /// the command (NO, BAD) or whose answer imap-proto cannot parse gives an error for
+    /// every UID of that command; after a parse failure the connection is opened again
+    /// (imap leaves the rest of the answer unread), and the folder selected again.
+    pub fn structures(
+        &mut self,
+        uids: &[u32],
+        limits: StructureLimits,
+    ) -> Result<BTreeMap<u32, Structure>, MailboxError> {
+        let mut found = BTreeMap::new();
+        for chunk in uids.chunks(STRUCTURES_PER_COMMAND) {
+            let answer = self.imap.uid_fetch(uid_set(chunk), "BODYSTRUCTURE");
+            let refused = match answer {
+                Ok(fetches) => {
+                    for fetch in fetches.iter() {
+                        if let (Some(uid), Some(structure)) = (fetch.uid, fetch.bodystructure()) {
+                            found.insert(uid, convert(structure, limits));
+                        }
+                    }
+                    None
+                }
+                Err(imap::Error::No(no)) => Some(format!(
+                    "the server refused BODYSTRUCTURE: {}",
+                    no.information
+                )),
+                Err(imap::Error::Bad(bad)) => Some(format!(
+                    "the server refused BODYSTRUCTURE: {}",
+                    bad.information
+                )),
+                Err(imap::Error::Bye(_) | imap::Error::Parse(_)) => {
+                    self.reconnect()?;
+                    Some("the server's BODYSTRUCTURE answer could not be parsed".to_string())
+                }
+                Err(other) => {
+                    return Err(protocol("UID FETCH BODYSTRUCTURE", self.io_timeout)(other));
+                }
+            };
+            for &uid in chunk {
+                let why = refused
+                    .clone()
+                    .unwrap_or_else(|| "the server sent no BODYSTRUCTURE".into());
+                found.entry(uid).or_insert(Err(why));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The same sections of each UID, in one command (`BODY.PEEK`, so nothing is marked
+    /// \Seen). A section the server leaves out is missing from that UID's map.
+    pub fn fetch_sections(
+        &mut self,
+        uids: &[u32],
+        sections: &[Section],
+    ) -> Result<BTreeMap<u32, BTreeMap<Section, Vec<u8>>>, MailboxError> {
+        let items: Vec<String> = sections.iter().map(|s| format!("BODY.PEEK[{s}]")).collect();
+        let set = uid_set(uids);
+        let fetches = self
+            .imap
+            .uid_fetch(&set, format!("({})", items.join(" ")))
+            .map_err(protocol(
+                &format!("UID FETCH {set} (parts)"),
+                self.io_timeout,
+            ))?;
+        let mut found: BTreeMap<u32, BTreeMap<Section, Vec<u8>>> = BTreeMap::new();
+        for fetch in fetches.iter() {
+            let Some(uid) = fetch.uid.filter(|uid| uids.contains(uid)) else {
+                continue;
+            };
+            let mine = found.entry(uid).or_default();
+            for section in sections {
+                if let Some(bytes) = fetch.section(&section_path(section)) {
+                    mine.insert(section.clone(), bytes.to_vec());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// imap-proto's name of a section, to find it in the answer.
+fn section_path(section: &Section) -> SectionPath {
+    let piece = match section.piece {
+        Piece::Header => Some(MessageSection::Header),
+        Piece::Mime => Some(MessageSection::Mime),
+        Piece::Body => None,
+    };
+    match (section.path.is_empty(), piece) {
+        (true, Some(piece)) => SectionPath::Full(piece),
+        (_, piece) => SectionPath::Part(section.path.clone(), piece),
+    }
+}
+
+/// imap-proto's structure as the extractor's, refused past the limits.
+fn convert(structure: &BodyStructure<'_>, limits: StructureLimits) -> Structure {
+    let mut parts = 0;
+    convert_at(structure, 0, limits, &mut parts)
+}
+
+fn convert_at(
+    structure: &BodyStructure<'_>,
+    depth: usize,
+    limits: StructureLimits,
+    parts: &mut usize,
+) -> Structure {
+    *parts += 1;
+    if *parts > limits.max_parts {
+        return Err(format!(
+            "more than {} MIME parts (max_parts)",
+            limits.max_parts
+        ));
+    }
+    if depth > limits.max_depth {
+        return Err(format!(
+            "nested more than {} deep (max_mime_depth)",
+            limits.max_depth
+        ));
+    }
+    Ok(match structure {
+        BodyStructure::Basic { common, other, .. } | BodyStructure::Text { common, other, .. } => {
+            Part::Single(leaf(common, u64::from(other.octets)))
+        }
+        BodyStructure::Message { other, body, .. } => Part::Message {
+            octets: u64::from(other.octets),
+            plain: matches!(
+                other.transfer_encoding,
+                ContentEncoding::SevenBit | ContentEncoding::EightBit | ContentEncoding::Binary
+            ),
+            inner: Box::new(convert_at(body, depth + 1, limits, parts)?),
+        },
+        BodyStructure::Multipart { bodies, .. } => Part::Multipart(
+            bodies
+                .iter()
+                .map(|body| convert_at(body, depth + 1, limits, parts))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn leaf(common: &BodyContentCommon<'_>, octets: u64) -> Leaf {
+    let param = |params: &imap_proto::types::BodyParams<'_>, key: &str| {
+        params.as_ref().and_then(|params| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.to_string())
+        })
+    };
+    let filename = common
+        .disposition
+        .as_ref()
+        .and_then(|d| param(&d.params, "filename"));
+    Leaf {
+        ty: common.ty.ty.to_ascii_lowercase(),
+        subtype: common.ty.subtype.to_ascii_lowercase(),
+        name: filename.or_else(|| param(&common.ty.params, "name")),
+        octets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &[u8]) -> Structure {
+        let (_, response) = imap_proto::parser::parse_response(line).expect("parses");
+        let imap_proto::Response::Fetch(_, attributes) = response else {
+            panic!("not a FETCH")
+        };
+        let structure = attributes
+            .iter()
+            .find_map(|a| match a {
+                imap_proto::AttributeValue::BodyStructure(s) => Some(s),
+                _ => None,
+            })
+            .expect("a BODYSTRUCTURE");
+        convert(
+            structure,
+            StructureLimits {
+                max_depth: 20,
+                max_parts: 1000,
+            },
+        )
+    }
+
+    #[test]
+    fn dovecots_answer_for_a_text_with_a_pdf_and_a_forward() {
+        // As Dovecot 2.3 answers (spaces and NILs as sent).
+        let line = b"* 1 FETCH (UID 7 BODYSTRUCTURE ((\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 120 3 NIL NIL NIL NIL)(\"application\" \"pdf\" (\"name\" \"invoice.pdf\") NIL NIL \"base64\" 300000 NIL (\"attachment\" (\"filename\" \"Invoice.PDF\")) NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 900 (NIL \"fwd\" NIL NIL NIL NIL NIL NIL NIL NIL) ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)(\"application\" \"octet-stream\" NIL NIL NIL \"base64\" 600 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"b\") NIL NIL NIL) 20 NIL NIL NIL NIL) \"mixed\" (\"boundary\" \"a\") NIL NIL NIL))\r\n";
+        let Part::Multipart(parts) = parse(line).expect("converted") else {
+            panic!()
+        };
+        assert_eq!(parts.len(), 3);
+        assert_eq!(
+            parts[1],
+            Part::Single(Leaf {
+                ty: "application".into(),
+                subtype: "pdf".into(),
+                name: Some("Invoice.PDF".into()),
+                octets: 300_000
+            })
+        );
+        let Part::Message {
+            plain: true,
+            octets: 900,
+            inner,
+        } = &parts[2]
+        else {
+            panic!("{:?}", parts[2])
+        };
+        assert!(matches!(&**inner, Part::Multipart(p) if p.len() == 2));
+    }
+
+    #[test]
+    fn structures_past_the_limits_are_refused() {
+        let line = b"* 1 FETCH (UID 7 BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL)(\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL))\r\n";
+        let (_, response) = imap_proto::parser::parse_response(line).unwrap();
+        let imap_proto::Response::Fetch(_, attributes) = response else {
+            panic!()
+        };
+        let imap_proto::AttributeValue::BodyStructure(s) = &attributes[1] else {
+            panic!("{attributes:?}")
+        };
+        let tight = StructureLimits {
+            max_depth: 20,
+            max_parts: 2,
+        };
+        assert!(convert(s, tight).unwrap_err().contains("max_parts"));
+        let shallow = StructureLimits {
+            max_depth: 0,
+            max_parts: 100,
+        };
+        assert!(convert(s, shallow).unwrap_err().contains("max_mime_depth"));
+    }
+
+    #[test]
+    fn sections_are_named_as_imap_proto_names_them() {
+        assert_eq!(
+            section_path(&Section::header(&[])),
+            SectionPath::Full(MessageSection::Header)
+        );
+        assert_eq!(
+            section_path(&Section {
+                path: vec![2, 1],
+                piece: Piece::Mime
+            }),
+            SectionPath::Part(vec![2, 1], Some(MessageSection::Mime))
+        );
+        assert_eq!(
+            section_path(&Section {
+                path: vec![3],
+                piece: Piece::Body
+            }),
+            SectionPath::Part(vec![3], None)
+        );
+    }
+}
