@@ -1190,3 +1190,198 @@ fn a_mark_that_fails_stays_pending_until_the_next_run_applies_it() {
     assert_eq!(events_of(&events, "mailbox_folder_created").len(), 1);
     assert_eq!(f.certificates_in_db().len(), 2);
 }
+
+// ---------------------------------------------------------------------------------------
+// Reading mail part by part (docs/imap.md): what is not fetched, and batched commits.
+
+/// `mail` (a single text part) with an attachment after its text: a multipart/mixed of the
+/// text and `bytes` as `content_type` named `name`, base64.
+fn with_attachment(mail: &[u8], content_type: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(mail.to_vec()).unwrap();
+    let (header, body) = text.split_once("\r\n\r\n").unwrap();
+    let header = header.replace("Content-Type: text/plain\r\n", "");
+    let header = header
+        .trim_end_matches("Content-Type: text/plain")
+        .trim_end();
+    // Without MIME-Version a server may take the whole mail for text (Dovecot does).
+    let mime = match header.contains("MIME-Version") {
+        true => "",
+        false => "\r\nMIME-Version: 1.0",
+    };
+    format!(
+        "{header}{mime}\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+         --outer\r\nContent-Type: text/plain\r\n\r\n{body}\r\n\
+         --outer\r\nContent-Type: {content_type}; name=\"{name}\"\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\
+         --outer--\r\n",
+        pki::base64_mime(bytes)
+    )
+    .into_bytes()
+}
+
+/// 300 KB that no extractor would take for a certificate, as an invoice PDF would be.
+fn pdf_bytes() -> Vec<u8> {
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    pdf
+}
+
+fn event_details(f: &Fixture, kind: &str) -> Vec<String> {
+    let db = open_db(&f.home.default_db());
+    let mut stmt = db
+        .prepare("SELECT detail FROM events WHERE kind = ?1 ORDER BY id")
+        .unwrap();
+    stmt.query_map([kind], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The UID a mail's IMAP URL names (";UID=7"), at the start of an event's detail.
+fn uid_of(detail: &str) -> u32 {
+    let rest = detail.split(";UID=").nth(1).expect("an IMAP URL");
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}
+
+/// A PDF invoice and an image are left on the server: the run reads a small part of
+/// what the mailbox holds, says what it left and why, and a certificate mail with a big
+/// PDF beside the certificate still imports.
+#[test]
+fn a_pdf_and_an_image_are_not_fetched_and_a_certificate_beside_a_pdf_still_imports() {
+    let Some(mut f) = Fixture::new() else { return };
+    let pdf = pdf_bytes();
+    let invoice = with_attachment(&unrelated_mail(1), "application/pdf", "invoice.pdf", &pdf);
+    let photo = with_attachment(&unrelated_mail(2), "image/jpeg", "team.jpg", &pdf);
+    let cert = f.fulfillment_mail("www.beside-a-pdf.example.com", true);
+    let cert = with_attachment(&cert, "application/pdf", "order.pdf", &pdf);
+    let total: usize = [&invoice, &photo, &cert].iter().map(|m| m.len()).sum();
+    f.dovecot.append_many("INBOX", [invoice, photo, cert]);
+
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(imported(&report), vec!["www.beside-a-pdf.example.com"]);
+    let read = report["bytes_read"].as_u64().unwrap();
+    assert!(
+        read < 40_000,
+        "{read} bytes read of a mailbox of {total}: no attachment was fetched"
+    );
+    let ordinary = event_details(&f, "mail_without_certificate");
+    assert_eq!(ordinary.len(), 2, "{ordinary:#?}");
+    assert!(
+        ordinary[0].contains("not fetched")
+            && ordinary[0].contains("application/pdf 'invoice.pdf'"),
+        "{ordinary:#?}"
+    );
+    assert!(
+        ordinary[1].contains("image/jpeg 'team.jpg'"),
+        "{ordinary:#?}"
+    );
+    // The mailbox position is past all three.
+    let (_, again) = f.poll(&[]);
+    assert_eq!(again["new_messages"], 0, "{again:#}");
+}
+
+/// A part over max_message_size is not fetched, and the record says so; the text beside
+/// it is still read, although the mail as a whole is over the limit.
+#[test]
+fn a_part_over_max_message_size_is_left_and_said_so() {
+    let Some(mut f) = Fixture::new() else { return };
+    f.configure("max_message_size = \"64KiB\"\n");
+    let cert = f.fulfillment_mail("www.big-zip-beside.example.com", true);
+    let cert = with_attachment(&cert, "application/zip", "logs.zip", &pdf_bytes());
+    f.dovecot.append("INBOX", &cert);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(imported(&report), vec!["www.big-zip-beside.example.com"]);
+    let problems = report["results"][0]["problems"].to_string();
+    assert!(
+        problems.contains("application/zip 'logs.zip'")
+            && problems.contains("over max_message_size"),
+        "{report:#}"
+    );
+}
+
+/// Killed (SIGKILL) in the middle of a batch, then run again: every certificate is
+/// recorded once, every ordinary mail has exactly one event, and the position the killed
+/// run left is one a commit wrote: after a certificate (recorded with the mails before it
+/// in the batch), never after an ordinary mail in the middle of a batch.
+#[test]
+fn a_run_killed_mid_batch_rereads_the_batch_and_accounts_for_every_mail_once() {
+    let Some(mut f) = Fixture::new() else { return };
+    let mut mails = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..12 {
+        for j in 0..15 {
+            mails.push(unrelated_mail(i * 100 + j));
+        }
+        let name = format!("www.batch{i}.example.com");
+        mails.push(f.fulfillment_mail(&name, true));
+        names.push(name);
+    }
+    let uids = f.dovecot.append_many("INBOX", &mails);
+    let cert_uids: Vec<u32> = (0..12).map(|i| uids[i * 16 + 15]).collect();
+
+    let mut child = f
+        .home
+        .fulfill_process()
+        .arg("--config")
+        .arg(&f.config)
+        .arg("poll")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let db = f.home.default_db();
+    loop {
+        let recorded = db.exists()
+            && open_db(&db)
+                .query_row("SELECT count(*) FROM certificates", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .unwrap_or(0)
+                > 0;
+        if recorded || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    let done_before = f.certificates_in_db().len();
+    eprintln!("killed ({status}) after {done_before} of 12 certificates were recorded");
+    let last_uid: Option<u32> = open_db(&db)
+        .query_row("SELECT last_uid FROM mailbox_state", [], |r| r.get(0))
+        .ok();
+    if done_before < 12 {
+        let last = last_uid.expect("a position was recorded with the first certificate");
+        assert!(
+            cert_uids.contains(&last),
+            "the killed run left the position at UID {last}, which is no certificate's \
+             mail ({cert_uids:?}): it moved without a batch commit"
+        );
+    }
+
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    let mut recorded = f.certificates_in_db();
+    recorded.sort();
+    names.sort();
+    assert_eq!(recorded, names, "every certificate exactly once");
+    let mut accounted: Vec<u32> = event_details(&f, "mail_without_certificate")
+        .iter()
+        .map(|d| uid_of(d))
+        .collect();
+    accounted.sort_unstable();
+    let mut ordinary: Vec<u32> = uids
+        .iter()
+        .copied()
+        .filter(|u| !cert_uids.contains(u))
+        .collect();
+    ordinary.sort_unstable();
+    assert_eq!(
+        accounted, ordinary,
+        "every ordinary mail accounted for exactly once"
+    );
+}

@@ -22,6 +22,7 @@ pub use self::order_keys::{RecordedCertificates, certificate_key, keys_for_order
 pub use self::result::{ImportResult, Outcome, Reason, UploadStatus};
 pub use self::scan::{Folder, MarkFailure, Scan, note_mark_failures, scan_mailbox};
 pub use self::upload::{Upload, to_pem};
+use crate::extract::parts::Skipped;
 use crate::extract::{self, Extraction, Limits};
 use crate::portal::Portal;
 use crate::store::{MailBatch, MailboxPosition, NewCertificate, Recorded, Store, timestamp};
@@ -80,21 +81,27 @@ pub fn import_message(
     now: OffsetDateTime,
 ) -> anyhow::Result<Vec<ImportResult>> {
     let mut batch = MailBatch::default();
-    let results = import_in_batch(
-        bytes,
-        source,
-        checks,
-        destination,
+    let at = InBatch {
         position,
-        &mut batch,
-        now,
-    )?;
+        left_out: &[],
+        batch: &mut batch,
+    };
+    let results = import_in_batch(bytes, source, checks, destination, at, now)?;
     commit(destination, &mut batch, now)?;
     Ok(results)
 }
 
+/// Where a mail of a mailbox scan is: its position, the parts of it left on the server,
+/// and the batch that records what it taught.
+pub struct InBatch<'a> {
+    pub position: Option<&'a MailboxPosition>,
+    /// Parts not fetched: said on a result that found nothing, and when over the limit.
+    pub left_out: &'a [Skipped],
+    pub batch: &'a mut MailBatch,
+}
+
 /// [`import_message`] for one mail of a batch: what records nothing (the events, the
-/// position) goes into `batch`, which the caller commits once for the batch. Before a
+/// position) goes into the batch, which the caller commits once for the batch. Before a
 /// certificate is recorded the batch is committed, and the certificate is recorded with
 /// its position in a transaction of its own: its upload then comes after both commits,
 /// and the position never passes a mail whose event is not written.
@@ -103,10 +110,14 @@ pub fn import_in_batch(
     source: &str,
     checks: &Checks,
     destination: &mut Destination<'_>,
-    position: Option<&MailboxPosition>,
-    batch: &mut MailBatch,
+    at: InBatch<'_>,
     now: OffsetDateTime,
 ) -> anyhow::Result<Vec<ImportResult>> {
+    let InBatch {
+        position,
+        left_out,
+        batch,
+    } = at;
     let mut results = Vec::new();
     let extraction = match extract::extract_any(bytes, source, &checks.limits) {
         Ok(extraction) => extraction,
@@ -114,6 +125,7 @@ pub fn import_in_batch(
             let mut result = ImportResult::new(source, Outcome::NoCertificate, None);
             result.problems.push(e.to_string());
             results.push(result);
+            note_left_out(&mut results, left_out);
             finish(&results, destination, position, batch);
             return Ok(results);
         }
@@ -170,8 +182,31 @@ pub fn import_in_batch(
         }
         results.push(result);
     }
+    note_left_out(&mut results, left_out);
     finish(&results, destination, position, batch);
     Ok(results)
+}
+
+/// Says which parts were left on the server: on a result that found nothing, all of
+/// them; on the others, those over the size limit (which could have held a certificate).
+fn note_left_out(results: &mut [ImportResult], left_out: &[Skipped]) {
+    for result in results {
+        let said: Vec<&Skipped> = (left_out.iter())
+            .filter(|s| s.over_limit || result.outcome == Outcome::NoCertificate)
+            .collect();
+        if !said.is_empty() {
+            result.problems.push(not_fetched(said));
+        }
+    }
+}
+
+/// "not fetched, ...: part 2 (application/pdf 'x.pdf', 300000 bytes), ..."
+pub fn not_fetched<'a>(skipped: impl IntoIterator<Item = &'a Skipped>) -> String {
+    let parts: Vec<String> = skipped.into_iter().map(Skipped::to_string).collect();
+    format!(
+        "not fetched, as no certificate can be in it: {}",
+        parts.join(", ")
+    )
 }
 
 /// Writes what `batch` holds in one transaction (nothing in a dry run).

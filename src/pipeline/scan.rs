@@ -19,8 +19,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::result::{ImportResult, Outcome};
-use super::{Checks, Destination, import_in_batch};
-use crate::extract::parts::{self, Choice, Plan, Section, Skipped};
+use super::{Checks, Destination, InBatch, import_in_batch, not_fetched};
+use crate::extract::parts::{self, Choice, Plan, Section};
 use crate::mailbox::{
     AfterImport, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings, Session,
     Structure, StructureLimits,
@@ -345,27 +345,19 @@ impl Pass<'_, '_, '_> {
             log::info!("{source}: not every part came; reading the mail whole");
             return self.whole(mail, taught);
         };
-        let (checks, now) = (self.checks, self.now);
-        let position = Some(&mail.position);
-        let mut results = import_in_batch(
+        let at = InBatch {
+            position: Some(&mail.position),
+            left_out: &plan.skipped,
+            batch: taught,
+        };
+        let results = import_in_batch(
             &rebuilt,
             &source,
-            checks,
+            self.checks,
             self.destination,
-            position,
-            taught,
-            now,
+            at,
+            self.now,
         )?;
-        // Parts over the limit are said where the mail's result is; others only for mail
-        // that gave nothing.
-        for result in &mut results {
-            let said: Vec<&Skipped> = (plan.skipped.iter())
-                .filter(|s| s.over_limit || result.outcome == Outcome::NoCertificate)
-                .collect();
-            if !said.is_empty() {
-                result.problems.push(not_fetched(said));
-            }
-        }
         Ok(Some(results))
     }
 
@@ -408,27 +400,15 @@ impl Pass<'_, '_, '_> {
             }
             Err(error) => return Err(error.into()),
         };
-        let (checks, now) = (self.checks, self.now);
-        let results = import_in_batch(
-            &bytes,
-            &source,
-            checks,
-            self.destination,
-            Some(position),
-            taught,
-            now,
-        )?;
+        let at = InBatch {
+            position: Some(position),
+            left_out: &[],
+            batch: taught,
+        };
+        let results =
+            import_in_batch(&bytes, &source, self.checks, self.destination, at, self.now)?;
         Ok(Some(results))
     }
-}
-
-/// "not fetched: part 2 (application/pdf 'x.pdf', 300000 bytes), ..."
-fn not_fetched<'a>(skipped: impl IntoIterator<Item = &'a Skipped>) -> String {
-    let parts: Vec<String> = skipped.into_iter().map(Skipped::to_string).collect();
-    format!(
-        "not fetched, as no certificate can be in it: {}",
-        parts.join(", ")
-    )
 }
 
 /// The UID after which mail is new: the recorded one, or 0 when nothing is recorded or
