@@ -441,3 +441,36 @@ fn a_pending_mark_of_an_old_uidvalidity_gives_way_to_the_rescan() {
             .contains("UIDVALIDITY=7;UID=1: after_import move:Imported not applied")
     );
 }
+
+/// A BODYSTRUCTURE answer imap-proto cannot parse: the session is opened again (imap left
+/// the rest of the answer on the old connection), the mails of that command are fetched
+/// whole as before structures were read, and the certificate is imported. A server that
+/// refuses BODYSTRUCTURE (`NO`, the fake's default) is read whole on the same connection.
+#[test]
+fn a_structure_the_parser_refuses_is_read_whole_on_a_new_connection() {
+    let mut f = Fake::start(Script {
+        bodystructure: Some("(\"text\" \"plain\" garbage".into()),
+        ..Script::default()
+    });
+    let first = f.fulfillment_mail("www.unparsed.example.com");
+    let second = f.fulfillment_mail("www.unparsed2.example.com");
+    f.server
+        .set_messages(vec![honest(1, first), honest(2, second)]);
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(
+        imported(&run.json()),
+        vec!["www.unparsed.example.com", "www.unparsed2.example.com"]
+    );
+    let commands = f.server.commands();
+    let logins = commands.iter().filter(|c| c.starts_with("LOGIN")).count();
+    assert_eq!(
+        logins, 2,
+        "logged in again after the unparsed answer: {commands:#?}"
+    );
+    let whole = |uid: u32| format!("UID FETCH {uid} BODY.PEEK[]<0.26214401>");
+    assert!(
+        commands.contains(&whole(1)) && commands.contains(&whole(2)),
+        "{commands:#?}"
+    );
+}
