@@ -117,6 +117,14 @@ pub enum Piece {
 }
 
 impl Section {
+    /// The whole message (`BODY[]`).
+    pub fn whole() -> Section {
+        Section {
+            path: Vec::new(),
+            piece: Piece::Body,
+        }
+    }
+
     pub fn header(path: &[u32]) -> Section {
         Section {
             path: path.to_vec(),

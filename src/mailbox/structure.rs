@@ -86,13 +86,21 @@ impl Session {
     ) -> Result<BTreeMap<u32, BTreeMap<Section, Vec<u8>>>, MailboxError> {
         let items: Vec<String> = sections.iter().map(|s| format!("BODY.PEEK[{s}]")).collect();
         let set = uid_set(uids);
-        let fetches = self
-            .imap
-            .uid_fetch(&set, format!("({})", items.join(" ")))
-            .map_err(protocol(
-                &format!("UID FETCH {set} (parts)"),
-                self.io_timeout,
-            ))?;
+        let fetches = match self.imap.uid_fetch(&set, format!("({})", items.join(" "))) {
+            Ok(fetches) => fetches,
+            Err(error) => {
+                let error = protocol(&format!("UID FETCH {set} (parts)"), self.io_timeout)(error);
+                if !error.is_too_large() && !matches!(error, MailboxError::Protocol { .. }) {
+                    return Err(error);
+                }
+                // More than the parts' sizes said, or an answer imap could not read: the
+                // connection is given up, and each mail is read on its own, whole, where
+                // a lie is told apart from the others and recorded.
+                log::warn!("{error}; reading these mails one by one");
+                self.reconnect()?;
+                return Ok(BTreeMap::new());
+            }
+        };
         let mut found: BTreeMap<u32, BTreeMap<Section, Vec<u8>>> = BTreeMap::new();
         for fetch in fetches.iter() {
             let Some(uid) = fetch.uid.filter(|uid| uids.contains(uid)) else {
@@ -100,7 +108,11 @@ impl Session {
             };
             let mine = found.entry(uid).or_default();
             for section in sections {
-                if let Some(bytes) = fetch.section(&section_path(section)) {
+                let bytes = match *section == Section::whole() {
+                    true => fetch.body(),
+                    false => fetch.section(&section_path(section)),
+                };
+                if let Some(bytes) = bytes {
                     mine.insert(section.clone(), bytes.to_vec());
                 }
             }

@@ -196,13 +196,27 @@ impl Planned {
         }
     }
 
-    /// The most bytes its chosen sections can be: all of the mail but the parts left out.
-    /// A mail fetched whole is read on its own, and counts for nothing here.
+    /// What to fetch of it in its batch's commands: its chosen sections, or the whole mail
+    /// when it is one part that may hold a certificate and its size is known and within
+    /// the limit. `None`: read on its own ([`Pass::whole`]), or not at all.
+    fn sections(&self, max_message_size: u64) -> Option<Vec<Section>> {
+        let fits = self.sections_size() <= max_message_size;
+        match &self.choice {
+            Choice::Parts(plan) if fits => Some(plan.sections()),
+            Choice::Whole if fits && self.no_structure.is_none() && self.size.is_some() => {
+                Some(vec![Section::whole()])
+            }
+            _ => None,
+        }
+    }
+
+    /// The most bytes its sections can be: all of the mail but the parts left out.
     fn sections_size(&self) -> u64 {
         match (&self.choice, self.size) {
             (Choice::Parts(_), Some(size)) => {
                 u64::from(size).saturating_sub(self.choice.skipped_octets())
             }
+            (Choice::Whole, Some(size)) if self.no_structure.is_none() => u64::from(size),
             _ => 0,
         }
     }
@@ -265,11 +279,8 @@ impl Pass<'_, '_, '_> {
     ) -> anyhow::Result<BTreeMap<u32, BTreeMap<Section, Vec<u8>>>> {
         let mut shapes: BTreeMap<Vec<Section>, Vec<u32>> = BTreeMap::new();
         for mail in batch {
-            if let Choice::Parts(plan) = &mail.choice
-                && mail.sections_size() <= self.folder.settings.max_message_size
-            {
-                let uids = shapes.entry(plan.sections()).or_default();
-                uids.push(mail.position.uid);
+            if let Some(sections) = mail.sections(self.folder.settings.max_message_size) {
+                shapes.entry(sections).or_default().push(mail.position.uid);
             }
         }
         let mut fetched = BTreeMap::new();
@@ -300,7 +311,10 @@ impl Pass<'_, '_, '_> {
                 Some(results)
             }
             Choice::Parts(plan) => self.by_parts(mail, plan, sections, taught)?,
-            Choice::Whole => self.whole(mail, taught)?,
+            Choice::Whole => {
+                let fetched = sections.and_then(|mut s| s.remove(&Section::whole()));
+                self.whole(mail, fetched, taught)?
+            }
         };
         self.scan.too_large += usize::from(results.is_none());
         let results = results.unwrap_or_default();
@@ -343,7 +357,7 @@ impl Pass<'_, '_, '_> {
         let rebuilt = sections.and_then(|sections| parts::rebuild(plan, &sections));
         let Some(rebuilt) = rebuilt else {
             log::info!("{source}: not every part came; reading the mail whole");
-            return self.whole(mail, taught);
+            return self.whole(mail, None, taught);
         };
         let at = InBatch {
             position: Some(&mail.position),
@@ -361,11 +375,13 @@ impl Pass<'_, '_, '_> {
         Ok(Some(results))
     }
 
-    /// A mail read whole, as before structures: sized, fetched within the limit, imported.
-    /// `None` when it is over the size limit and was not read (or not past the limit).
+    /// A mail read whole: fetched with its batch (`fetched`), or on its own as before
+    /// structures were read: sized, fetched within the limit. `None` when it is over the
+    /// size limit and was not read (or not past the limit).
     fn whole(
         &mut self,
         mail: &Planned,
+        fetched: Option<Vec<u8>>,
         taught: &mut MailBatch,
     ) -> anyhow::Result<Option<Vec<ImportResult>>> {
         let settings = self.folder.settings;
@@ -377,7 +393,12 @@ impl Pass<'_, '_, '_> {
         let Some(said) = announced_size(&source, mail.size, settings, taught, position) else {
             return Ok(None);
         };
-        let bytes = match self.session.fetch(position.uid) {
+        let answer = match fetched {
+            Some(bytes) if bytes.len() as u64 > settings.max_message_size => Ok(Fetched::TooLarge),
+            Some(bytes) => Ok(Fetched::Message(bytes)),
+            None => self.session.fetch(position.uid),
+        };
+        let bytes = match answer {
             Ok(Fetched::Message(bytes)) => bytes,
             Ok(Fetched::TooLarge) => {
                 let detail = format!(
