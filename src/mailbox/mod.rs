@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use self::stream::{Counted, ImapStream};
 pub use self::stream::{ResponseLimits, TooLarge, Traffic};
-pub use self::structure::{Structure, StructureLimits};
+pub use self::structure::{Described, Structure, StructureLimits};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,54 +24,76 @@ pub struct StructureLimits {
 }
 
 /// UIDs per `UID FETCH ... BODYSTRUCTURE`: an answer of a few hundred bytes each.
-const STRUCTURES_PER_COMMAND: usize = 500;
+const STRUCTURES_PER_COMMAND: usize = 2000;
 
 /// The structure of one mail, or why there is none to use.
 pub type Structure = Result<Part, String>;
 
+/// What the server said of one mail before it is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// RFC822.SIZE, if the server gave it.
+    pub size: Option<u32>,
+    pub structure: Structure,
+}
+
+impl Described {
+    fn none() -> Described {
+        Described {
+            size: None,
+            structure: Err("the server sent no BODYSTRUCTURE".into()),
+        }
+    }
+}
+
 impl Session {
-    /// The structure of each UID, asked for many UIDs per command. A server that refuses
-    /// the command (NO, BAD) or whose answer imap-proto cannot parse gives an error for
-    /// every UID of that command; after a parse failure the connection is opened again
-    /// (imap leaves the rest of the answer unread), and the folder selected again.
-    pub fn structures(
+    /// The size and structure of each UID, asked for together, many UIDs per command (the
+    /// server parses each mail once for both). A server that refuses the command (NO, BAD)
+    /// or whose answer imap-proto cannot parse gives an error for every UID of that command,
+    /// and their sizes are asked for alone; after a parse failure the connection is opened
+    /// again (imap leaves the rest of the answer unread), and the folder selected again.
+    pub fn describe(
         &mut self,
         uids: &[u32],
         limits: StructureLimits,
-    ) -> Result<BTreeMap<u32, Structure>, MailboxError> {
+    ) -> Result<BTreeMap<u32, Described>, MailboxError> {
         let mut found = BTreeMap::new();
         for chunk in uids.chunks(STRUCTURES_PER_COMMAND) {
-            let answer = self.imap.uid_fetch(uid_set(chunk), "BODYSTRUCTURE");
+            let answer = self
+                .imap
+                .uid_fetch(uid_set(chunk), "(RFC822.SIZE BODYSTRUCTURE)");
             let refused = match answer {
                 Ok(fetches) => {
                     for fetch in fetches.iter() {
-                        if let (Some(uid), Some(structure)) = (fetch.uid, fetch.bodystructure()) {
-                            found.insert(uid, convert(structure, limits));
+                        let Some(uid) = fetch.uid else { continue };
+                        let described = found.entry(uid).or_insert_with(Described::none);
+                        described.size = described.size.or(fetch.size);
+                        if let Some(structure) = fetch.bodystructure() {
+                            described.structure = convert(structure, limits);
                         }
                     }
                     None
                 }
-                Err(imap::Error::No(no)) => Some(format!(
-                    "the server refused BODYSTRUCTURE: {}",
-                    no.information
-                )),
-                Err(imap::Error::Bad(bad)) => Some(format!(
-                    "the server refused BODYSTRUCTURE: {}",
-                    bad.information
-                )),
+                Err(imap::Error::No(no)) => Some(no.information),
+                Err(imap::Error::Bad(bad)) => Some(bad.information),
                 Err(imap::Error::Bye(_) | imap::Error::Parse(_)) => {
                     self.reconnect()?;
-                    Some("the server's BODYSTRUCTURE answer could not be parsed".to_string())
+                    Some("an answer imap-proto could not parse".to_string())
                 }
                 Err(other) => {
                     return Err(protocol("UID FETCH BODYSTRUCTURE", self.io_timeout)(other));
                 }
             };
-            for &uid in chunk {
-                let why = refused
-                    .clone()
-                    .unwrap_or_else(|| "the server sent no BODYSTRUCTURE".into());
-                found.entry(uid).or_insert(Err(why));
+            if let Some(why) = refused {
+                for (uid, size) in self.sizes(chunk)? {
+                    found.insert(
+                        uid,
+                        Described {
+                            size: Some(size),
+                            structure: Err(format!("BODYSTRUCTURE: {why}")),
+                        },
+                    );
+                }
             }
         }
         Ok(found)

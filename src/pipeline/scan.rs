@@ -22,8 +22,8 @@ use super::result::{ImportResult, Outcome};
 use super::{Checks, Destination, InBatch, import_in_batch, not_fetched};
 use crate::extract::parts::{self, Choice, Plan, Section};
 use crate::mailbox::{
-    AfterImport, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings, Session,
-    Structure, StructureLimits,
+    AfterImport, Described, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings,
+    Session, StructureLimits,
 };
 use crate::store::{MailBatch, MailboxPosition, Store};
 
@@ -113,7 +113,6 @@ pub fn scan_mailbox(
     if uids.is_empty() {
         return Ok(scan);
     }
-    let sizes: BTreeMap<u32, u32> = session.sizes(&uids)?.into_iter().collect();
     // What a recorded certificate leaves pending until its mail is marked.
     let mark = Some(&folder.settings.after_import)
         .filter(|action| **action != AfterImport::Nothing && !destination.dry_run)
@@ -123,8 +122,8 @@ pub fn scan_mailbox(
         max_parts: checks.limits.max_parts,
     };
     for chunk in uids.chunks(STRUCTURES_PER_PASS) {
-        let mut structures = session
-            .structures(chunk, limits)
+        let mut described = session
+            .describe(chunk, limits)
             .with_context(|| format!("reading the structure of new mail in {name}"))?;
         let planned: Vec<Planned> = chunk
             .iter()
@@ -133,13 +132,7 @@ pub fn scan_mailbox(
                     mark: mark.clone(),
                     ..folder.position(status.uidvalidity, uid)
                 };
-                let structure = structures.remove(&uid);
-                Planned::new(
-                    position,
-                    sizes.get(&uid).copied(),
-                    structure,
-                    folder.settings,
-                )
+                Planned::new(position, described.remove(&uid), folder.settings)
             })
             .collect();
         for batch in batches(&planned, folder.settings.max_message_size) {
@@ -158,7 +151,7 @@ pub fn scan_mailbox(
 }
 
 /// UIDs whose structure is read per pass of the loop, and at most per batch.
-const STRUCTURES_PER_PASS: usize = 500;
+const STRUCTURES_PER_PASS: usize = 2000;
 
 /// One new mail, and what to fetch of it.
 struct Planned {
@@ -173,20 +166,21 @@ struct Planned {
 impl Planned {
     fn new(
         position: MailboxPosition,
-        size: Option<u32>,
-        structure: Option<Structure>,
+        described: Option<Described>,
         settings: &MailboxSettings,
     ) -> Planned {
+        // Not in the answer: expunged since the search, or a server that left it out; the
+        // whole fetch finds out which.
+        let Described { size, structure } = described.unwrap_or(Described {
+            size: None,
+            structure: Err("the server sent nothing about it".into()),
+        });
         let (choice, no_structure) = match structure {
             // Without a size, what the sections may weigh is unknown: the whole fetch is
             // bounded by max_message_size + 1 bytes instead.
-            Some(Ok(_)) if size.is_none() => (Choice::Whole, Some("no RFC822.SIZE".into())),
-            Some(Ok(part)) => (parts::choose(&part, settings.max_message_size), None),
-            Some(Err(why)) => (Choice::Whole, Some(why)),
-            None => (
-                Choice::Whole,
-                Some("the server sent no BODYSTRUCTURE".into()),
-            ),
+            Ok(_) if size.is_none() => (Choice::Whole, Some("no RFC822.SIZE".into())),
+            Ok(part) => (parts::choose(&part, settings.max_message_size), None),
+            Err(why) => (Choice::Whole, Some(why)),
         };
         Planned {
             position,

@@ -226,9 +226,12 @@ fn serve(
                     for (seq, message) in script.messages.iter().enumerate() {
                         if in_set(&set, message.uid) {
                             let (seq, uid) = (seq + 1, message.uid);
+                            let size = (message.claimed_size)
+                                .filter(|_| upper.contains("RFC822.SIZE"))
+                                .map_or(String::new(), |size| format!("RFC822.SIZE {size} "));
                             write!(
                                 out,
-                                "* {seq} FETCH (UID {uid} BODYSTRUCTURE {structure})\r\n"
+                                "* {seq} FETCH (UID {uid} {size}BODYSTRUCTURE {structure})\r\n"
                             )?;
                         }
                     }
