@@ -66,13 +66,14 @@ pub struct Folder<'a> {
 }
 
 impl Folder<'_> {
-    fn position(&self, uidvalidity: u32, uid: u32) -> MailboxPosition {
+    /// A mail's position; `mark` is the `after_import` a recorded certificate leaves pending.
+    fn position(&self, uidvalidity: u32, uid: u32, mark: Option<String>) -> MailboxPosition {
         MailboxPosition {
             account: self.account.to_string(),
             folder: self.settings.folder.to_string(),
             uidvalidity,
             uid,
-            mark: None,
+            mark,
         }
     }
 
@@ -125,13 +126,9 @@ pub fn scan_mailbox(
         let mut described = session
             .describe(chunk, limits)
             .with_context(|| format!("reading the structure of new mail in {name}"))?;
-        let planned: Vec<Planned> = chunk
-            .iter()
+        let planned: Vec<Planned> = (chunk.iter())
             .map(|&uid| {
-                let position = MailboxPosition {
-                    mark: mark.clone(),
-                    ..folder.position(status.uidvalidity, uid)
-                };
+                let position = folder.position(status.uidvalidity, uid, mark.clone());
                 Planned::new(position, described.remove(&uid), folder.settings)
             })
             .collect();
@@ -471,7 +468,7 @@ fn retry_pending_marks(
 ) -> anyhow::Result<()> {
     let pending = store.pending_marks(folder.account, folder.settings.folder.as_str())?;
     for mark in pending {
-        let position = folder.position(mark.uidvalidity, mark.uid);
+        let position = folder.position(mark.uidvalidity, mark.uid, None);
         let source = folder.source(&position);
         let dropped = if mark.uidvalidity != status.uidvalidity {
             Some(format!(

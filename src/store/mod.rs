@@ -1343,6 +1343,46 @@ mod tests {
         );
     }
 
+    /// A batch holds its events and the furthest position until it is committed, then
+    /// writes them together and is empty again.
+    #[test]
+    fn a_batch_is_written_at_its_commit_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("f.db")).unwrap();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let mut batch = MailBatch::default();
+        batch.event(
+            None,
+            "mail_without_certificate",
+            "uid 3",
+            Some(&position(3, None)),
+        );
+        batch.advance(&position(5, None));
+        batch.event(
+            None,
+            "mail_without_certificate",
+            "uid 4",
+            Some(&position(4, None)),
+        );
+        assert_eq!(events(&store, "mail_without_certificate"), 0);
+        assert_eq!(store.mailbox_state("a", "INBOX").unwrap(), None);
+        store.commit_batch(&mut batch, now).unwrap();
+        assert!(batch.is_empty());
+        assert_eq!(events(&store, "mail_without_certificate"), 2);
+        let state = store.mailbox_state("a", "INBOX").unwrap().unwrap();
+        assert_eq!(
+            (state.uidvalidity, state.last_uid),
+            (9, 5),
+            "the furthest, not the last"
+        );
+        store.commit_batch(&mut batch, now).unwrap();
+        assert_eq!(
+            events(&store, "mail_without_certificate"),
+            2,
+            "an empty batch writes nothing"
+        );
+    }
+
     /// Recording a certificate leaves its mail's mark pending in the same transaction
     /// that moves the position; the row goes when the mark is applied.
     #[test]
