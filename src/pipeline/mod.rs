@@ -130,16 +130,7 @@ pub fn import_in_batch(
             return Ok(results);
         }
     };
-    // Each problem is on its result, which the report prints: logged again only with -v.
-    for problem in &extraction.problems {
-        log::info!("{source}: {}: {}", problem.found_in, problem.what);
-    }
-    for place in &extraction.private_keys {
-        log::warn!(
-            "{source}: {place}: the mail contains a private key; it was ignored and not stored. \
-             A key sent by mail should be treated as compromised"
-        );
-    }
+    log_extraction(source, &extraction);
     let report = validate::validate(
         &extraction.certificates,
         &checks.expectations,
@@ -169,22 +160,42 @@ pub fn import_in_batch(
         results.push(rejection(rejected, source, &extraction));
     }
     if report.verdicts.is_empty() {
-        let outcome = if extraction.is_link_only() {
-            Outcome::LinkOnly
-        } else {
-            Outcome::NoCertificate
-        };
-        let mut result = ImportResult::new(source, outcome, Some(&extraction));
-        if !extraction.certificates.is_empty() {
-            result
-                .problems
-                .push("only CA certificates were found, no server certificate".into());
-        }
-        results.push(result);
+        results.push(no_server_certificate(source, &extraction));
     }
     note_left_out(&mut results, left_out);
     finish(&results, destination, position, batch);
     Ok(results)
+}
+
+/// What an extraction found that its results do not say, in the log. Each problem is on
+/// its result, which the report prints: logged again only with -v.
+fn log_extraction(source: &str, extraction: &Extraction) {
+    for problem in &extraction.problems {
+        log::info!("{source}: {}: {}", problem.found_in, problem.what);
+    }
+    for place in &extraction.private_keys {
+        log::warn!(
+            "{source}: {place}: the mail contains a private key; it was ignored and not stored. \
+             A key sent by mail should be treated as compromised"
+        );
+    }
+}
+
+/// The result of a mail or file with no server certificate: links only, CA certificates
+/// only, or nothing.
+fn no_server_certificate(source: &str, extraction: &Extraction) -> ImportResult {
+    let outcome = if extraction.is_link_only() {
+        Outcome::LinkOnly
+    } else {
+        Outcome::NoCertificate
+    };
+    let mut result = ImportResult::new(source, outcome, Some(extraction));
+    if !extraction.certificates.is_empty() {
+        result
+            .problems
+            .push("only CA certificates were found, no server certificate".into());
+    }
+    result
 }
 
 /// Says which parts were left on the server: on a result that found nothing, all of

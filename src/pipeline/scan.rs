@@ -1,6 +1,8 @@
 //! One pass over the configured mailbox folder: what is new since the last run (by UID,
-//! within `since`, from `senders`), each message sized, fetched, imported and marked in
-//! turn, the position recorded with what each message taught.
+//! within `since`, from `senders`), in batches of many UIDs per command: each mail's size
+//! and structure first, then only the parts that can hold a certificate (or the whole mail
+//! when its structure cannot be read), each mail imported and marked, and the position
+//! committed once per batch with what the batch taught (docs/imap.md, docs/architecture.md).
 //!
 //! The position never passes a mail whose `after_import` is not applied: a recorded
 //! certificate records its mail's mark as pending in the same transaction
