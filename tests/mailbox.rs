@@ -1385,3 +1385,120 @@ fn a_run_killed_mid_batch_rereads_the_batch_and_accounts_for_every_mail_once() {
         "every ordinary mail accounted for exactly once"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// A large first scan: the structures of later chunks read on a second connection.
+// ---------------------------------------------------------------------------------------
+
+/// More new mail than one chunk of structures (500 UIDs, src/pipeline/scan.rs): one mail
+/// in 100 a CA's, the rest ordinary, written straight into the Maildir. Returns the
+/// certificates' names.
+fn fill_large_mailbox(f: &mut Fixture) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut mails = Vec::new();
+    for i in 0..1_100 {
+        if i % 100 == 50 {
+            let name = format!("www.large{i}.example.com");
+            mails.push(f.fulfillment_mail(&name, true));
+            names.push(name);
+        } else {
+            mails.push(unrelated_mail(i));
+        }
+    }
+    f.dovecot.fill_maildir(mails.len(), |i| mails[i].clone());
+    names.sort();
+    names
+}
+
+/// Every certificate recorded once and every other mail accounted for once.
+fn assert_all_accounted(f: &Fixture, names: &[String], total: usize) {
+    let mut recorded = f.certificates_in_db();
+    recorded.sort();
+    assert_eq!(recorded, names, "every certificate exactly once");
+    let mut accounted: Vec<u32> = event_details(f, "mail_without_certificate")
+        .iter()
+        .map(|d| uid_of(d))
+        .collect();
+    accounted.sort_unstable();
+    accounted.dedup();
+    assert_eq!(
+        accounted.len(),
+        total - names.len(),
+        "each ordinary mail once"
+    );
+    assert_eq!(
+        event_details(f, "mail_without_certificate").len(),
+        total - names.len()
+    );
+}
+
+/// fulfill's logins in Dovecot's log so far.
+fn logins(f: &Fixture) -> usize {
+    f.dovecot
+        .log()
+        .lines()
+        .filter(|l| l.contains(" Login: "))
+        .count()
+}
+
+/// A first scan of more than one chunk logs in twice (the second connection describes
+/// the later chunks while the first imports) and still imports every certificate and
+/// accounts for every mail once; a scan of a few mails and a poll with nothing new log in
+/// once.
+#[test]
+fn a_large_scan_describes_on_a_second_connection_and_a_small_one_does_not() {
+    let Some(mut f) = Fixture::new() else { return };
+    let names = fill_large_mailbox(&mut f);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", f.dovecot.log());
+    assert_all_accounted(&f, &names, 1_100);
+    let log = f.dovecot.log();
+    assert_eq!(
+        logins(&f),
+        2,
+        "a second connection for 1,100 new mails\n{log}"
+    );
+    assert!(
+        log.lines().filter(|l| l.contains("Logged out")).count() >= 2,
+        "the second connection logged out\n{log}"
+    );
+
+    let mail = f.fulfillment_mail("www.small.example.com", true);
+    f.dovecot.append("INBOX", &mail);
+    let before = logins(&f);
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(imported(&report), vec!["www.small.example.com"]);
+    assert_eq!(logins(&f), before + 1, "one connection for one new mail");
+    let (code, report) = f.poll(&[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(logins(&f), before + 2, "one connection when nothing is new");
+}
+
+/// The server refuses the second connection (one session per user and address,
+/// `mail_max_userip_connections = 1`): the scan says so and describes every chunk on its
+/// one connection, with the same result.
+#[test]
+fn a_refused_second_connection_leaves_the_scan_to_the_first() {
+    let Some(dovecot) = dovecot_or_skip_with(Options {
+        max_userip_connections: Some(1),
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let mut f = Fixture::with(dovecot);
+    let names = fill_large_mailbox(&mut f);
+    let output = f.fulfill().args(["-v", "--json", "poll"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let log = f.dovecot.log();
+    assert_eq!(output.status.code(), Some(0), "{stderr}\n{log}");
+    assert!(
+        log.contains("Maximum number of connections"),
+        "the server refused a second connection\n{log}"
+    );
+    assert!(
+        stderr.contains("second IMAP connection not used"),
+        "{stderr}"
+    );
+    assert_all_accounted(&f, &names, 1_100);
+}

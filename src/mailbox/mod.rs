@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use self::stream::{Counted, ImapStream};
 pub use self::stream::{ResponseLimits, TooLarge, Traffic};
-pub use self::structure::{Described, Structure, StructureLimits};
+pub use self::structure::{Described, DescribedAhead, Structure, StructureLimits};
 use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,8 +258,9 @@ pub struct Session {
     known_folders: BTreeSet<FolderName>,
     /// What it connected with, to connect again when imap cannot read on (`reconnect`).
     settings: MailboxSettings,
-    /// The folder selected last and its UIDVALIDITY, to select again after a reconnect.
-    selected: Option<(FolderName, u32)>,
+    /// The folder selected last, its UIDVALIDITY and whether it was EXAMINEd (read-only),
+    /// to select it again the same way after a reconnect.
+    selected: Option<(FolderName, u32, bool)>,
 }
 
 /// What [`Session::ensure_folder`] found.
@@ -458,7 +459,7 @@ impl Session {
             .select(folder.as_str())
             .map_err(protocol(&format!("SELECT {folder}"), self.io_timeout))?;
         let status = folder_status("SELECT", folder, &mailbox)?;
-        self.selected = Some((folder.clone(), status.uidvalidity));
+        self.selected = Some((folder.clone(), status.uidvalidity, false));
         Ok(status)
     }
 
@@ -472,11 +473,14 @@ impl Session {
         (fresh.traffic.read).fetch_add(self.traffic.read.load(Relaxed), Relaxed);
         (fresh.traffic.written).fetch_add(self.traffic.written.load(Relaxed), Relaxed);
         let old = std::mem::replace(self, fresh);
-        let Some((folder, uidvalidity)) = old.selected.clone() else {
+        let Some((folder, uidvalidity, read_only)) = old.selected.clone() else {
             return Ok(());
         };
         drop(old);
-        let status = self.select(&folder)?;
+        let status = match read_only {
+            true => self.examine(&folder)?,
+            false => self.select(&folder)?,
+        };
         if status.uidvalidity != uidvalidity {
             return Err(MailboxError::Protocol {
                 what: format!("SELECT {folder} (connected again)"),
@@ -490,13 +494,16 @@ impl Session {
         Ok(())
     }
 
-    /// SELECT without changing anything (no \Recent cleared): for `check`.
+    /// SELECT without changing anything (no \Recent cleared): for `check`, and the second
+    /// connection of a large scan (`Session::describe_ahead`).
     pub fn examine(&mut self, folder: &FolderName) -> Result<FolderStatus, MailboxError> {
         let mailbox = self
             .imap
             .examine(folder.as_str())
             .map_err(protocol(&format!("EXAMINE {folder}"), self.io_timeout))?;
-        folder_status("EXAMINE", folder, &mailbox)
+        let status = folder_status("EXAMINE", folder, &mailbox)?;
+        self.selected = Some((folder.clone(), status.uidvalidity, true));
+        Ok(status)
     }
 
     /// UIDs above `after_uid`, received on or after `since`, from one of `senders` if any:

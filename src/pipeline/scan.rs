@@ -24,8 +24,8 @@ use super::result::{ImportResult, Outcome};
 use super::{Checks, Destination, InBatch, import_in_batch, not_fetched};
 use crate::extract::parts::{self, Choice, Plan, Section};
 use crate::mailbox::{
-    AfterImport, Described, Fetched, FolderCheck, FolderStatus, MailboxError, MailboxSettings,
-    Session, StructureLimits,
+    AfterImport, Described, DescribedAhead, Fetched, FolderCheck, FolderName, FolderStatus,
+    MailboxError, MailboxSettings, Session, StructureLimits,
 };
 use crate::store::{MailBatch, MailboxPosition, Store};
 
@@ -124,16 +124,19 @@ pub fn scan_mailbox(
         max_depth: checks.limits.max_mime_depth,
         max_parts: checks.limits.max_parts,
     };
-    for chunk in uids.chunks(STRUCTURES_PER_PASS) {
-        let mut described = session
-            .describe(chunk, limits)
-            .with_context(|| format!("reading the structure of new mail in {name}"))?;
-        let planned: Vec<Planned> = (chunk.iter())
-            .map(|&uid| {
-                let position = folder.position(status.uidvalidity, uid, mark.clone());
-                Planned::new(position, described.remove(&uid), folder.settings)
-            })
-            .collect();
+    // Past one chunk, the next chunks are described on a second connection while this one
+    // imports (docs/imap.md §4); ended when the scan ends (dropped).
+    let mut ahead = (uids.len() > STRUCTURES_PER_PASS).then(|| {
+        let later = uids
+            .chunks(STRUCTURES_PER_PASS)
+            .skip(1)
+            .map(<[u32]>::to_vec);
+        session.describe_ahead(later.collect(), limits)
+    });
+    for (i, chunk) in uids.chunks(STRUCTURES_PER_PASS).enumerate() {
+        let helper = ahead.as_mut().filter(|_| i > 0);
+        let described = describe(session, helper, chunk, limits, name)?;
+        let planned = plan(folder, status.uidvalidity, chunk, described, &mark);
         for batch in batches(&planned, folder.settings.max_message_size) {
             let mut context = Pass {
                 session: &mut *session,
@@ -149,8 +152,40 @@ pub fn scan_mailbox(
     Ok(scan)
 }
 
+/// A chunk's sizes and structures: the second connection's when it has them (described
+/// while this one imported the chunk before), else asked for here.
+fn describe(
+    session: &mut Session,
+    ahead: Option<&mut DescribedAhead>,
+    chunk: &[u32],
+    limits: StructureLimits,
+    name: &FolderName,
+) -> anyhow::Result<BTreeMap<u32, Described>> {
+    match ahead.and_then(DescribedAhead::next_chunk) {
+        Some(described) => Ok(described),
+        None => (session.describe(chunk, limits))
+            .with_context(|| format!("reading the structure of new mail in {name}")),
+    }
+}
+
+/// What to fetch of each mail of a chunk, in UID order.
+fn plan(
+    folder: &Folder<'_>,
+    uidvalidity: u32,
+    chunk: &[u32],
+    mut described: BTreeMap<u32, Described>,
+    mark: &Option<String>,
+) -> Vec<Planned> {
+    (chunk.iter())
+        .map(|&uid| {
+            let position = folder.position(uidvalidity, uid, mark.clone());
+            Planned::new(position, described.remove(&uid), folder.settings)
+        })
+        .collect()
+}
+
 /// UIDs whose structure is read per pass of the loop, and at most per batch.
-const STRUCTURES_PER_PASS: usize = 2000;
+const STRUCTURES_PER_PASS: usize = 500;
 
 /// One new mail, and what to fetch of it.
 struct Planned {

@@ -214,6 +214,9 @@ pub struct Options {
     /// in-process token introspection endpoint (see [`OAuth2`]); default: off, and the
     /// server offers password logins only.
     pub oauth2: Option<OAuth2>,
+    /// `mail_max_userip_connections` for IMAP (Dovecot's default is 10): how many sessions
+    /// one user may have from one address at once; a login past it is refused.
+    pub max_userip_connections: Option<u32>,
 }
 
 impl Default for Options {
@@ -223,6 +226,7 @@ impl Default for Options {
             binary: None,
             ci: None,
             oauth2: None,
+            max_userip_connections: None,
         }
     }
 }
@@ -705,6 +709,8 @@ pub struct Dovecot {
     last_start: Duration,
     /// The token endpoint when XOAUTH2 is on; it keeps its port across restarts.
     introspection: Option<Introspection>,
+    /// [`Options::max_userip_connections`].
+    max_userip_connections: Option<u32>,
 }
 
 impl std::fmt::Debug for Dovecot {
@@ -766,6 +772,7 @@ impl Dovecot {
         let identity = Identity::detect()?;
         let dir = make_temp_dir(&identity)?;
         let cert = make_cert(&options.cert);
+        let max_userip_connections = options.max_userip_connections;
         let introspection = options
             .oauth2
             .map(|oauth2| Introspection::start(&oauth2.valid_token))
@@ -783,6 +790,7 @@ impl Dovecot {
             starts: 0,
             last_start: Duration::ZERO,
             introspection,
+            max_userip_connections,
         };
         dovecot.prepare_dir()?;
         dovecot.write_cert()?;
@@ -885,6 +893,11 @@ impl Dovecot {
             conf.push_str("  chroot =\n"); // chroot needs root
         }
         conf.push_str("}\n");
+        if let Some(limit) = self.max_userip_connections {
+            conf.push_str(&format!(
+                "protocol imap {{\n  mail_max_userip_connections = {limit}\n}}\n"
+            ));
+        }
         // No growing per-IP delay after failed logins (2 s, 4 s, ... 15 s before every
         // next attempt from 127.0.0.1): auth disables it when it cannot find this socket.
         conf.push_str("service anvil {\n  unix_listener anvil-auth-penalty {\n    path = anvil-auth-penalty-disabled\n  }\n");
