@@ -339,6 +339,34 @@ fn a_run_killed_after_the_update_sends_nothing_twice() {
     assert_eq!(f.states(), vec!["done"]);
 }
 
+/// A run killed after its update was sent, whose listener someone else then moved to a
+/// third certificate: the next run leaves that listener alone and sends nothing.
+#[test]
+fn a_listener_moved_by_someone_else_after_a_killed_run_is_left_alone() {
+    let f = Fixture::new("");
+    f.portal.set_pending_polls_after_update(1_000_000);
+    let child = (f.home.fulfill_process())
+        .arg("--config")
+        .arg(&f.config)
+        .args(["import", "--expect-name", NAME])
+        .arg(&f.new_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the update is sent", || f.updates() == 1);
+    std::thread::sleep(Duration::from_millis(100));
+    kill(child);
+    let third = f.new_id() + 1000;
+    f.portal.set_listener_certificate(&f.listener, third);
+    f.portal.set_pending_polls(&f.load_balancer, 0);
+    let (code, results, stderr) = f.import();
+    assert_eq!(code, Some(0), "{results:#}\n{stderr}");
+    assert_eq!(f.updates(), 1, "{:#?}", f.portal.listener_updates());
+    assert_eq!(f.named_certificate(), Some(third));
+    assert_eq!(f.states(), vec!["skipped"]);
+}
+
 /// With delete_replaced the old certificate goes once nothing uses it; the portal refuses
 /// to delete one still in use, so it is deleted only after the move.
 #[test]

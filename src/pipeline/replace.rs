@@ -264,7 +264,9 @@ impl Replacer<'_> {
                     store.set_replacement(&row, ReplaceState::Done, None, now)?;
                     return Ok(outcome(&row, MoveOutcome::Moved, None));
                 }
-                Some(id) if id != Some(row.old_portal_id) && !row.state.may_have_been_sent() => {
+                // A third certificate is someone else's move, even after a send of ours
+                // whose answer was lost (ours names the new one): never undone.
+                Some(id) if id != Some(row.old_portal_id) => {
                     let why = format!("the listener now names certificate {id:?}; left alone");
                     return self.skip(store, &row, why, now);
                 }

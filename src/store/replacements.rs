@@ -52,11 +52,6 @@ impl ReplaceState {
     pub fn is_finished(self) -> bool {
         matches!(self, ReplaceState::Done | ReplaceState::Skipped)
     }
-
-    /// An update may have reached the portal: read the listener back first.
-    pub fn may_have_been_sent(self) -> bool {
-        matches!(self, ReplaceState::Sending | ReplaceState::Sent)
-    }
 }
 
 /// A listener to move, as the plan found it.

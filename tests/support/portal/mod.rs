@@ -339,6 +339,18 @@ impl LocalPortal {
         }
     }
 
+    /// Someone else moves a listener to `certificate_id` (the console, another tool): not
+    /// an update of the log.
+    pub fn set_listener_certificate(&self, listener_uuid: &str, certificate_id: i64) {
+        let mut state = lock(&self.shared.state);
+        let listener = (state.load_balancers.iter_mut())
+            .flat_map(|b| b.listeners.iter_mut())
+            .find(|l| l.uuid == listener_uuid);
+        if let Some(listener) = listener {
+            listener.spec.tls_certificate_id = Some(certificate_id);
+        }
+    }
+
     /// Every performed listener update, in order: what a test counts.
     pub fn listener_updates(&self) -> Vec<ListenerUpdate> {
         lock(&self.shared.state).listener_updates.clone()
