@@ -21,6 +21,12 @@ pub struct TokenAnswer {
     pub expires_in: u64,
 }
 
+/// The longest life a token is taken to have. IAM's tokens live an hour in its examples
+/// (docs/secrets-manager.md §2); a larger `expires_in` from a broken or hostile server
+/// would otherwise overflow the `Instant` (a panic), and a token held for days would
+/// outlive any revocation.
+const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A token and when to stop using it.
 pub struct Token {
     pub access: Secret,
@@ -31,7 +37,7 @@ pub struct Token {
 
 impl Token {
     pub fn new(answer: TokenAnswer, received: Instant) -> Token {
-        let life = Duration::from_secs(answer.expires_in);
+        let life = Duration::from_secs(answer.expires_in).min(MAX_TOKEN_LIFE);
         Token {
             access: Secret::new(answer.access_token),
             refresh_at: received + life.mul_f64(0.8),
@@ -68,6 +74,20 @@ mod tests {
         assert!(token.fresh(start + Duration::from_secs(2879)));
         assert!(!token.fresh(start + Duration::from_secs(2880)));
         assert!(!token.fresh(start + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_huge_expires_in_is_capped_at_a_day() {
+        let start = Instant::now();
+        let token = Token::new(
+            TokenAnswer {
+                access_token: "t".into(),
+                expires_in: u64::MAX,
+            },
+            start,
+        );
+        assert!(token.fresh(start + Duration::from_secs(3600)));
+        assert!(!token.fresh(start + MAX_TOKEN_LIFE));
     }
 
     #[test]
