@@ -12,7 +12,8 @@ use reqwest::Url;
 use reqwest::blocking::{Client, ClientBuilder, Response};
 
 /// Parses and checks an endpoint: https, or http only to this machine (tests, tunnels),
-/// since credentials travel in every request. `what` names the setting in the messages.
+/// since credentials travel in every request. `credentials_hint` names, in the refusal
+/// of a URL with credentials in it, the settings where they belong instead.
 pub fn endpoint_url(endpoint: &str, credentials_hint: &str) -> Result<Url, String> {
     let with_slash = if endpoint.ends_with('/') {
         endpoint.to_string()
