@@ -339,6 +339,22 @@ pub struct Store {
 }
 
 /// RFC 3339, UTC, whole seconds: sorts as text, reads well in the sqlite3 shell.
+/// An event about a recorded certificate, tied to its order (if it has one), in `tx`: the
+/// one way the deploy hook, Secrets Manager and listener moves write theirs.
+fn certificate_event(
+    tx: &rusqlite::Transaction<'_>,
+    certificate_id: i64,
+    kind: &str,
+    detail: &str,
+    at: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT INTO events (at, order_id, kind, detail)
+         SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
+        params![at, kind, printable(detail), certificate_id],
+    )
+}
+
 pub fn timestamp(t: OffsetDateTime) -> String {
     let t = t
         .to_offset(time::UtcOffset::UTC)
@@ -1038,12 +1054,7 @@ impl Store {
                 format!("certificate #{certificate_id}: deploy hook failed: {error}"),
             ),
         };
-        tx.execute(
-            "INSERT INTO events (at, order_id, kind, detail)
-             SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
-            params![at, kind, detail, certificate_id],
-        )
-        .map_err(self.sql())?;
+        certificate_event(&tx, certificate_id, kind, &detail, &at).map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
 

@@ -7,7 +7,10 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{CERTIFICATE_COLUMNS, CertificateRow, Store, StoreError, certificate_row, timestamp};
+use super::{
+    CERTIFICATE_COLUMNS, CertificateRow, Store, StoreError, certificate_event, certificate_row,
+    timestamp,
+};
 use crate::text::printable;
 
 /// Where the move of one listener is (`replacements.state`).
@@ -187,7 +190,7 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        insert_event(&tx, certificate.id, "replacement_planned", &detail, &at)
+        certificate_event(&tx, certificate.id, "replacement_planned", &detail, &at)
             .map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
@@ -275,7 +278,7 @@ impl Store {
             detail.push_str(&format!(": {error}"));
         }
         let kind = format!("replacement_{}", state.as_str());
-        insert_event(&tx, row.certificate_id, &kind, &detail, &at).map_err(self.sql())?;
+        certificate_event(&tx, row.certificate_id, &kind, &detail, &at).map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
 
@@ -299,7 +302,7 @@ impl Store {
             "listener {} of load balancer {}: {why}",
             row.listener_uuid, row.load_balancer_uuid
         );
-        insert_event(&tx, row.certificate_id, "replacement_waiting", &detail, &at)
+        certificate_event(&tx, row.certificate_id, "replacement_waiting", &detail, &at)
             .map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
@@ -367,22 +370,7 @@ impl Store {
             ),
             Some(e) => format!("portal certificate {}: not deleted: {e}", old.old_portal_id),
         };
-        insert_event(&tx, old.certificate_id, kind, &detail, &at).map_err(self.sql())?;
+        certificate_event(&tx, old.certificate_id, kind, &detail, &at).map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
-}
-
-/// An event about a certificate, with the certificate's order.
-fn insert_event(
-    tx: &rusqlite::Transaction<'_>,
-    certificate_id: i64,
-    kind: &str,
-    detail: &str,
-    at: &str,
-) -> rusqlite::Result<usize> {
-    tx.execute(
-        "INSERT INTO events (at, order_id, kind, detail)
-         SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
-        params![at, kind, printable(detail), certificate_id],
-    )
 }

@@ -6,7 +6,10 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{CERTIFICATE_COLUMNS, CertificateRow, Store, StoreError, certificate_row, timestamp};
+use super::{
+    CERTIFICATE_COLUMNS, CertificateRow, Store, StoreError, certificate_event, certificate_row,
+    timestamp,
+};
 use crate::text::printable;
 
 /// Where a certificate's import into Secrets Manager is (`secrets_manager.state`).
@@ -199,11 +202,11 @@ impl Store {
             Some(version_id) => format!(" version {version_id}"),
             None => String::new(),
         };
-        let detail = printable(&format!(
+        let detail = format!(
             "certificate #{certificate_id}: Secrets Manager secret {secret_id}{version}: {what}"
-        ))
-        .into_owned();
-        self.certificate_event(&tx, certificate_id, "secret_stored", &detail, &at)?;
+        );
+        certificate_event(&tx, certificate_id, "secret_stored", &detail, &at)
+            .map_err(self.sql())?;
         tx.commit().map_err(self.sql())
     }
 
@@ -224,26 +227,9 @@ impl Store {
         )
         .map_err(self.sql())?;
         let detail = format!("certificate #{certificate_id}: Secrets Manager: {error}");
-        self.certificate_event(&tx, certificate_id, "secret_failed", &detail, &at)?;
+        certificate_event(&tx, certificate_id, "secret_failed", &detail, &at)
+            .map_err(self.sql())?;
         tx.commit().map_err(self.sql())
-    }
-
-    /// An event tied to the certificate's order.
-    fn certificate_event(
-        &self,
-        tx: &rusqlite::Transaction<'_>,
-        certificate_id: i64,
-        kind: &str,
-        detail: &str,
-        at: &str,
-    ) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO events (at, order_id, kind, detail)
-             SELECT ?1, order_id, ?2, ?3 FROM certificates WHERE id = ?4",
-            params![at, kind, detail, certificate_id],
-        )
-        .map_err(self.sql())?;
-        Ok(())
     }
 
     /// The Secrets Manager row of one certificate.
