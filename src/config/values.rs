@@ -171,7 +171,15 @@ impl FromStr for EndpointUrl {
     fn from_str(text: &str) -> Result<Self, String> {
         crate::http::endpoint_url(text, "api_key_cmd")
             .map(|_| EndpointUrl(text.to_string()))
-            .map_err(|why| format!("'{text}': {why}"))
+            .map_err(|why| {
+                // A URL with a password in it is not echoed: the password is a secret.
+                let has_credentials = (reqwest::Url::parse(text))
+                    .is_ok_and(|url| !url.username().is_empty() || url.password().is_some());
+                match has_credentials {
+                    true => why,
+                    false => format!("'{text}': {why}"),
+                }
+            })
     }
 }
 
@@ -342,6 +350,11 @@ mod tests {
         assert!("http://127.0.0.1:8080".parse::<EndpointUrl>().is_ok());
         let clear = "http://sm.example".parse::<EndpointUrl>().unwrap_err();
         assert!(clear.contains("in clear"), "{clear}");
+        let with_key = "https://me:s3cret@sm.example"
+            .parse::<EndpointUrl>()
+            .unwrap_err();
+        assert!(with_key.contains("credentials"), "{with_key}");
+        assert!(!with_key.contains("s3cret"), "{with_key}");
         assert!("default".parse::<SecretGroupId>().is_ok());
         assert!("d8f3-aa".parse::<SecretGroupId>().is_ok());
         assert!("a&b=c".parse::<SecretGroupId>().is_err());
