@@ -361,7 +361,8 @@ fn skipped(path: &[u32], leaf: &Leaf, over_limit: bool) -> Skipped {
 }
 
 /// The boundary of the rebuilt multiparts, numbered by depth: [`rebuild`] gives up on a
-/// mail whose parts hold it (which is then fetched whole).
+/// mail any of whose fetched sections (headers included) holds it, which is then fetched
+/// whole: a line of it in a part's header or body would end that part early.
 const BOUNDARY: &str = "fulfill-rebuilt-7c1e2a9d";
 
 /// A message the extractor reads as it would the real one: the real header (so its
@@ -370,6 +371,12 @@ const BOUNDARY: &str = "fulfill-rebuilt-7c1e2a9d";
 /// by parts likewise inside its part. `None` when a section is missing from `fetched`
 /// (the server sent less than asked: the caller fetches the mail whole).
 pub fn rebuild(plan: &Plan, fetched: &BTreeMap<Section, Vec<u8>>) -> Option<Vec<u8>> {
+    if fetched
+        .values()
+        .any(|bytes| contains(bytes, BOUNDARY.as_bytes()))
+    {
+        return None;
+    }
     let header = fetched.get(&Section::header(&[]))?;
     let mut out = Vec::new();
     rebuild_message(header, &plan.chosen, fetched, 0, &mut out)?;
@@ -392,12 +399,8 @@ fn rebuild_message(
         out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
         match chosen {
             Chosen::Part(path) => {
-                out.extend_from_slice(fetched.get(&Section::mime(path))?);
-                let body = fetched.get(&Section::body(path))?;
-                if contains(body, BOUNDARY.as_bytes()) {
-                    return None;
-                }
-                out.extend_from_slice(body);
+                out.extend_from_slice(&header_block(fetched.get(&Section::mime(path))?));
+                out.extend_from_slice(fetched.get(&Section::body(path))?);
             }
             Chosen::Forward { path, chosen } => {
                 out.extend_from_slice(&without_content_headers(fetched.get(&Section::mime(path))?));
@@ -416,11 +419,26 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A part's MIME header lines as a header block: up to its first blank line, ended by
+/// one. What a server sends after a blank line, or a header without one, cannot then
+/// turn the body's first lines into header fields or add lines of its own after them.
+fn header_block(header: &[u8]) -> Vec<u8> {
+    let mut out = header_lines(header, false);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// A header section without its blank last line and without the fields that say how the
 /// body is framed (Content-Type, Content-Transfer-Encoding), folded lines included:
 /// [`rebuild`] writes its own.
 fn without_content_headers(header: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.len());
+    header_lines(header, true)
+}
+
+/// The lines of a header section up to its first blank line, each ended by a line break;
+/// without the framing fields (and their folded lines) when `drop_framing`.
+fn header_lines(header: &[u8], drop_framing: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + 2);
     let mut dropping = false;
     for line in header.split_inclusive(|&b| b == b'\n') {
         if line == b"\r\n" || line == b"\n" {
@@ -430,7 +448,8 @@ fn without_content_headers(header: &[u8]) -> Vec<u8> {
         if !folded {
             let name = line.split(|&b| b == b':').next().unwrap_or_default();
             let name = name.trim_ascii().to_ascii_lowercase();
-            dropping = name == b"content-type" || name == b"content-transfer-encoding";
+            dropping =
+                drop_framing && (name == b"content-type" || name == b"content-transfer-encoding");
         }
         if !dropping {
             out.extend_from_slice(line);
@@ -721,5 +740,45 @@ mod tests {
             }
         }
         assert_eq!(rebuild(&plan, &hostile), None);
+    }
+
+    /// A hostile part header: the rebuilt boundary in a part's MIME lines or in a
+    /// forward's header gives up the rebuild (the mail is read whole), and MIME lines
+    /// without their blank line, or with lines after it, stay a header block of their own.
+    #[test]
+    fn part_headers_cannot_add_parts_or_headers_to_the_rebuilt_message() {
+        let structure = Part::Multipart(vec![
+            text(5),
+            forward(Part::Multipart(vec![text(5), pdf()])),
+        ]);
+        let plan = plan(choose(&structure, MAX));
+        let honest = [
+            ("HEADER", "From: a@b\r\n\r\n"),
+            ("1.MIME", "Content-Type: text/plain\r\n\r\n"),
+            ("1", "hello"),
+            ("2.MIME", "Content-Type: message/rfc822\r\n\r\n"),
+            ("2.HEADER", "Subject: fwd\r\n\r\n"),
+            ("2.1.MIME", "Content-Type: text/plain\r\n\r\n"),
+            ("2.1", "inner"),
+        ];
+        assert!(rebuild(&plan, &fetched(&honest, &plan)).is_some());
+        let injected = format!("X-A: b\r\n--{BOUNDARY}-0\r\nContent-Type: text/plain\r\n\r\n");
+        for section in ["1.MIME", "2.HEADER", "2.1.MIME", "HEADER"] {
+            let mut pairs = honest.to_vec();
+            for pair in pairs.iter_mut().filter(|(name, _)| *name == section) {
+                pair.1 = &injected;
+            }
+            assert_eq!(rebuild(&plan, &fetched(&pairs, &plan)), None, "{section}");
+        }
+        let mut pairs = honest.to_vec();
+        pairs[1].1 = "Content-Type: text/plain";
+        pairs[5].1 = "Content-Type: text/plain\r\n\r\nX-Injected: yes\r\n\r\n";
+        let rebuilt = String::from_utf8(rebuild(&plan, &fetched(&pairs, &plan)).unwrap()).unwrap();
+        assert!(
+            rebuilt.contains("Content-Type: text/plain\r\n\r\nhello\r\n")
+                && rebuilt.contains("Content-Type: text/plain\r\n\r\ninner\r\n")
+                && !rebuilt.contains("X-Injected"),
+            "{rebuilt}"
+        );
     }
 }
