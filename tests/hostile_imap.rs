@@ -474,3 +474,52 @@ fn a_structure_the_parser_refuses_is_read_whole_on_a_new_connection() {
         "{commands:#?}"
     );
 }
+
+/// A server whose BODYSTRUCTUREs claim parts of a few bytes and whose sections are
+/// 400 KB each, with every mail of a different shape (so one command each, each within
+/// what one command may answer): once the batch's answers pass max_message_size, no more
+/// parts are asked for, and the rest of the batch is read whole, mail by mail, within the
+/// limit; the batch never holds every shape's answer at once.
+#[test]
+fn sections_larger_than_the_structure_said_stop_the_batched_fetch() {
+    let text = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)";
+    let structures = (1..=8u32)
+        .map(|k| {
+            let parts = text.repeat(k as usize);
+            (
+                k,
+                format!("({parts} \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"),
+            )
+        })
+        .collect();
+    let mut f = Fake::start(Script {
+        structures,
+        section_filler: Some(400_000),
+        ..Script::default()
+    });
+    f.configure("max_message_size = \"1MiB\"\n");
+    let mails: Vec<FakeMessage> = (1..=8u32)
+        .map(|uid| {
+            let mail = f.fulfillment_mail(&format!("www.shape{uid}.example.com"));
+            honest(uid, mail)
+        })
+        .collect();
+    f.server.set_messages(mails);
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(imported(&run.json()).len(), 8, "{run}");
+    assert!(
+        run.stderr
+            .contains("more of the parts of this batch than the sizes it gave"),
+        "{run}"
+    );
+    let commands = f.server.commands();
+    let batched = commands
+        .iter()
+        .filter(|c| c.contains("BODY.PEEK[HEADER]"))
+        .count();
+    assert_eq!(
+        batched, 1,
+        "no parts asked for past the limit: {commands:#?}"
+    );
+}

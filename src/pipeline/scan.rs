@@ -302,21 +302,42 @@ impl Pass<'_, '_, '_> {
 
     /// The sections of every mail of the batch read by parts, many UIDs per command:
     /// mails of one shape (the same sections) share a command.
+    ///
+    /// The batch's sizes add up to at most `max_message_size`, and so do the answers of
+    /// an honest server; `ResponseLimits` holds each command, not the batch's several. Once
+    /// the answers pass `max_message_size`, the server sent more than its sizes said: that
+    /// answer is dropped and no more shapes are asked for, and their mails are read one
+    /// by one (whole, within the limit), so the batch holds at most `max_message_size`
+    /// plus one command's answer however many shapes it has.
     fn fetch_sections(
         &mut self,
         batch: &[Planned],
     ) -> anyhow::Result<BTreeMap<u32, BTreeMap<Section, Vec<u8>>>> {
+        let max = self.folder.settings.max_message_size;
         let mut shapes: BTreeMap<Vec<Section>, Vec<u32>> = BTreeMap::new();
         for mail in batch {
-            if let Some(sections) = mail.sections(self.folder.settings.max_message_size) {
+            if let Some(sections) = mail.sections(max) {
                 shapes.entry(sections).or_default().push(mail.position.uid);
             }
         }
-        let mut fetched = BTreeMap::new();
+        let name = &self.folder.settings.folder;
+        let (mut fetched, mut received) = (BTreeMap::new(), 0u64);
         for (sections, uids) in shapes {
-            let name = &self.folder.settings.folder;
             let found = (self.session.fetch_sections(&uids, &sections))
                 .with_context(|| format!("fetching the parts of new mail in {name}"))?;
+            let bytes: usize = (found.values().flat_map(BTreeMap::values))
+                .map(Vec::len)
+                .sum();
+            received = received.saturating_add(bytes as u64);
+            if received > max {
+                log::warn!(
+                    "{}/{name}: the server sent more of the parts of this batch than the \
+                     sizes it gave ({received} bytes, over max_message_size, {max} bytes); \
+                     reading the rest of the batch's mails one by one",
+                    self.folder.account
+                );
+                break;
+            }
             fetched.extend(found);
         }
         Ok(fetched)

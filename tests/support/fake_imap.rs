@@ -32,6 +32,11 @@ pub struct Script {
     /// command (`NO`), as a server that cannot describe its mail; `Some(text)` sends
     /// `BODYSTRUCTURE text`, which may be anything, parseable or not.
     pub bodystructure: Option<String>,
+    /// A BODYSTRUCTURE of its own for these UIDs, over `bodystructure`.
+    pub structures: Vec<(u32, String)>,
+    /// Every section asked for by name (`BODY.PEEK[1.MIME]`, not `BODY.PEEK[]`) is
+    /// answered with this many bytes (`x`), whatever the structure said.
+    pub section_filler: Option<u64>,
 }
 
 impl Default for Script {
@@ -43,6 +48,8 @@ impl Default for Script {
             folders: Vec::new(),
             refuse_create: false,
             bodystructure: None,
+            structures: Vec::new(),
+            section_filler: None,
         }
     }
 }
@@ -220,11 +227,19 @@ fn serve(
             )?;
         } else if upper.starts_with("UID FETCH ") && upper.contains("BODYSTRUCTURE") {
             let set = upper.split_whitespace().nth(2).unwrap_or("").to_string();
-            match &script.bodystructure {
-                None => write!(out, "{tag} NO BODYSTRUCTURE is not scripted.\r\n")?,
-                Some(structure) => {
+            let structure_of = |uid: u32| {
+                (script.structures.iter())
+                    .find(|(u, _)| *u == uid)
+                    .map(|(_, structure)| structure)
+                    .or(script.bodystructure.as_ref())
+            };
+            match script.bodystructure.is_some() || !script.structures.is_empty() {
+                false => write!(out, "{tag} NO BODYSTRUCTURE is not scripted.\r\n")?,
+                true => {
                     for (seq, message) in script.messages.iter().enumerate() {
-                        if in_set(&set, message.uid) {
+                        if let Some(structure) =
+                            structure_of(message.uid).filter(|_| in_set(&set, message.uid))
+                        {
                             let (seq, uid) = (seq + 1, message.uid);
                             let size = (message.claimed_size)
                                 .filter(|_| upper.contains("RFC822.SIZE"))
@@ -238,6 +253,24 @@ fn serve(
                     write!(out, "{tag} OK Fetch completed.\r\n")?;
                 }
             }
+        } else if let Some(filler) = (script.section_filler)
+            .filter(|_| upper.starts_with("UID FETCH ") && upper.contains("BODY.PEEK[H"))
+        {
+            let set = upper.split_whitespace().nth(2).unwrap_or("").to_string();
+            let sections: Vec<&str> = (upper.split("BODY.PEEK[").skip(1))
+                .filter_map(|rest| rest.split(']').next())
+                .collect();
+            for (seq, message) in script.messages.iter().enumerate() {
+                if in_set(&set, message.uid) {
+                    write!(out, "* {} FETCH (UID {}", seq + 1, message.uid)?;
+                    for section in &sections {
+                        write!(out, " BODY[{section}] {{{filler}}}\r\n")?;
+                        send_filler(out, filler, b'x')?;
+                    }
+                    out.write_all(b")\r\n")?;
+                }
+            }
+            write!(out, "{tag} OK Fetch completed.\r\n")?;
         } else if upper.starts_with("UID FETCH ") {
             let set = upper.split_whitespace().nth(2).unwrap_or("").to_string();
             for (seq, message) in script.messages.iter().enumerate() {
