@@ -164,6 +164,12 @@ pub fn import_in_batch(
     }
     note_left_out(&mut results, left_out);
     finish(&results, destination, position, batch);
+    // A recorded certificate moved the position past this mail already: what else the
+    // mail taught (a certificate rejected beside it) is written now, not at the batch's
+    // end, which a run killed in between would never reach for this mail.
+    if results.iter().any(|r| r.outcome.is_recorded()) {
+        commit(destination, batch, now)?;
+    }
     Ok(results)
 }
 
