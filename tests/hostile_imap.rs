@@ -523,3 +523,31 @@ fn sections_larger_than_the_structure_said_stop_the_batched_fetch() {
         "no parts asked for past the limit: {commands:#?}"
     );
 }
+
+/// A server that describes its mail but refuses the sections (`NO`): the mails of that
+/// command are read whole on the same connection and imported; the run does not stop at
+/// that batch (which every later run would meet again).
+#[test]
+fn refused_sections_are_read_whole_on_the_same_connection() {
+    let text = "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 10 1 NIL NIL NIL NIL)";
+    let mut f = Fake::start(Script {
+        bodystructure: Some(format!(
+            "({text} \"mixed\" (\"boundary\" \"b\") NIL NIL NIL)"
+        )),
+        refuse_sections: true,
+        ..Script::default()
+    });
+    let first = f.fulfillment_mail("www.refused1.example.com");
+    let second = f.fulfillment_mail("www.refused2.example.com");
+    f.server
+        .set_messages(vec![honest(1, first), honest(2, second)]);
+    let run = f.poll();
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(
+        imported(&run.json()),
+        vec!["www.refused1.example.com", "www.refused2.example.com"]
+    );
+    let commands = f.server.commands();
+    let logins = commands.iter().filter(|c| c.starts_with("LOGIN")).count();
+    assert_eq!(logins, 1, "the same connection: {commands:#?}");
+}

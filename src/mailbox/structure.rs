@@ -197,6 +197,13 @@ impl Session {
             Ok(fetches) => fetches,
             Err(error) => {
                 let error = protocol(&format!("UID FETCH {set} (parts)"), self.io_timeout)(error);
+                if error.is_refusal() {
+                    // NO or BAD (a server that cannot send these sections, or one mail it
+                    // cannot read): the connection is fine, and each mail is read whole
+                    // on it, so one refusal does not stop every run at this batch.
+                    log::warn!("{error}; reading these mails one by one");
+                    return Ok(BTreeMap::new());
+                }
                 if !error.is_too_large() && !matches!(error, MailboxError::Protocol { .. }) {
                     return Err(error);
                 }

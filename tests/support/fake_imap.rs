@@ -37,6 +37,8 @@ pub struct Script {
     /// Every section asked for by name (`BODY.PEEK[1.MIME]`, not `BODY.PEEK[]`) is
     /// answered with this many bytes (`x`), whatever the structure said.
     pub section_filler: Option<u64>,
+    /// A `UID FETCH` of sections by name is answered `NO`.
+    pub refuse_sections: bool,
 }
 
 impl Default for Script {
@@ -50,6 +52,7 @@ impl Default for Script {
             bodystructure: None,
             structures: Vec::new(),
             section_filler: None,
+            refuse_sections: false,
         }
     }
 }
@@ -253,6 +256,11 @@ fn serve(
                     write!(out, "{tag} OK Fetch completed.\r\n")?;
                 }
             }
+        } else if script.refuse_sections
+            && upper.starts_with("UID FETCH ")
+            && upper.contains("BODY.PEEK[H")
+        {
+            write!(out, "{tag} NO Sections are not scripted.\r\n")?;
         } else if let Some(filler) = (script.section_filler)
             .filter(|_| upper.starts_with("UID FETCH ") && upper.contains("BODY.PEEK[H"))
         {
