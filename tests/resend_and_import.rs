@@ -976,6 +976,54 @@ fn a_run_killed_before_its_deploy_hook_deploys_on_the_next_run() {
     );
 }
 
+/// A mail that holds two certificates of the order's key (a CA's reissue beside the
+/// first): a run killed while it uploads the first, then a poll, records both. Only the
+/// mail's last certificate may move the position past it.
+#[test]
+fn a_run_killed_between_two_certificates_of_one_mail_records_both() {
+    let Some(mut f) = Fixture::new() else { return };
+    let order = f.order("www.twice.example.com");
+    let key = rcgen::KeyPair::from_pem(&order.key_pem).unwrap();
+    let spec = pki::LeafSpec::new(&["www.twice.example.com"])
+        .valid(pki::ymd(2025, 6, 1), pki::ymd(2034, 6, 1));
+    let reissue = pki::pem_with(
+        "CERTIFICATE",
+        &pki::leaf_for_key(&spec, &key, &f.issuing),
+        64,
+        "\r\n",
+    );
+    let mail = String::from_utf8(order.mail.clone()).unwrap();
+    let mail = mail.replacen(
+        "Your certificate:\r\n",
+        &format!("Your certificate:\r\n{reissue}"),
+        1,
+    );
+    f.dovecot.append("INBOX", mail.as_bytes());
+    f.portal
+        .inject("createObject", Fault::Delay(Duration::from_secs(60)), 1);
+    let child = (f.home.fulfill_process())
+        .arg("--config")
+        .arg(&f.config)
+        .arg("poll")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first certificate is recorded", || f.rows().len() == 1);
+    kill(child);
+    f.portal.clear_faults();
+
+    let output = (f.fulfill()).args(["--json", "poll"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        f.rows().len(),
+        2,
+        "both certificates of the mail are recorded"
+    );
+    assert_eq!(f.portal.calls("createObject"), 2, "each uploaded once");
+}
+
 /// A certificate left undeployed by a killed run is deployed by the next run, whichever
 /// order that run is for, and its text output says so: it has no order line of its own.
 #[test]

@@ -143,9 +143,13 @@ pub fn import_in_batch(
             root.label()
         );
     }
-    for accepted in report.accepted() {
+    let all_accepted: Vec<&Accepted> = report.accepted().collect();
+    for (i, accepted) in all_accepted.iter().enumerate() {
         commit(destination, batch, now)?;
-        let mut result = record(accepted, source, &extraction, destination, position, now)?;
+        // Only the mail's last certificate moves the position past it: a run killed after
+        // an earlier one reads the mail again, and finds the rest (the first by fingerprint).
+        let here = position.filter(|_| i + 1 == all_accepted.len());
+        let mut result = record(accepted, source, &extraction, destination, here, now)?;
         let upload = destination.upload;
         upload.run(
             accepted,
