@@ -11,6 +11,7 @@
 
 use std::thread;
 
+use anyhow::Context as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -222,7 +223,7 @@ impl Importer<'_> {
         let mut attempt = 0;
         loop {
             match self.look_then_create(row, name, &data) {
-                Err(e) if (e.is_transient() || e.is_conflict()) && attempt < settings.retries => {
+                Err(e) if is_worth_another_look(&e) && attempt < settings.retries => {
                     attempt += 1;
                     log::info!("{e}; looking again ({attempt} of {})", settings.retries);
                     thread::sleep(
@@ -231,7 +232,7 @@ impl Importer<'_> {
                             .saturating_mul(1 << (attempt - 1).min(10)),
                     );
                 }
-                other => return other.map_err(anyhow::Error::new),
+                other => return other,
             }
         }
     }
@@ -245,7 +246,7 @@ impl Importer<'_> {
         row: &CertificateRow,
         name: &str,
         data: &CertificateData,
-    ) -> Result<Stored, SecretsManagerError> {
+    ) -> anyhow::Result<Stored> {
         let Some(found) = self.client.find_secret(name)? else {
             let created = self.client.create_secret(&NewSecret {
                 name,
@@ -265,6 +266,12 @@ impl Importer<'_> {
         let secret = self.client.imported_certificate(&found.id)?;
         let current = secret.certificate.as_deref().and_then(pem_sha256);
         let versions = secret.versions_total.or(found.versions_total);
+        // Read before any version is added: a database error must stop the import, not
+        // let an older certificate become the secret's current version.
+        let later = match &current {
+            Some(sha256) if *sha256 != row.sha256 => self.is_later(sha256, row)?,
+            _ => false,
+        };
         match current {
             Some(sha256) if sha256 == row.sha256 => Ok(Stored {
                 version_id: Some(self.client.current_version(&secret.id)?.id),
@@ -272,7 +279,7 @@ impl Importer<'_> {
                 version: versions,
                 outcome: SecretOutcome::AlreadyCurrent,
             }),
-            Some(sha256) if self.is_later(&sha256, row) => Ok(Stored {
+            Some(_) if later => Ok(Stored {
                 id: secret.id,
                 version: None,
                 version_id: None,
@@ -291,10 +298,15 @@ impl Importer<'_> {
     }
 
     /// Whether `sha256` is a recorded certificate that expires after `row`.
-    fn is_later(&self, sha256: &str, row: &CertificateRow) -> bool {
-        match self.store.certificate_by_sha256(sha256) {
-            Ok(Some(other)) => other.not_after > row.not_after,
-            _ => false,
-        }
+    fn is_later(&self, sha256: &str, row: &CertificateRow) -> anyhow::Result<bool> {
+        let other = (self.store.certificate_by_sha256(sha256))
+            .with_context(|| format!("looking up certificate {sha256} in the database"))?;
+        Ok(other.is_some_and(|other| other.not_after > row.not_after))
     }
+}
+
+/// A transient fault or a 409 (a name taken meanwhile): search again before anything else.
+fn is_worth_another_look(error: &anyhow::Error) -> bool {
+    (error.downcast_ref::<SecretsManagerError>())
+        .is_some_and(|e| e.is_transient() || e.is_conflict())
 }
