@@ -65,7 +65,7 @@ pub enum SecretsManagerError {
         code: String,
         message: String,
     },
-    #[error("{call}: HTTP {status} {code}: {message}")]
+    #[error("{call}: HTTP {status} {code}: {message}{}", what_to_do(*.status))]
     Api {
         call: String,
         status: u16,
@@ -119,6 +119,19 @@ pub enum SecretsManagerError {
         endpoint: String,
         why: String,
     },
+}
+
+/// What a person can do about an answer of the instance, by its status.
+fn what_to_do(status: u16) -> &'static str {
+    match status {
+        401 | 403 => {
+            "; check that the API key may read and write secrets in [secrets_manager] \
+             secret_group_id of this instance (its IAM access policy)"
+        }
+        404 => "; check [secrets_manager] url and secret_group_id",
+        // A conflict is looked at again, and a transient fault retried: the report says so.
+        _ => "",
+    }
 }
 
 impl SecretsManagerError {
@@ -588,5 +601,27 @@ mod tests {
         assert!(!api(400).is_transient());
         assert!(api(409).is_conflict());
         assert!(!api(409).is_transient());
+    }
+
+    #[test]
+    fn an_answer_of_the_instance_says_what_to_do() {
+        let api = |status| SecretsManagerError::Api {
+            call: "create secret www.example.com".into(),
+            status,
+            code: "forbidden".into(),
+            message: "Forbidden".into(),
+        };
+        let refused = api(403).to_string();
+        assert!(
+            refused.starts_with("create secret www.example.com: HTTP 403 forbidden: Forbidden; ")
+        );
+        assert!(refused.contains("secret_group_id"), "{refused}");
+        assert!(
+            api(404)
+                .to_string()
+                .ends_with("check [secrets_manager] url and secret_group_id")
+        );
+        assert!(api(503).to_string().ends_with("Forbidden"));
+        assert!(api(409).to_string().ends_with("Forbidden"));
     }
 }
