@@ -567,3 +567,36 @@ fn a_ca_file_makes_the_tls_certificate_trusted() {
     assert_eq!(fixture.sm.secrets().len(), 1);
     assert!(fixture.sm.requests().iter().all(|r| r.status.is_some()));
 }
+
+/// An API key that cannot be had (a failing api_key_cmd) fails the import into Secrets
+/// Manager, not the run: the certificate is recorded and reported with the failure, the
+/// run exits 1, and the next run with a key imports it.
+#[test]
+fn a_failing_api_key_cmd_is_reported_on_the_result_and_the_next_run_imports() {
+    let fixture = Fixture::new("");
+    let mut config = std::fs::read_to_string(&fixture.config).unwrap();
+    config.push_str("api_key_cmd = \"echo no key >&2; exit 3\"\n");
+    std::fs::write(&fixture.config, config).unwrap();
+    let first = fixture.certificate(NAME, 2025, 2034);
+    let output = (fixture.home.fulfill())
+        .arg("--config")
+        .arg(&fixture.config)
+        .args(["--json", "import"])
+        .arg(&first.file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let json = stdout_json(&output);
+    assert_eq!(output.status.code(), Some(1), "{json:#}\n{stderr}");
+    assert_eq!(json[0]["outcome"], "imported", "{json:#}");
+    let secret = json[0]["secrets_manager"].as_str().unwrap_or_default();
+    assert!(
+        secret.contains("failed") && secret.contains("api_key_cmd"),
+        "{secret}"
+    );
+    assert!(fixture.sm.secrets().is_empty());
+
+    let (code, _, stderr) = fixture.import(&first);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(fixture.sm.versions(NAME), vec![first.sha256]);
+}

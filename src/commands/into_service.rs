@@ -144,11 +144,28 @@ pub fn store_in_secrets_manager(
     if dry_run || planned.is_empty() {
         return Ok(planned);
     }
-    let Some(connection) = settings.secrets_manager()? else {
-        return Ok(Vec::new());
+    let client = match settings.secrets_manager() {
+        Ok(None) => return Ok(Vec::new()),
+        Ok(Some(connection)) => SecretsManager::new(connection).map_err(anyhow::Error::new),
+        Err(e) => Err(anyhow::Error::new(e)),
     };
-    let client = SecretsManager::new(connection)?;
-    pipeline::secrets_manager::import_unsettled(&client, store, &keys, now)
+    match client {
+        Ok(client) => pipeline::secrets_manager::import_unsettled(&client, store, &keys, now),
+        // The API key or the client could not be had (a failing api_key_cmd, say): the
+        // run's imports stand and are reported, each of these failed, and the next run
+        // tries again.
+        Err(e) => {
+            let error = format!("{e:#}");
+            log::error!("Secrets Manager: {error}; the next run tries again");
+            Ok((planned.into_iter())
+                .map(|import| SecretImport {
+                    outcome: SecretOutcome::Failed,
+                    error: Some(error.clone()),
+                    ..import
+                })
+                .collect())
+        }
+    }
 }
 
 /// 1 when an import into Secrets Manager failed (after all other work was done).
