@@ -137,29 +137,21 @@ pub fn import_in_batch(
         &checks.trust_anchors,
         now,
     );
-    for root in &report.dropped_roots {
-        log::info!(
-            "{source}: self-signed root {} left out of the chain",
-            root.label()
-        );
-    }
-    let all_accepted: Vec<&Accepted> = report.accepted().collect();
-    for (i, accepted) in all_accepted.iter().enumerate() {
-        commit(destination, batch, now)?;
-        // Only the mail's last certificate moves the position past it: a run killed after
-        // an earlier one reads the mail again, and finds the rest (the first by fingerprint).
-        let here = position.filter(|_| i + 1 == all_accepted.len());
-        let mut result = record(accepted, source, &extraction, destination, here, now)?;
-        let upload = destination.upload;
-        upload.run(
-            accepted,
-            &extraction,
-            destination.store.as_deref(),
-            &mut result,
-            now,
-        )?;
-        results.push(result);
-    }
+    log_dropped_roots(source, &report);
+    let accepted: Vec<&Accepted> = report.accepted().collect();
+    let at = InBatch {
+        position,
+        left_out,
+        batch: &mut *batch,
+    };
+    results.extend(record_and_upload(
+        &accepted,
+        source,
+        &extraction,
+        destination,
+        at,
+        now,
+    )?);
     for rejected in report.rejected() {
         results.push(rejection(rejected, source, &extraction));
     }
@@ -177,6 +169,30 @@ pub fn import_in_batch(
     Ok(results)
 }
 
+/// Records and uploads each accepted certificate of a mail, the batch so far committed
+/// before each record, so that each upload comes after the commit that records it.
+fn record_and_upload(
+    all_accepted: &[&Accepted],
+    source: &str,
+    extraction: &Extraction,
+    destination: &mut Destination<'_>,
+    at: InBatch<'_>,
+    now: OffsetDateTime,
+) -> anyhow::Result<Vec<ImportResult>> {
+    let mut results = Vec::new();
+    for (i, accepted) in all_accepted.iter().enumerate() {
+        commit(destination, at.batch, now)?;
+        // Only the mail's last certificate moves the position past it: a run killed after
+        // an earlier one reads the mail again, and finds the rest (the first by fingerprint).
+        let here = at.position.filter(|_| i + 1 == all_accepted.len());
+        let mut result = record(accepted, source, extraction, destination, here, now)?;
+        let store = destination.store.as_deref();
+        (destination.upload).run(accepted, extraction, store, &mut result, now)?;
+        results.push(result);
+    }
+    Ok(results)
+}
+
 /// What an extraction found that its results do not say, in the log. Each problem is on
 /// its result, which the report prints: logged again only with -v.
 fn log_extraction(source: &str, extraction: &Extraction) {
@@ -187,6 +203,16 @@ fn log_extraction(source: &str, extraction: &Extraction) {
         log::warn!(
             "{source}: {place}: the mail contains a private key; it was ignored and not stored. \
              A key sent by mail should be treated as compromised"
+        );
+    }
+}
+
+/// The self-signed roots that came with the mail, which trust never comes from (rule 4).
+fn log_dropped_roots(source: &str, report: &validate::Report) {
+    for root in &report.dropped_roots {
+        log::info!(
+            "{source}: self-signed root {} left out of the chain",
+            root.label()
         );
     }
 }
