@@ -317,19 +317,7 @@ fn a_load_balancer_not_active_in_time_is_reported_and_the_next_run_goes_on() {
 #[test]
 fn a_run_killed_after_the_update_sends_nothing_twice() {
     let f = Fixture::new("");
-    f.portal.set_pending_polls_after_update(1_000_000);
-    let child = (f.home.fulfill_process())
-        .arg("--config")
-        .arg(&f.config)
-        .args(["import", "--expect-name", NAME])
-        .arg(&f.new_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the update is sent", || f.updates() == 1);
-    std::thread::sleep(Duration::from_millis(100));
-    kill(child);
+    f.kill_import_after_its_update();
     assert_eq!(f.updates(), 1);
     f.portal.set_pending_polls(&f.load_balancer, 3);
     let (code, results, stderr) = f.import();
@@ -344,19 +332,7 @@ fn a_run_killed_after_the_update_sends_nothing_twice() {
 #[test]
 fn a_listener_moved_by_someone_else_after_a_killed_run_is_left_alone() {
     let f = Fixture::new("");
-    f.portal.set_pending_polls_after_update(1_000_000);
-    let child = (f.home.fulfill_process())
-        .arg("--config")
-        .arg(&f.config)
-        .args(["import", "--expect-name", NAME])
-        .arg(&f.new_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("the update is sent", || f.updates() == 1);
-    std::thread::sleep(Duration::from_millis(100));
-    kill(child);
+    f.kill_import_after_its_update();
     let third = f.new_id() + 1000;
     f.portal.set_listener_certificate(&f.listener, third);
     f.portal.set_pending_polls(&f.load_balancer, 0);
@@ -632,6 +608,24 @@ fn show_tells_where_a_certificate_is_in_use() {
 }
 
 impl Fixture {
+    /// Runs `import` of the new certificate and kills it (SIGKILL) once its listener
+    /// update is sent, while the load balancer is still applying it.
+    fn kill_import_after_its_update(&self) {
+        self.portal.set_pending_polls_after_update(1_000_000);
+        let child = (self.home.fulfill_process())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["import", "--expect-name", NAME])
+            .arg(&self.new_file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the update is sent", || self.updates() == 1);
+        std::thread::sleep(Duration::from_millis(100));
+        kill(child);
+    }
+
     fn keys(&self) -> PathBuf {
         self.home.path().join("keys")
     }
