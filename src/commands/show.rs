@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use super::{Context, Report, days_left, parse_time, write_line};
 use crate::exit::{Exit, UsageError};
 use crate::pipeline::in_use::{Asking, InUse, ListenerLookup, LiveView, where_in_use};
+use crate::pipeline::secrets_manager::secret_place;
 use crate::portal::Portal;
 use crate::store::{CertificateRow, SecretRow, Store};
 
@@ -142,15 +143,11 @@ impl ShowReport {
     fn secret(&self) -> Option<String> {
         let secret = self.secrets_manager.as_ref()?;
         let mut text = secret.secret_name.clone();
-        if let Some(id) = &secret.secret_id {
-            text.push_str(&format!(" ({id})"));
-        }
-        if let Some(version) = secret.secret_version {
-            text.push_str(&format!(" version {version}"));
-        }
-        if let Some(version_id) = &secret.secret_version_id {
-            text.push_str(&format!(" ({version_id})"));
-        }
+        text.push_str(&secret_place(
+            secret.secret_id.as_deref(),
+            secret.secret_version,
+            secret.secret_version_id.as_deref(),
+        ));
         text.push_str(&format!(", {}", secret.state));
         if let Some(error) = &secret.last_error {
             text.push_str(&format!(": {error}"));

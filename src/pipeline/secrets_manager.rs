@@ -71,15 +71,11 @@ impl SecretImport {
     /// "secret NAME (ID) version N: created", or what failed, for the reports.
     pub fn summary(&self) -> String {
         let mut line = format!("secret '{}'", self.secret_name);
-        if let Some(id) = &self.secret_id {
-            line.push_str(&format!(" ({id})"));
-        }
-        if let Some(version) = self.secret_version {
-            line.push_str(&format!(" version {version}"));
-        }
-        if let Some(version_id) = &self.secret_version_id {
-            line.push_str(&format!(" ({version_id})"));
-        }
+        line.push_str(&secret_place(
+            self.secret_id.as_deref(),
+            self.secret_version,
+            self.secret_version_id.as_deref(),
+        ));
         line.push_str(&format!(": {}", self.outcome.words()));
         if let Some(error) = &self.error {
             line.push_str(&format!(": {error}"));
@@ -100,6 +96,22 @@ impl SecretImport {
             error: None,
         }
     }
+}
+
+/// " (ID) version N (VERSION ID)", each part only when known: where a certificate is in
+/// Secrets Manager, as reports and `show` print it after the secret's name.
+pub fn secret_place(id: Option<&str>, version: Option<i64>, version_id: Option<&str>) -> String {
+    let mut text = String::new();
+    if let Some(id) = id {
+        text.push_str(&format!(" ({id})"));
+    }
+    if let Some(version) = version {
+        text.push_str(&format!(" version {version}"));
+    }
+    if let Some(version_id) = version_id {
+        text.push_str(&format!(" ({version_id})"));
+    }
+    text
 }
 
 /// The certificates with a known private key that are not settled in Secrets Manager,
